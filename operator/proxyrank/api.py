@@ -1,0 +1,580 @@
+"""The RecipeComparison API (group proxyrank.io, version v1alpha1): the single source of truth.
+
+The pydantic models below validate specs in the CLI and the operator, and :mod:`proxyrank.crd` generates the
+CustomResourceDefinition's OpenAPI schema from them. Every cross-field rule exists twice by necessity, both written
+here side by side: as a pydantic validator (the operator and CLI) and as a CEL rule in ``x-kubernetes-validations``
+(the API server), and ``tests/api`` checks that both reject the same bad objects.
+
+Two places differ from the architecture sketch because a structural schema cannot hold a string-or-object union:
+``proxy.model`` is a preset name and an explicit shape goes in ``proxy.shape``; ``trainer.resources`` is an object and
+a TorchX named resource goes in ``trainer.namedResource``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from proxyrank import API_VERSION, KIND
+from proxyrank_trainer.presets import PRESETS, ModelShape
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS_LABEL_RE = re.compile(DNS_LABEL)
+MAX_RECIPES = 200
+MAX_PROTOCOLS = 16
+MAX_LEARNING_RATES = 32
+MAX_EVAL_SETS = 32
+MAX_SOURCES = 16
+MAX_SEEDS = 16
+DEFAULT_REFERENCE_PROTOCOL = "reduced-lr"
+
+
+def _cel(rule: str, message: str, **extra: str) -> dict[str, str]:
+    return {"rule": rule, "message": message, **extra}
+
+
+def _validations(*rules: dict[str, str]) -> Any:
+    """``json_schema_extra`` carrying CEL rules (typed Any: pydantic's JsonDict is invariant)."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def _unique_names_cel(field: str, what: str) -> dict[str, str]:
+    return _cel(f"self.{field}.all(a, self.{field}.exists_one(b, b.name == a.name))",
+                f"{what} names must be unique", fieldPath=f".{field}", reason="FieldValueDuplicate")
+
+
+class APIModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields rejected."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid",
+                              validate_default=True)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL,
+                            description="A DNS label: lowercase letters, digits and '-', at most 63 characters.")]
+LearningRate = Annotated[float, Field(gt=0, le=10, allow_inf_nan=False, description="A learning rate, > 0.")]
+Uri = Annotated[str, Field(min_length=1, max_length=1024, description="A local path or an fsspec URI (s3://, gs://).")]
+
+
+def _check_unique(values: list[Any], what: str) -> None:
+    seen: set[Any] = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"duplicate {what} {v!r}: {what}s must be unique")
+        seen.add(v)
+
+
+# ----------------------------------------------------------------------------------------------------------- trainer
+class Resources(APIModel):
+    """Per-replica resources of a training job (TorchX ``specs.Resource``)."""
+
+    gpu: int = Field(default=0, ge=0, le=64, description="GPUs per replica; > 1 runs DDP via torchrun.")
+    cpu: int = Field(default=2, ge=1, le=1024, description="CPU cores per replica.")
+    mem_mb: int = Field(default=8192, ge=128, le=4_194_304, alias="memMB", description="Memory per replica in MB.")
+
+
+class Toleration(APIModel):
+    key: str | None = Field(default=None, max_length=316)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(default=None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, ge=0)
+
+
+class TrainerSpec(APIModel):
+    """Where and how training jobs run. Only ``image`` and the scheduling fields matter on Kubernetes."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(
+        _cel("!(has(self.namedResource) && has(self.resources))",
+             "set either trainer.resources or trainer.namedResource, not both", reason="FieldValueForbidden"),
+    ))
+
+    image: str | None = Field(default=None, min_length=1, max_length=512,
+                              description="Trainer container image (required on Kubernetes).")
+    queue: str = Field(default="default", min_length=1, max_length=63, description="Volcano queue.")
+    resources: Resources | None = Field(default=None, description="GPU/CPU/memory per replica.")
+    named_resource: str | None = Field(default=None, min_length=1, max_length=63,
+                                       description="A TorchX named resource (e.g. gpu.small) instead of resources.")
+    replicas: int = Field(default=1, ge=1, le=256, description="Nodes per run (multi-node DDP when > 1).")
+    node_selector: dict[str, str] | None = None
+    tolerations: list[Toleration] | None = Field(default=None, max_length=32)
+    image_pull_secrets: list[Annotated[str, Field(max_length=253)]] | None = Field(default=None, max_length=16)
+    service_account_name: str | None = Field(default=None, max_length=253)
+    env: dict[str, str] | None = Field(default=None, description="Extra environment variables for the trainer.")
+
+    @model_validator(mode="after")
+    def _one_resource_form(self) -> Self:
+        if self.named_resource is not None and self.resources is not None:
+            raise ValueError("set either trainer.resources or trainer.namedResource, not both")
+        return self
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+class Source(APIModel):
+    uri: Uri
+    weight: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False,
+                          description="Sampling weight; weights are normalised over the recipe's sources.")
+
+
+class Recipe(APIModel):
+    model_config = ConfigDict(json_schema_extra=_validations(
+        _cel("self.sources.exists(s, s.weight > 0.0)", "a recipe's source weights must not all be 0",
+             fieldPath=".sources", reason="FieldValueInvalid"),
+    ))
+
+    name: Name
+    description: str | None = Field(default=None, max_length=1024)
+    sources: list[Source] = Field(min_length=1, max_length=MAX_SOURCES)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> Self:
+        if not any(s.weight > 0 for s in self.sources):
+            raise ValueError("source weights sum to 0: give at least one source a weight > 0")
+        return self
+
+
+class EvalSet(APIModel):
+    name: Name
+    uri: Uri
+
+
+class Evaluation(APIModel):
+    model_config = ConfigDict(json_schema_extra=_validations(_unique_names_cel("sets", "evaluation set")))
+
+    sets: list[EvalSet] = Field(min_length=1, max_length=MAX_EVAL_SETS,
+                                description="Held-out sets shared by every run; ranking uses the mean val loss.")
+    tokens: int | None = Field(default=None, ge=1024, le=1 << 34,
+                               description="Evaluation tokens per set (default: the trainer's).")
+
+    @field_validator("sets")
+    @classmethod
+    def _unique(cls, v: list[EvalSet]) -> list[EvalSet]:
+        _check_unique([s.name for s in v], "evaluation set name")
+        return v
+
+
+# ----------------------------------------------------------------------------------------------------------- models
+class ShapeSpec(APIModel):
+    """An explicit GPT shape instead of a preset."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(
+        _cel("self.width % self.heads == 0", "shape.width must be divisible by shape.heads",
+             reason="FieldValueInvalid"),
+    ))
+
+    layers: int = Field(ge=1, le=256)
+    width: int = Field(ge=8, le=65536)
+    heads: int = Field(ge=1, le=1024)
+    seq_len: int = Field(ge=8, le=131072)
+    vocab_size: int = Field(ge=2, le=1 << 22)
+
+    @model_validator(mode="after")
+    def _divisible(self) -> Self:
+        if self.width % self.heads:
+            raise ValueError(f"shape.width ({self.width}) must be divisible by shape.heads ({self.heads})")
+        return self
+
+    def to_shape(self) -> ModelShape:
+        return ModelShape(layers=self.layers, width=self.width, heads=self.heads, seq_len=self.seq_len,
+                          vocab_size=self.vocab_size)
+
+
+_SCALE_RULES = [
+    _cel("has(self.model) != has(self.shape)", "set exactly one of model (a preset) or shape (explicit)",
+         reason="FieldValueRequired"),
+    _cel("has(self.tokens) != has(self.tokensPerParam)", "set exactly one of tokens or tokensPerParam",
+         reason="FieldValueRequired"),
+]
+
+
+class ScaleSpec(APIModel):
+    """A model scale and its training budget; hyperparameters other than the learning rate are shared by all runs."""
+
+    model: Literal[tuple(PRESETS)] | None = Field(  # type: ignore[valid-type]
+        default=None, description=f"A model preset: {', '.join(PRESETS)}.")
+    shape: ShapeSpec | None = Field(default=None, description="An explicit shape instead of a preset.")
+    tokens: int | None = Field(default=None, ge=1, le=1 << 50, description="Training tokens per run.")
+    tokens_per_param: float | None = Field(default=None, gt=0, le=100_000, allow_inf_nan=False,
+                                           description="Training tokens per non-embedding parameter.")
+    batch_tokens: int = Field(default=524288, ge=1, le=1 << 30, description="Tokens per optimizer step.")
+    seq_len: int | None = Field(default=None, ge=8, le=131072, description="Context length override.")
+    schedule: Literal["cosine", "constant", "wsd"] = "cosine"
+    warmup_fraction: float = Field(default=0.05, ge=0, le=0.5)
+    weight_decay: float = Field(default=0.1, ge=0, le=10)
+    grad_clip: float = Field(default=1.0, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.model is None) == (self.shape is None):
+            raise ValueError("set exactly one of model (a preset name) or shape (an explicit shape)")
+        if (self.tokens is None) == (self.tokens_per_param is None):
+            raise ValueError("set exactly one of tokens or tokensPerParam")
+        return self
+
+    def model_shape(self) -> ModelShape:
+        base = self.shape.to_shape() if self.shape is not None else PRESETS[str(self.model)]
+        if self.seq_len is not None and self.seq_len != base.seq_len:
+            base = ModelShape(layers=base.layers, width=base.width, heads=base.heads, seq_len=self.seq_len,
+                              vocab_size=base.vocab_size)
+        return base
+
+    def model_config_value(self) -> str | dict[str, int]:
+        """The ``model`` value for the trainer's run config."""
+        return str(self.model) if self.shape is None else self.shape.to_shape().to_dict()
+
+    def resolved_tokens(self) -> int:
+        """The token budget of one run, rounded to whole optimizer steps (at least one)."""
+        if self.tokens is not None:
+            raw = float(self.tokens)
+        else:
+            assert self.tokens_per_param is not None  # one of the two is set (validated above)
+            raw = self.tokens_per_param * self.model_shape().non_embedding_params()
+        steps = max(1, round(raw / self.batch_tokens))
+        return steps * self.batch_tokens
+
+
+class Protocol(APIModel):
+    """A proxy protocol: one learning rate for every recipe, or a per-recipe sweep (ranked by the best lr)."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(
+        _cel("has(self.learningRate) != has(self.learningRates)",
+             "set exactly one of learningRate (one rate for every recipe) or learningRates (a per-recipe sweep)",
+             reason="FieldValueRequired"),
+        _cel("!has(self.learningRates) || self.learningRates.all(a, self.learningRates.exists_one(b, b == a))",
+             "learningRates must be unique", fieldPath=".learningRates", reason="FieldValueDuplicate"),
+    ))
+
+    name: Name
+    learning_rate: LearningRate | None = None
+    learning_rates: list[LearningRate] | None = Field(default=None, min_length=1, max_length=MAX_LEARNING_RATES)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.learning_rate is None) == (self.learning_rates is None):
+            raise ValueError("set exactly one of learningRate (one rate for every recipe) or learningRates "
+                             "(a per-recipe sweep)")
+        if self.learning_rates is not None:
+            _check_unique(self.learning_rates, "learning rate")
+        return self
+
+    @property
+    def rates(self) -> list[float]:
+        return [self.learning_rate] if self.learning_rate is not None else sorted(self.learning_rates or [])
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.learning_rates is not None and len(self.learning_rates) > 1
+
+
+class ProxySpec(ScaleSpec):
+    model_config = ConfigDict(json_schema_extra=_validations(
+        *_SCALE_RULES, _unique_names_cel("protocols", "protocol")))
+
+    protocols: list[Protocol] = Field(min_length=1, max_length=MAX_PROTOCOLS)
+
+    @field_validator("protocols")
+    @classmethod
+    def _unique(cls, v: list[Protocol]) -> list[Protocol]:
+        _check_unique([p.name for p in v], "protocol name")
+        return v
+
+
+class TargetSpec(ScaleSpec):
+    """The ground truth: every recipe trained at target scale over a learning-rate grid (tuned per recipe)."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(
+        *_SCALE_RULES,
+        _cel("self.learningRates.all(a, self.learningRates.exists_one(b, b == a))", "learningRates must be unique",
+             fieldPath=".learningRates", reason="FieldValueDuplicate"),
+    ))
+
+    learning_rates: list[LearningRate] = Field(min_length=1, max_length=MAX_LEARNING_RATES)
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _unique(cls, v: list[float]) -> list[float]:
+        _check_unique(v, "learning rate")
+        return v
+
+    @property
+    def rates(self) -> list[float]:
+        return sorted(self.learning_rates)
+
+
+# ----------------------------------------------------------------------------------------------------------- policy
+class Policy(APIModel):
+    """How runs are executed. The only spec fields (with reliability) that may change after creation."""
+
+    parallelism: int = Field(default=8, ge=1, le=10_000, description="Runs in flight at once.")
+    max_failed_runs: int = Field(default=3, ge=0, le=100_000,
+                                 description="The comparison fails when more runs than this failed for good.")
+    run_retries: int = Field(default=1, ge=0, le=100, description="Relaunches of a failed run before it counts.")
+    run_deadline_seconds: int = Field(default=86400, ge=1, le=30 * 86400,
+                                      description="A run still unfinished after this long is stopped and failed.")
+    suspend: bool = Field(default=False, description="Stop launching new runs; running ones finish.")
+
+
+class ReliabilityMetric(StrEnum):
+    spearman = "spearman"
+    kendall = "kendall"
+    pearson = "pearson"
+    pairwise = "pairwise"
+
+
+class Reliability(APIModel):
+    metric: ReliabilityMetric = ReliabilityMetric.spearman
+    threshold: float = Field(default=0.8, ge=-1, le=1, allow_inf_nan=False)
+    protocol: Name | None = Field(default=None, description=(
+        f"The protocol whose ranking is judged (default: {DEFAULT_REFERENCE_PROTOCOL!r} if present, "
+        "else the first protocol)."))
+
+
+# ----------------------------------------------------------------------------------------------------------- spec
+_IMMUTABLE = ("trainer", "recipes", "evaluation", "proxy", "seeds")
+_IMMUTABLE_RULE = " && ".join(
+    [f"self.{f} == oldSelf.{f}" for f in ("recipes", "evaluation", "proxy")]
+    + [f"has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f})"
+       for f in ("trainer", "target", "seeds")]
+)
+
+
+class RecipeComparisonSpec(APIModel):
+    model_config = ConfigDict(json_schema_extra=_validations(
+        _unique_names_cel("recipes", "recipe"),
+        _cel("!has(self.reliability) || !has(self.reliability.protocol) || "
+             "self.proxy.protocols.exists(p, p.name == self.reliability.protocol)",
+             "reliability.protocol must name one of proxy.protocols", fieldPath=".reliability.protocol",
+             reason="FieldValueNotFound"),
+        _cel(_IMMUTABLE_RULE, "spec is immutable except spec.policy and spec.reliability: create a new "
+             "RecipeComparison to change recipes, data, models or protocols", reason="FieldValueForbidden"),
+    ))
+
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    recipes: list[Recipe] = Field(min_length=2, max_length=MAX_RECIPES)
+    evaluation: Evaluation
+    proxy: ProxySpec
+    target: TargetSpec | None = None
+    seeds: int = Field(default=1, ge=1, le=MAX_SEEDS, description="Seeds per (protocol, recipe, learning rate).")
+    policy: Policy = Field(default_factory=Policy)
+    reliability: Reliability = Field(default_factory=Reliability)
+
+    @field_validator("recipes")
+    @classmethod
+    def _unique(cls, v: list[Recipe]) -> list[Recipe]:
+        _check_unique([r.name for r in v], "recipe name")
+        return v
+
+    @model_validator(mode="after")
+    def _reliability_protocol(self) -> Self:
+        names = [p.name for p in self.proxy.protocols]
+        if self.reliability.protocol is not None and self.reliability.protocol not in names:
+            raise ValueError(f"reliability.protocol {self.reliability.protocol!r} is not one of proxy.protocols "
+                             f"({', '.join(names)})")
+        return self
+
+    def judged_protocol(self) -> Protocol:
+        """The protocol the reliability verdict is about."""
+        by_name = {p.name: p for p in self.proxy.protocols}
+        if self.reliability.protocol is not None:
+            return by_name[self.reliability.protocol]
+        return by_name.get(DEFAULT_REFERENCE_PROTOCOL, self.proxy.protocols[0])
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------- status
+class Phase(StrEnum):
+    pending = "Pending"
+    running = "Running"
+    suspended = "Suspended"
+    succeeded = "Succeeded"
+    failed = "Failed"
+    invalid = "Invalid"
+
+
+class RunState(StrEnum):
+    pending = "Pending"  # planned, not launched
+    launching = "Launching"  # submitted, not yet seen running
+    running = "Running"
+    succeeded = "Succeeded"  # finished with a result
+    diverged = "Diverged"  # finished with a NaN/inf loss: a valid result that ranks last at that lr
+    failed = "Failed"  # failed for good (retries exhausted)
+    result_missing = "ResultMissing"  # succeeded without a readable result: counts as a failure
+    cancelled = "Cancelled"
+
+
+TERMINAL_STATES = frozenset({RunState.succeeded, RunState.diverged, RunState.failed, RunState.result_missing,
+                             RunState.cancelled})
+DONE_STATES = frozenset({RunState.succeeded, RunState.diverged})
+FAILED_STATES = frozenset({RunState.failed, RunState.result_missing})
+
+
+class Condition(APIModel):
+    type: str = Field(max_length=316)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(max_length=1024)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class RunStatus(APIModel):
+    """One training run. Compact on purpose: a 200-recipe comparison has thousands of these in one object."""
+
+    key: str
+    protocol: str  # "target" for target-scale runs
+    recipe: str
+    scale: Literal["proxy", "target"]
+    learning_rate: float
+    seed: int
+    state: RunState = RunState.pending
+    handle: str | None = None
+    attempts: int = 0
+    val_loss: float | None = None  # mean over eval sets; None for diverged runs (they rank as +inf)
+    set_losses: list[float | None] | None = None  # per eval set, in spec.evaluation.sets order
+    train_loss: float | None = None
+    loss_fell: bool | None = None
+    gpu_seconds: float | None = None
+    cpu_seconds: float | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    message: str | None = None
+
+
+class RunCounts(APIModel):
+    total: int = 0
+    pending: int = 0
+    launching: int = 0
+    running: int = 0
+    succeeded: int = 0
+    diverged: int = 0
+    failed: int = 0
+    result_missing: int = 0
+    cancelled: int = 0
+    done: int = 0  # succeeded + diverged
+
+
+class Interval(APIModel):
+    low: float | None = None
+    high: float | None = None
+
+
+class Agreement(APIModel):
+    """How well one ranking (``of``) agrees with a reference ranking (``against``) over the recipes both have."""
+
+    of: str
+    against: str
+    n: int
+    spearman: float | None = None
+    kendall: float | None = None
+    pearson: float | None = None
+    pairwise_accuracy: float | None = None
+    top1_match: bool | None = None
+    top_k_regret: float | None = None
+    k: int | None = None
+    spearman_ci: Interval | None = None
+    kendall_ci: Interval | None = None
+    pairwise_accuracy_ci: Interval | None = None
+
+
+class Flip(APIModel):
+    a: str
+    b: str
+    lr_from: float
+    lr_to: float
+
+
+class ProtocolResult(APIModel):
+    name: str
+    learning_rates: list[float]
+    recipes_done: int = 0
+    losses: dict[str, float | None] = Field(default_factory=dict)  # per recipe, best over lr, mean over seeds
+    ranking: list[str] = Field(default_factory=list)
+    winner: str | None = None
+    best_learning_rate: dict[str, float] | None = None  # sweeps only
+    edge_of_grid: list[str] | None = None  # recipes whose best lr is the lowest or highest of the sweep
+    flip_share: float | None = None  # sweeps only: recipe pairs whose order reverses within the sweep
+    flips: list[Flip] | None = None  # at most 20 listed
+    agreement: Agreement | None = None  # vs the target (or the reference protocol without a target)
+    per_set: list[Agreement] | None = None  # the same, on each evaluation set's loss
+    gpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+class TargetResult(APIModel):
+    learning_rates: list[float]
+    recipes_done: int = 0
+    losses: dict[str, float | None] = Field(default_factory=dict)
+    ranking: list[str] = Field(default_factory=list)
+    winner: str | None = None
+    best_learning_rate: dict[str, float] = Field(default_factory=dict)
+    edge_of_grid: list[str] = Field(default_factory=list)
+    gpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+class Agreements(APIModel):
+    """The paper's three agreements; each can fail on its own."""
+
+    cross_scale: list[Agreement] = Field(default_factory=list)  # same-lr proxy vs same-lr target
+    within_scale: Agreement | None = None  # judged protocol vs the proxy-scale tuned sweep
+    end_to_end: Agreement | None = None  # judged protocol vs the tuned target
+
+
+class Verdict(APIModel):
+    protocol: str
+    against: str | None = None
+    metric: str
+    threshold: float
+    value: float | None = None
+    spearman: float | None = None
+    reliable: bool | None = None
+    winner: str | None = None  # the recipe to bet on: the target's winner, else the judged protocol's
+    message: str = ""
+
+
+class RecipeComparisonStatus(APIModel):
+    observed_generation: int | None = None
+    phase: Phase = Phase.pending
+    progress: str | None = None  # "done/total", for the printer column
+    conditions: list[Condition] = Field(default_factory=list)
+    run_counts: RunCounts = Field(default_factory=RunCounts)
+    runs: list[RunStatus] = Field(default_factory=list)
+    protocols: list[ProtocolResult] = Field(default_factory=list)
+    target: TargetResult | None = None
+    agreements: Agreements | None = None
+    verdict: Verdict | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class RecipeComparison(APIModel):
+    """The whole object as written in a YAML file or stored by the API server."""
+
+    api_version: Literal["proxyrank.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["RecipeComparison"]
+    metadata: ObjectMeta
+    spec: RecipeComparisonSpec
+    status: RecipeComparisonStatus | None = None
+
+
+assert API_VERSION == "proxyrank.io/v1alpha1" and KIND == "RecipeComparison"
+
+
+def finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None

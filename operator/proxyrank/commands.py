@@ -1,0 +1,71 @@
+"""Implementations of the ``validate`` and ``plan`` commands (argument parsing lives in :mod:`proxyrank.cli`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from proxyrank.cli import EXIT_INVALID, EXIT_OK
+from proxyrank.planner import Plan, format_lr, local_uid, plan_runs
+from proxyrank.validation import SpecError, load_comparison
+
+
+def _print_spec_error(exc: SpecError) -> int:
+    print(str(exc), file=sys.stderr)
+    return EXIT_INVALID
+
+
+def cmd_validate(path: str) -> int:
+    try:
+        obj = load_comparison(path)
+    except SpecError as exc:
+        return _print_spec_error(exc)
+    spec = obj.spec
+    n_runs = len(plan_runs(spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name)).runs)
+    print(f"{path}: valid RecipeComparison {obj.metadata.name!r}: {len(spec.recipes)} recipes, "
+          f"{len(spec.proxy.protocols)} protocols{', a target sweep' if spec.target else ''}, {n_runs} runs")
+    return EXIT_OK
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def render_plan(plan: Plan, console: Console) -> None:
+    table = Table(title=f"Run plan for {plan.comparison!r}: {len(plan.runs)} runs, {_si(plan.total_flops)}FLOPs")
+    for col in ("protocol", "scale", "model", "params (non-emb)", "learning rates", "runs", "tokens/run", "FLOPs",
+                "share"):
+        table.add_column(col, justify="right" if col in ("runs", "tokens/run", "FLOPs", "share") else "left")
+    for c in plan.costs:
+        table.add_row(c.group, c.scale, c.model, f"{_si(c.params)} ({_si(c.non_embedding_params)})",
+                      ", ".join(format_lr(x) for x in c.learning_rates), str(c.runs), _si(c.tokens_per_run),
+                      _si(c.flops), f"{c.flops / plan.total_flops:.0%}" if plan.total_flops else "-")
+    console.print(table)
+    console.print("FLOPs are 6 x (non-embedding params + output projection) x tokens per run.")
+
+
+def cmd_plan(path: str, *, as_json: bool = False) -> int:
+    try:
+        obj = load_comparison(path)
+    except SpecError as exc:
+        return _print_spec_error(exc)
+    plan = plan_runs(obj.spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name))
+    if as_json:
+        json.dump(plan.to_json(), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    console = Console(width=max(Console().width, 110))
+    render_plan(plan, console)
+    runs = Table(title="Runs")
+    for col in ("key", "protocol", "recipe", "scale", "lr", "seed"):
+        runs.add_column(col)
+    for r in plan.runs:
+        runs.add_row(r.key, r.protocol, r.recipe, r.scale, format_lr(r.learning_rate), str(r.seed))
+    console.print(runs)
+    return EXIT_OK

@@ -1,0 +1,145 @@
+"""Generate the RecipeComparison CustomResourceDefinition from the pydantic API models.
+
+pydantic emits JSON Schema 2020-12; a CRD needs a *structural* OpenAPI v3 schema. The conversion inlines ``$ref``s,
+turns ``X | None`` into ``X`` (optional = not required), rewrites numeric ``exclusiveMinimum`` to the OpenAPI v3 boolean
+form, drops titles and ``additionalProperties: false`` (the API server prunes or, with strict field validation,
+rejects unknown fields), and keeps the CEL rules the models carry in ``x-kubernetes-validations``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+
+from proxyrank import CATEGORY, GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION
+from proxyrank.api import RecipeComparisonSpec, RecipeComparisonStatus
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Runs", "type": "string", "jsonPath": ".status.progress", "description": "Runs done / total"},
+    {"name": "Spearman", "type": "number", "jsonPath": ".status.verdict.spearman",
+     "description": "Spearman of the judged proxy protocol (reduced-lr by default) against the tuned target"},
+    {"name": "Reliable", "type": "boolean", "jsonPath": ".status.verdict.reliable"},
+    {"name": "Winner", "type": "string", "jsonPath": ".status.verdict.winner",
+     "description": "The recipe to bet on: the tuned target's best, else the judged protocol's"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+_DROP = {"title", "$defs", "discriminator"}
+
+
+def _structural(node: Any, defs: dict[str, Any], *, keep_defaults: bool) -> Any:
+    if isinstance(node, list):
+        return [_structural(x, defs, keep_defaults=keep_defaults) for x in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**copy.deepcopy(target), **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, defs, keep_defaults=keep_defaults)
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        nullable = len(options) < len(node["anyOf"])
+        if len(options) != 1:
+            raise ValueError(f"cannot express a union of {len(options)} types in a structural schema: {node}")
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        merged = {**_structural(options[0], defs, keep_defaults=keep_defaults), **rest}
+        converted: dict[str, Any] = _structural(merged, defs, keep_defaults=keep_defaults)
+        if nullable:
+            converted.pop("default", None)  # optional fields have no server-side default
+        return converted
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "additionalProperties" and value is False:
+            continue
+        if key == "default" and (value is None or not keep_defaults):
+            continue
+        if key == "const":
+            out["enum"] = [value]
+            continue
+        if key == "exclusiveMinimum" and not isinstance(value, bool):
+            out["minimum"], out["exclusiveMinimum"] = value, True
+            continue
+        if key == "exclusiveMaximum" and not isinstance(value, bool):
+            out["maximum"], out["exclusiveMaximum"] = value, True
+            continue
+        if key == "properties":
+            out[key] = {k: _structural(v, defs, keep_defaults=keep_defaults) for k, v in value.items()}
+        elif key in ("items", "additionalProperties"):
+            out[key] = _structural(value, defs, keep_defaults=keep_defaults)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def model_schema(model: type[Any], *, keep_defaults: bool = True) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    _mark_nullable_elements(raw)
+    _mark_nullable_elements(defs)
+    return _structural(raw, defs, keep_defaults=keep_defaults)
+
+
+def _mark_nullable_elements(node: Any) -> None:
+    """Element schemas ``anyOf: [X, null]`` inside arrays and maps become ``X`` + ``nullable: true``."""
+    if isinstance(node, list):
+        for x in node:
+            _mark_nullable_elements(x)
+        return
+    if not isinstance(node, dict):
+        return
+    for key in ("items", "additionalProperties"):
+        sub = node.get(key)
+        if isinstance(sub, dict) and "anyOf" in sub:
+            options = [o for o in sub["anyOf"] if o.get("type") != "null"]
+            if len(options) == 1 and len(options) < len(sub["anyOf"]):
+                node[key] = {**options[0], "nullable": True}
+    for value in node.values():
+        if isinstance(value, dict | list):
+            _mark_nullable_elements(value)
+
+
+def crd_manifest() -> dict[str, Any]:
+    spec_schema = model_schema(RecipeComparisonSpec)
+    spec_schema["description"] = "What to compare: recipes, evaluation sets, proxy protocols and the tuned target."
+    status_schema = model_schema(RecipeComparisonStatus, keep_defaults=False)
+    status_schema["description"] = "Observed state: runs, rankings, correlations and the reliability verdict."
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}", "labels": {"app.kubernetes.io/part-of": "proxyrank"}},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": KIND, "plural": PLURAL, "singular": SINGULAR, "shortNames": [SHORT_NAME],
+                      "categories": [CATEGORY]},
+            "versions": [{
+                "name": VERSION,
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": PRINTER_COLUMNS,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "A comparison of pretraining data recipes ranked by proxy models.",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "metadata": {"type": "object"},
+                        "spec": spec_schema,
+                        "status": status_schema,
+                    },
+                }},
+            }],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    header = "# Generated by `proxyrank crd` from operator/proxyrank/api.py. Do not edit; run `make crd`.\n"
+    return header + yaml.safe_dump(crd_manifest(), sort_keys=False, width=120)

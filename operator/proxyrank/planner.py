@@ -1,0 +1,166 @@
+"""Expand a RecipeComparison spec into its training runs. Pure: no I/O.
+
+One run per (protocol, recipe, learning rate, seed) at proxy scale, plus one per (recipe, learning rate, seed) at
+target scale. A run's key is a deterministic hash of (comparison uid, scale, protocol, recipe, lr, seed), so the same
+spec always plans the same keys and a launcher can find an existing child by its ``proxyrank.io/run`` label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxyrank.api import RecipeComparisonSpec, ScaleSpec
+
+LABEL_PREFIX = "proxyrank.io"
+LABEL_COMPARISON = f"{LABEL_PREFIX}/comparison"
+LABEL_COMPARISON_UID = f"{LABEL_PREFIX}/comparison-uid"
+LABEL_RUN = f"{LABEL_PREFIX}/run"
+LABEL_PROTOCOL = f"{LABEL_PREFIX}/protocol"
+LABEL_RECIPE = f"{LABEL_PREFIX}/recipe"
+LABEL_SCALE = f"{LABEL_PREFIX}/scale"
+TARGET = "target"  # the protocol label and name used for target-scale runs
+
+
+def label_value(value: str) -> str:
+    """A valid label value (<= 63 chars, alphanumeric at both ends); long values keep a hash suffix."""
+    v = "".join(c if c.isalnum() or c in "-_." else "-" for c in value).strip("-_.")
+    if len(v) > 63:
+        v = v[:52].rstrip("-_.") + "-" + hashlib.sha256(value.encode()).hexdigest()[:10]
+    return v
+
+
+def local_uid(name: str) -> str:
+    """The uid of a comparison run outside Kubernetes: stable per name, so a rerun resumes the same runs."""
+    return "local-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+
+
+def run_key(uid: str, scale: str, protocol: str, recipe: str, learning_rate: float, seed: int) -> str:
+    ident = f"{uid}|{scale}|{protocol}|{recipe}|{learning_rate!r}|{seed}"
+    return "r" + hashlib.sha256(ident.encode()).hexdigest()[:15]
+
+
+def format_lr(lr: float) -> str:
+    return f"{lr:.3g}"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    key: str
+    protocol: str  # "target" at target scale
+    recipe: str
+    scale: str  # "proxy" | "target"
+    learning_rate: float
+    seed: int
+    tokens: int
+    flops: float
+    labels: dict[str, str] = field(compare=False)
+    config: dict[str, Any] = field(compare=False)  # the trainer's run config, without ``output``
+
+    @property
+    def title(self) -> str:
+        return f"{self.protocol}/{self.recipe}/lr={format_lr(self.learning_rate)}/seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class GroupCost:
+    """Compute for one protocol (or the target sweep)."""
+
+    group: str
+    scale: str
+    model: str
+    params: int
+    non_embedding_params: int
+    learning_rates: list[float]
+    runs: int
+    tokens_per_run: int
+    flops: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    comparison: str
+    uid: str
+    runs: list[PlannedRun]
+    costs: list[GroupCost]
+
+    @property
+    def total_flops(self) -> float:
+        return sum(c.flops for c in self.costs)
+
+    def by_key(self) -> dict[str, PlannedRun]:
+        return {r.key: r for r in self.runs}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "comparison": self.comparison,
+            "uid": self.uid,
+            "totalRuns": len(self.runs),
+            "totalFlops": self.total_flops,
+            "costs": [{"group": c.group, "scale": c.scale, "model": c.model, "params": c.params,
+                       "nonEmbeddingParams": c.non_embedding_params, "learningRates": c.learning_rates,
+                       "runs": c.runs, "tokensPerRun": c.tokens_per_run, "flops": c.flops} for c in self.costs],
+            "runs": [{"key": r.key, "protocol": r.protocol, "recipe": r.recipe, "scale": r.scale,
+                      "learningRate": r.learning_rate, "seed": r.seed, "tokens": r.tokens, "flops": r.flops,
+                      "labels": r.labels, "config": r.config} for r in self.runs],
+        }
+
+
+def _model_name(scale: ScaleSpec) -> str:
+    s = scale.model_shape()
+    return str(scale.model) if scale.model is not None else f"L{s.layers}-d{s.width}-h{s.heads}"
+
+
+def _run_config(spec: RecipeComparisonSpec, scale: ScaleSpec, key: str, recipe_name: str, lr: float,
+                seed: int) -> dict[str, Any]:
+    recipe = next(r for r in spec.recipes if r.name == recipe_name)
+    cfg: dict[str, Any] = {
+        "runKey": key,
+        "model": scale.model_config_value(),
+        "sources": [{"uri": s.uri, "weight": s.weight} for s in recipe.sources],
+        "evalSets": [{"name": e.name, "uri": e.uri} for e in spec.evaluation.sets],
+        "tokens": scale.resolved_tokens(),
+        "batchTokens": scale.batch_tokens,
+        "learningRate": lr,
+        "seed": seed,
+        "schedule": scale.schedule,
+        "warmupFraction": scale.warmup_fraction,
+        "weightDecay": scale.weight_decay,
+        "gradClip": scale.grad_clip,
+    }
+    if scale.seq_len is not None:
+        cfg["seqLen"] = scale.seq_len
+    if spec.evaluation.tokens is not None:
+        cfg["evalTokens"] = spec.evaluation.tokens
+    return cfg
+
+
+def plan_runs(spec: RecipeComparisonSpec, name: str, uid: str) -> Plan:
+    """All runs of a comparison, in a stable order: protocols as listed, then the target sweep."""
+    runs: list[PlannedRun] = []
+    costs: list[GroupCost] = []
+    base_labels = {LABEL_COMPARISON: label_value(name), LABEL_COMPARISON_UID: label_value(uid)}
+    groups: list[tuple[str, str, ScaleSpec, list[float]]] = [
+        (p.name, "proxy", spec.proxy, p.rates) for p in spec.proxy.protocols]
+    if spec.target is not None:
+        groups.append((TARGET, "target", spec.target, spec.target.rates))
+    for group, scale_name, scale, rates in groups:
+        shape = scale.model_shape()
+        tokens = scale.resolved_tokens()
+        flops = float(shape.flops_per_token()) * tokens
+        n_before = len(runs)
+        for recipe in spec.recipes:
+            for lr in rates:
+                for seed in range(spec.seeds):
+                    key = run_key(uid, scale_name, group, recipe.name, lr, seed)
+                    labels = {**base_labels, LABEL_RUN: key, LABEL_PROTOCOL: label_value(group),
+                              LABEL_RECIPE: label_value(recipe.name), LABEL_SCALE: scale_name}
+                    runs.append(PlannedRun(key=key, protocol=group, recipe=recipe.name, scale=scale_name,
+                                           learning_rate=lr, seed=seed, tokens=tokens, flops=flops, labels=labels,
+                                           config=_run_config(spec, scale, key, recipe.name, lr, seed)))
+        n = len(runs) - n_before
+        costs.append(GroupCost(group=group, scale=scale_name, model=_model_name(scale), params=shape.total_params(),
+                               non_embedding_params=shape.non_embedding_params(), learning_rates=list(rates),
+                               runs=n, tokens_per_run=tokens, flops=flops * n))
+    return Plan(comparison=name, uid=uid, runs=runs, costs=costs)

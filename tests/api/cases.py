@@ -1,0 +1,99 @@
+"""Bad RecipeComparison specs, one per rule: (id, mutation of the good object, expected path, expected phrase).
+
+Shared by the pydantic tests and the schema/CEL tests, so both layers are held to the same rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Mutation = Callable[[dict[str, Any]], None]
+
+
+def _set(path: str, value: Any) -> Mutation:
+    def apply(obj: dict[str, Any]) -> None:
+        node: Any = obj
+        parts = path.split(".")
+        for part in parts[:-1]:
+            node = node[int(part)] if part.isdigit() else node[part]
+        last = parts[-1]
+        if value is _DELETE:
+            del node[int(last) if last.isdigit() else last]
+        elif last.isdigit():
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return apply
+
+
+_DELETE = object()
+
+
+def _dup_recipe(obj: dict[str, Any]) -> None:
+    obj["spec"]["recipes"][1]["name"] = obj["spec"]["recipes"][0]["name"]
+
+
+def _one_recipe(obj: dict[str, Any]) -> None:
+    obj["spec"]["recipes"] = obj["spec"]["recipes"][:1]
+
+
+def _many_recipes(obj: dict[str, Any]) -> None:
+    obj["spec"]["recipes"] = [{"name": f"r{i}", "sources": [{"uri": f"s3://b/{i}/"}]} for i in range(201)]
+
+
+def _dup_protocol(obj: dict[str, Any]) -> None:
+    obj["spec"]["proxy"]["protocols"][1]["name"] = "fixed"
+
+
+def _dup_eval(obj: dict[str, Any]) -> None:
+    obj["spec"]["evaluation"]["sets"].append(dict(obj["spec"]["evaluation"]["sets"][0]))
+
+
+# (id, mutation, path in the error, phrase in the error, also rejected by schema+CEL?)
+BAD_CASES: list[tuple[str, Mutation, str, str]] = [
+    ("too-few-recipes", _one_recipe, "spec.recipes", "at least 2"),
+    ("too-many-recipes", _many_recipes, "spec.recipes", "at most 200"),
+    ("duplicate-recipe", _dup_recipe, "spec.recipes", "unique"),
+    ("recipe-name-not-dns", _set("spec.recipes.0.name", "DCLM_v2"), "spec.recipes[0].name", "DNS label"),
+    ("recipe-name-too-long", _set("spec.recipes.0.name", "a" * 64), "spec.recipes[0].name", "63"),
+    ("no-sources", _set("spec.recipes.0.sources", []), "spec.recipes[0].sources", "at least 1"),
+    ("empty-uri", _set("spec.recipes.0.sources.0.uri", ""), "spec.recipes[0].sources[0].uri", "empty"),
+    ("negative-weight", _set("spec.recipes.0.sources.0.weight", -1.0), "spec.recipes[0].sources[0].weight", ">= 0"),
+    ("zero-weights", _set("spec.recipes.0.sources.0.weight", 0.0), "spec.recipes[0]", "sum to 0"),
+    ("no-eval-sets", _set("spec.evaluation.sets", []), "spec.evaluation.sets", "at least 1"),
+    ("duplicate-eval-set", _dup_eval, "spec.evaluation.sets", "unique"),
+    ("unknown-preset", _set("spec.proxy.model", "gpt3"), "spec.proxy.model", "not allowed"),
+    ("model-and-shape", _set("spec.proxy.shape", {"layers": 2, "width": 64, "heads": 2, "seqLen": 128,
+                                                  "vocabSize": 256}), "spec.proxy", "exactly one of model"),
+    ("shape-heads", _set("spec.target", {"shape": {"layers": 2, "width": 65, "heads": 2, "seqLen": 128,
+                                                   "vocabSize": 256}, "tokens": 1000, "learningRates": [1e-3]}),
+     "spec.target.shape", "divisible"),
+    ("tokens-and-tokens-per-param", _set("spec.proxy.tokensPerParam", 20), "spec.proxy", "exactly one of tokens"),
+    ("no-token-budget", _set("spec.proxy.tokens", _DELETE), "spec.proxy", "exactly one of tokens"),
+    ("zero-tokens", _set("spec.proxy.tokens", 0), "spec.proxy.tokens", ">= 1"),
+    ("negative-tokens-per-param", _set("spec.target.tokensPerParam", -5), "spec.target.tokensPerParam", "> 0"),
+    ("no-protocols", _set("spec.proxy.protocols", []), "spec.proxy.protocols", "at least 1"),
+    ("duplicate-protocol", _dup_protocol, "spec.proxy.protocols", "unique"),
+    ("lr-zero", _set("spec.proxy.protocols.0.learningRate", 0.0), "spec.proxy.protocols[0].learningRate", "> 0"),
+    ("lr-negative", _set("spec.proxy.protocols.0.learningRate", -1e-3), "spec.proxy.protocols[0].learningRate",
+     "> 0"),
+    ("lr-both", _set("spec.proxy.protocols.0.learningRates", [1e-3]), "spec.proxy.protocols[0]", "exactly one of"),
+    ("lr-neither", _set("spec.proxy.protocols.0.learningRate", _DELETE), "spec.proxy.protocols[0]",
+     "exactly one of"),
+    ("lr-list-empty", _set("spec.proxy.protocols.2.learningRates", []), "spec.proxy.protocols[2].learningRates",
+     "at least 1"),
+    ("lr-list-duplicate", _set("spec.proxy.protocols.2.learningRates", [1e-4, 1e-4]), "spec.proxy.protocols[2]",
+     "unique"),
+    ("target-no-lrs", _set("spec.target.learningRates", []), "spec.target.learningRates", "at least 1"),
+    ("target-lrs-missing", _set("spec.target.learningRates", _DELETE), "spec.target.learningRates", "missing"),
+    ("seeds-zero", _set("spec.seeds", 0), "spec.seeds", ">= 1"),
+    ("parallelism-zero", _set("spec.policy.parallelism", 0), "spec.policy.parallelism", ">= 1"),
+    ("metric-unknown", _set("spec.reliability.metric", "r2"), "spec.reliability.metric", "not allowed"),
+    ("threshold-high", _set("spec.reliability.threshold", 1.5), "spec.reliability.threshold", "<= 1"),
+    ("threshold-low", _set("spec.reliability.threshold", -1.5), "spec.reliability.threshold", ">= -1"),
+    ("reliability-protocol-unknown", _set("spec.reliability.protocol", "nope"), "spec", "reliability.protocol"),
+    ("unknown-field", _set("spec.proxy.batchTokns", 5), "spec.proxy.batchTokns", "did you mean 'batchTokens'"),
+    ("resources-and-named", _set("spec.trainer.namedResource", "gpu.small"), "spec.trainer", "not both"),
+]

@@ -1,0 +1,75 @@
+"""`proxyrank validate`: exit 0 for valid files, exit 2 with field paths for invalid ones, never a traceback."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from proxyrank.cli import main
+from tests.conftest import EXAMPLES, GOOD_COMPARISON
+
+
+def _write(tmp_path: Path, obj: object, name: str = "c.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(obj if isinstance(obj, str) else yaml.safe_dump(obj))
+    return p
+
+
+def test_valid_file_exits_0_and_summarises(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, copy.deepcopy(GOOD_COMPARISON))
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "valid RecipeComparison 'dedup-study'" in out and "3 recipes" in out and "24 runs" in out
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_validates(example: Path) -> None:
+    assert main(["validate", str(example)]) == 0
+
+
+def test_invalid_learning_rate_names_the_field_and_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"]["proxy"]["protocols"][0]["learningRate"] = -1e-3
+    assert main(["validate", str(_write(tmp_path, obj))]) == 2
+    err = capsys.readouterr().err
+    assert "spec.proxy.protocols[0].learningRate: must be > 0" in err
+    assert "use a value > 0" in err
+
+
+def test_yaml_syntax_error_gives_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "apiVersion: proxyrank.io/v1alpha1\nkind: RecipeComparison\nspec:\n  recipes: [a,\n")
+    assert main(["validate", str(path)]) == 2
+    assert "syntax error at line 5" in capsys.readouterr().err
+
+
+def test_wrong_kind_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["kind"] = "Deployment"
+    assert main(["validate", str(_write(tmp_path, obj))]) == 2
+    assert "kind: expected 'RecipeComparison', got 'Deployment'" in capsys.readouterr().err
+
+
+def test_missing_file_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_several_documents_are_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = yaml.safe_dump(GOOD_COMPARISON) + "---\n" + yaml.safe_dump(GOOD_COMPARISON)
+    assert main(["validate", str(_write(tmp_path, text))]) == 2
+    assert "exactly one YAML document, found 2" in capsys.readouterr().err
+
+
+def test_console_script_prints_no_traceback_for_user_error(tmp_path: Path) -> None:
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"]["recipes"][0]["name"] = "Not_A_Label"
+    proc = subprocess.run([sys.executable, "-m", "proxyrank.cli", "validate", str(_write(tmp_path, obj))],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "spec.recipes[0].name: 'Not_A_Label' is not a DNS label" in proc.stderr
