@@ -332,6 +332,9 @@ class ReliabilityMetric(StrEnum):
 class Reliability(APIModel):
     metric: ReliabilityMetric = ReliabilityMetric.spearman
     threshold: float = Field(default=0.8, ge=-1, le=1, allow_inf_nan=False)
+    top_k: int = Field(default=1, ge=1, le=50, description=(
+        "k of the top-k decision regret: the target loss of the best recipe among the proxy's k best, minus the "
+        "target's best."))
     protocol: Name | None = Field(default=None, description=(
         f"The protocol whose ranking is judged (default: {DEFAULT_REFERENCE_PROTOCOL!r} if present, "
         "else the first protocol)."))
@@ -444,7 +447,8 @@ class RunStatus(APIModel):
     seed: int
     state: RunState = RunState.pending
     handle: str | None = None
-    attempts: int = 0
+    attempts: int = 0  # launches so far
+    failed_attempts: int = 0  # launches that failed (retried while <= policy.runRetries)
     val_loss: float | None = None  # mean over eval sets; None for diverged runs (they rank as +inf)
     set_losses: list[float | None] | None = None  # per eval set, in spec.evaluation.sets order
     train_loss: float | None = None
@@ -524,6 +528,8 @@ class TargetResult(APIModel):
     winner: str | None = None
     best_learning_rate: dict[str, float] = Field(default_factory=dict)
     edge_of_grid: list[str] = Field(default_factory=list)
+    flip_share: float | None = None
+    flips: list[Flip] | None = None
     gpu_seconds: float = 0.0
     cpu_seconds: float = 0.0
 

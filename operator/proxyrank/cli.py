@@ -33,6 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
 
+    p = sub.add_parser("run", help="run a comparison on this machine (TorchX local_cwd); resumable")
+    p.add_argument("file")
+    p.add_argument("--workdir", help="work directory (default: runs/<name>); rerun on it to resume")
+    p.add_argument("--parallel", type=int, help="runs at once (overrides spec.policy.parallelism)")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between reconcile passes")
+
+    p = sub.add_parser("report", help="write report.md and PNG plots for a work directory")
+    p.add_argument("workdir")
+    p.add_argument("--out", help="output directory (default: the work directory)")
+
     sub.add_parser("crd", help="print the generated CustomResourceDefinition YAML")
 
     from proxyrank.datatools.cli import register as register_data
@@ -63,6 +73,16 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         from proxyrank.commands import cmd_plan
 
         return cmd_plan(args.file, as_json=args.json)
+    if args.command == "run":
+        from proxyrank.embedded import cmd_run
+
+        if args.parallel is not None and args.parallel < 1:
+            raise UserError("--parallel must be >= 1")
+        return cmd_run(args.file, args.workdir, args.parallel, args.poll)
+    if args.command == "report":
+        from proxyrank.report import cmd_report
+
+        return cmd_report(args.workdir, args.out)
     if args.command == "crd":
         from proxyrank.crd import crd_yaml
 

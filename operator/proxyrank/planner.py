@@ -118,7 +118,7 @@ def _run_config(spec: RecipeComparisonSpec, scale: ScaleSpec, key: str, recipe_n
     cfg: dict[str, Any] = {
         "runKey": key,
         "model": scale.model_config_value(),
-        "sources": [{"uri": s.uri, "weight": s.weight} for s in recipe.sources],
+        "sources": [{"uri": s.uri, "weight": s.weight} for s in recipe.sources if s.weight > 0],
         "evalSets": [{"name": e.name, "uri": e.uri} for e in spec.evaluation.sets],
         "tokens": scale.resolved_tokens(),
         "batchTokens": scale.batch_tokens,

@@ -1,0 +1,207 @@
+"""``proxyrank run``: a whole RecipeComparison on this machine, with the reconciler the operator uses.
+
+The loop: observe runs through the LocalLauncher, reconcile, launch/cancel, write ``DIR/status.yaml`` (the custom
+resource's status shape) whenever it changes, show progress. Rerunning on the same work directory resumes: finished
+runs are read back from their result files, interrupted ones are relaunched. Ctrl-C (or SIGTERM) stops the children,
+writes the status and exits 130.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from proxyrank.api import Phase, RecipeComparison, RecipeComparisonStatus, RunState
+from proxyrank.cli import EXIT_FAILURE, EXIT_INVALID, EXIT_OK, UserError
+from proxyrank.driver import reconcile_and_apply
+from proxyrank.launchers.base import ComparisonRef, Launcher
+from proxyrank.launchers.local import LocalLauncher
+from proxyrank.planner import format_lr, local_uid, plan_runs
+from proxyrank.summary import summary_tables
+from proxyrank.validation import SpecError, load_comparison
+
+STATUS_FILE = "status.yaml"
+COMPARISON_FILE = "comparison.yaml"
+MUTABLE_SPEC_FIELDS = ("policy", "reliability")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_status(workdir: Path) -> RecipeComparisonStatus | None:
+    path = workdir / STATUS_FILE
+    if not path.exists():
+        return None
+    data = yaml.safe_load(path.read_text()) or {}
+    return RecipeComparisonStatus.model_validate(data)
+
+
+def save_status(workdir: Path, status: RecipeComparisonStatus) -> None:
+    write_atomic(workdir / STATUS_FILE, yaml.safe_dump(status.dump(), sort_keys=False, width=120))
+
+
+def _frozen_spec(obj: RecipeComparison) -> dict[str, Any]:
+    spec = obj.spec.dump()
+    for f in MUTABLE_SPEC_FIELDS:
+        spec.pop(f, None)
+    return spec
+
+
+def prepare_workdir(obj: RecipeComparison, workdir: Path) -> None:
+    """Create the work directory, or check that it belongs to the same comparison (policy may change)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stored = workdir / COMPARISON_FILE
+    if stored.exists():
+        try:
+            old = load_comparison(stored)
+        except SpecError as exc:
+            raise UserError(f"{stored} is not a valid comparison ({exc.problems[0]}); use another --workdir") from None
+        if old.metadata.name != obj.metadata.name or _frozen_spec(old) != _frozen_spec(obj):
+            raise UserError(f"{workdir} holds a different comparison ({old.metadata.name!r}); only spec.policy and "
+                            "spec.reliability may change between runs of a work directory: use another --workdir")
+    full = obj.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"status"})
+    write_atomic(stored, yaml.safe_dump(full, sort_keys=False, width=120))
+
+
+def _eta(status: RecipeComparisonStatus, parallelism: int) -> str:
+    durations = []
+    for r in status.runs:
+        if r.state in (RunState.succeeded, RunState.diverged) and r.cpu_seconds is not None:
+            durations.append(r.cpu_seconds or r.gpu_seconds or 0.0)
+    remaining = status.run_counts.total - status.run_counts.done - status.run_counts.failed - \
+        status.run_counts.result_missing - status.run_counts.cancelled
+    if not durations or remaining <= 0:
+        return "-"
+    seconds = sum(durations) / len(durations) * remaining / max(1, parallelism)
+    return f"~{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def render_progress(name: str, status: RecipeComparisonStatus, parallelism: int, elapsed: float) -> Group:
+    c = status.run_counts
+    head = Text.assemble((f"{name} ", "bold"), (f"{status.phase.value}", "cyan"),
+                         f"  runs {c.done}/{c.total} done, {c.launching + c.running} running, {c.pending} waiting, "
+                         f"{c.failed + c.result_missing} failed",
+                         f"  elapsed {int(elapsed)}s  ETA {_eta(status, parallelism)}")
+    table = Table(title="latest results", expand=False, show_edge=False)
+    for col in ("protocol", "recipe", "lr", "seed", "state", "val loss"):
+        table.add_column(col)
+    finished = [r for r in status.runs if r.finished_at and r.state != RunState.pending]
+    finished.sort(key=lambda r: r.finished_at or "")
+    for r in finished[-8:]:
+        loss = f"{r.val_loss:.4f}" if r.val_loss is not None else "-"
+        table.add_row(r.protocol, r.recipe, format_lr(r.learning_rate), str(r.seed), r.state.value, loss)
+    parts: list[Any] = [head, table]
+    if status.verdict is not None and status.verdict.message:
+        parts.append(Text(f"verdict: {status.verdict.message}", style="magenta"))
+    return Group(*parts)
+
+
+class _Stop(Exception):
+    pass
+
+
+def run_comparison(obj: RecipeComparison, workdir: Path, *, launcher: Launcher | None = None,
+                   parallel: int | None = None, poll_seconds: float = 1.0, console: Console | None = None,
+                   now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> RecipeComparisonStatus:
+    """Run a comparison to completion in ``workdir`` and return its final status."""
+    console = console or Console(stderr=True)
+    if parallel is not None:
+        obj.spec.policy.parallelism = parallel
+    prepare_workdir(obj, workdir)
+    name = obj.metadata.name
+    uid = obj.metadata.uid or local_uid(name)
+    plan = plan_runs(obj.spec, name, uid)
+    ref = ComparisonRef(name=name, uid=uid, namespace=None, spec=obj.spec)
+    threads = max(1, (os.cpu_count() or 1) // obj.spec.policy.parallelism)
+    own_launcher = launcher is None
+    the_launcher: Launcher = launcher or LocalLauncher(workdir, threads_per_run=threads)
+    status = load_status(workdir)
+    if status is not None:
+        console.print(f"resuming {name} from {workdir / STATUS_FILE}: {status.run_counts.done}/"
+                      f"{status.run_counts.total} runs done")
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise _Stop()
+
+    old_handler = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
+    started = time.monotonic()
+    last_written = ""
+    live = Live(console=console, refresh_per_second=2, transient=False) if console.is_terminal else None
+    try:
+        if live is not None:
+            live.start()
+        while True:
+            result = reconcile_and_apply(ref, plan, the_launcher, status, now())
+            status = result.status
+            text = yaml.safe_dump(status.dump(), sort_keys=False, width=120)
+            if text != last_written:
+                write_atomic(workdir / STATUS_FILE, text)
+                last_written = text
+                if live is None:
+                    c = status.run_counts
+                    console.print(f"[{int(time.monotonic() - started):>5}s] {status.phase.value}: {c.done}/{c.total} "
+                                  f"done, {c.launching + c.running} running, {c.failed + c.result_missing} failed")
+            for event in result.events:
+                if event.type == "Warning" or event.reason in ("Completed", "Reliable"):
+                    console.print(f"{event.reason}: {event.message}", style="yellow" if event.type == "Warning"
+                                  else None, highlight=False)
+            if live is not None:
+                live.update(render_progress(name, status, obj.spec.policy.parallelism, time.monotonic() - started))
+            if result.finished:
+                break
+            time.sleep(poll_seconds)
+    except (KeyboardInterrupt, _Stop):
+        console.print("stopping: cancelling running trainers and writing the status ...")
+        if own_launcher and isinstance(the_launcher, LocalLauncher):
+            the_launcher.close()
+        if status is not None:
+            save_status(workdir, status)
+        raise KeyboardInterrupt from None
+    finally:
+        if live is not None:
+            live.stop()
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+    if own_launcher and isinstance(the_launcher, LocalLauncher):
+        the_launcher.close()
+    assert status is not None
+    return status
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def cmd_run(path: str, workdir: str | None, parallel: int | None, poll: float) -> int:
+    try:
+        obj = load_comparison(path)
+    except SpecError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_INVALID
+    wd = Path(workdir) if workdir else Path("runs") / obj.metadata.name
+    console = Console()
+    status = run_comparison(obj, wd, parallel=parallel, poll_seconds=poll, console=Console(stderr=True))
+    for table in summary_tables(obj.spec, status):
+        console.print(table)
+    if status.verdict is not None:
+        console.print(f"verdict: {status.verdict.message}", highlight=False)
+    console.print(f"status: {wd / STATUS_FILE}   report: proxyrank report {wd}")
+    return EXIT_OK if status.phase == Phase.succeeded else EXIT_FAILURE

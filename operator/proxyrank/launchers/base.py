@@ -1,0 +1,42 @@
+"""The launcher interface shared by the embedded runner and the operator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxyrank.api import RecipeComparisonSpec
+from proxyrank.planner import Plan, PlannedRun
+from proxyrank.reconciler import Observation
+
+
+@dataclass(frozen=True)
+class ComparisonRef:
+    """Which comparison a launcher acts for."""
+
+    name: str
+    uid: str
+    namespace: str | None
+    spec: RecipeComparisonSpec
+
+
+class LaunchError(RuntimeError):
+    """A run could not be submitted; the reconciler records a failed attempt with this message."""
+
+
+class Launcher(Protocol):
+    def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
+        """The latest attempt of every run the launcher knows for this comparison, by run key (one bulk call)."""
+        ...
+
+    def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
+        """Submit one attempt of a run and return its handle. Idempotent for the same (key, attempt)."""
+        ...
+
+    def cancel(self, ref: ComparisonRef, key: str, attempt: int, handle: str | None) -> None:
+        """Stop a run attempt; a run that is already gone is not an error."""
+        ...
+
+    def delete_all(self, ref: ComparisonRef) -> None:
+        """Remove every child of the comparison (used on deletion)."""
+        ...

@@ -1,0 +1,85 @@
+"""A scripted launcher for tests: runs finish after a number of observations with the outcome a script gives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from proxyrank.launchers.base import ComparisonRef, LaunchError
+from proxyrank.planner import Plan, PlannedRun
+from proxyrank.reconciler import LaunchState, Observation
+
+
+@dataclass
+class Outcome:
+    """What one attempt does: run for ``polls`` observations, then end in ``state`` with ``result``."""
+
+    state: LaunchState = LaunchState.succeeded
+    result: Mapping[str, Any] | None = None
+    polls: int = 1
+    message: str | None = None
+
+
+def synthetic_result(run: PlannedRun, loss: float, *, status: str = "succeeded", seconds: float = 1.0,
+                     eval_sets: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A trainer result in the contract's shape (see proxyrank_trainer.results)."""
+    return {"schemaVersion": 1, "runKey": run.key, "status": status,
+            "valLoss": {s: loss for s in eval_sets} if status == "succeeded" else {},
+            "valLossMean": loss if status == "succeeded" else None, "valLossInitial": 5.5,
+            "trainLossFinal": loss, "tokens": run.tokens, "steps": 1, "seconds": seconds, "lossFell": True,
+            "learningRate": run.learning_rate, "seed": run.seed, "device": "cpu"}
+
+
+@dataclass
+class _Attempt:
+    run: PlannedRun
+    attempt: int
+    outcome: Outcome
+    handle: str
+    polls: int = 0
+    cancelled: bool = False
+
+
+@dataclass
+class FakeLauncher:
+    script: Callable[[PlannedRun, int], Outcome]
+    launch_error: Callable[[PlannedRun, int], str | None] = lambda run, attempt: None
+    attempts: dict[str, _Attempt] = field(default_factory=dict)
+    launched: list[tuple[str, int]] = field(default_factory=list)
+    cancelled: list[tuple[str, int]] = field(default_factory=list)
+    deleted: bool = False
+
+    def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
+        out = {}
+        now = datetime.now(UTC)
+        for key, a in self.attempts.items():
+            if a.cancelled:
+                out[key] = Observation(key, a.attempt, LaunchState.failed, a.handle, message="cancelled")
+                continue
+            a.polls += 1
+            if a.polls <= a.outcome.polls:
+                out[key] = Observation(key, a.attempt, LaunchState.running, a.handle, started_at=now)
+            else:
+                out[key] = Observation(key, a.attempt, a.outcome.state, a.handle, result=a.outcome.result,
+                                       message=a.outcome.message, finished_at=now)
+        return out
+
+    def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
+        error = self.launch_error(run, attempt)
+        if error:
+            raise LaunchError(error)
+        handle = f"fake://{run.key}/{attempt}"
+        self.attempts[run.key] = _Attempt(run, attempt, self.script(run, attempt), handle)
+        self.launched.append((run.key, attempt))
+        return handle
+
+    def cancel(self, ref: ComparisonRef, key: str, attempt: int, handle: str | None) -> None:
+        if key in self.attempts:
+            self.attempts[key].cancelled = True
+        self.cancelled.append((key, attempt))
+
+    def delete_all(self, ref: ComparisonRef) -> None:
+        self.attempts.clear()
+        self.deleted = True

@@ -1,0 +1,376 @@
+"""The reconciler: from (spec, previous status, observed runs, now) to (new status, actions, events). Pure.
+
+One reconciler serves both modes: ``proxyrank run`` (LocalLauncher) and the Kopf operator (KubernetesLauncher) call
+:func:`reconcile`, apply the returned :class:`Launch` / :class:`Cancel` actions through their launcher, record the
+handles with :func:`record_launch`, and persist the status. Nothing here does I/O or reads the clock.
+
+Per-run state machine (``RunStatus.state``)::
+
+    Pending --launch--> Launching --observed running--> Running --result--> Succeeded | Diverged
+       ^                   |  |                            |  \\--no readable result--> (failure)
+       |                   |  \\--deadline--> Failed        \\--exit != 0--> (failure)
+       |                   \\--lost (not observed)--> Pending (relaunch; not a failure)
+       \\-- (failure) while failedAttempts <= policy.runRetries; else Failed | ResultMissing
+
+The comparison fails once more than ``policy.maxFailedRuns`` runs failed for good; its in-flight runs are cancelled.
+An observed child with a newer attempt than the status knows (an operator restart between launching and recording)
+is adopted, never launched again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from proxyrank.analysis import analyze
+from proxyrank.api import (
+    FAILED_STATES,
+    TERMINAL_STATES,
+    Condition,
+    Phase,
+    RecipeComparisonSpec,
+    RecipeComparisonStatus,
+    RunCounts,
+    RunState,
+    RunStatus,
+)
+from proxyrank.planner import Plan, PlannedRun
+
+IN_FLIGHT = frozenset({RunState.launching, RunState.running})
+
+
+class LaunchState(StrEnum):
+    """What a launcher observed of one run's latest attempt."""
+
+    pending = "pending"  # submitted, not running yet (queued, image pulling, ...)
+    running = "running"
+    succeeded = "succeeded"  # the process exited 0 (a result may still be missing)
+    failed = "failed"  # exited non-zero, was killed, or the scheduler gave up
+    unknown = "unknown"  # the launcher has no record of it (lost: killed local process, deleted job)
+
+
+@dataclass(frozen=True)
+class Observation:
+    key: str
+    attempt: int
+    state: LaunchState
+    handle: str | None = None
+    result: Mapping[str, Any] | None = None
+    message: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Launch:
+    run: PlannedRun
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Cancel:
+    key: str
+    attempt: int
+    handle: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass
+class ReconcileResult:
+    status: RecipeComparisonStatus
+    actions: list[Launch | Cancel] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def launches(self) -> list[Launch]:
+        return [a for a in self.actions if isinstance(a, Launch)]
+
+    @property
+    def cancels(self) -> list[Cancel]:
+        return [a for a in self.actions if isinstance(a, Cancel)]
+
+    @property
+    def finished(self) -> bool:
+        return self.status.phase in (Phase.succeeded, Phase.failed)
+
+
+def iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(s: str | None) -> datetime | None:
+    if not s:
+        return None
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def set_condition(conditions: list[Condition], type_: str, status: Literal["True", "False", "Unknown"], reason: str,
+                  message: str, now: datetime, generation: int | None) -> list[Condition]:
+    """metav1.Condition semantics: lastTransitionTime changes only when the status does."""
+    out = [c for c in conditions if c.type != type_]
+    old = next((c for c in conditions if c.type == type_), None)
+    when = old.last_transition_time if old is not None and old.status == status else iso(now)
+    out.append(Condition(type=type_, status=status, reason=reason, message=message[:32768],
+                         last_transition_time=when, observed_generation=generation))
+    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "Reliable": 3}
+    return sorted(out, key=lambda c: (order.get(c.type, 99), c.type))
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _apply_result(entry: RunStatus, result: Mapping[str, Any], eval_sets: Sequence[str]) -> bool:
+    """Copy a trainer result into the run entry. False when the result is not a usable one."""
+    status = result.get("status")
+    if status not in ("succeeded", "diverged"):
+        return False
+    mean = _finite(result.get("valLossMean"))
+    if status == "succeeded" and mean is None:
+        return False
+    per_set = result.get("valLoss") or {}
+    entry.state = RunState.succeeded if status == "succeeded" else RunState.diverged
+    entry.val_loss = mean if status == "succeeded" else None
+    entry.set_losses = ([_finite(per_set.get(s)) for s in eval_sets] if isinstance(per_set, Mapping) and
+                        status == "succeeded" else None)
+    entry.train_loss = _finite(result.get("trainLossFinal"))
+    fell = result.get("lossFell")
+    entry.loss_fell = bool(fell) if fell is not None else None
+    seconds = _finite(result.get("seconds")) or 0.0
+    device = str(result.get("device", "cpu"))
+    world = int(result.get("worldSize", 1) or 1)
+    if device.startswith("cuda"):
+        entry.gpu_seconds = round(seconds * world, 3)
+    else:
+        entry.cpu_seconds = round(seconds * world, 3)
+    entry.message = "diverged (non-finite loss): ranks last at this learning rate" if status == "diverged" else None
+    return True
+
+
+class _RunStep:
+    """Advances one run entry from its observation; collects the events and actions it causes."""
+
+    def __init__(self, spec: RecipeComparisonSpec, now: datetime) -> None:
+        self.spec = spec
+        self.now = now
+        self.eval_sets = [s.name for s in spec.evaluation.sets]
+        self.actions: list[Launch | Cancel] = []
+        self.events: list[Event] = []
+
+    def _failure(self, entry: RunStatus, final_state: RunState, reason: str, message: str) -> None:
+        entry.failed_attempts += 1
+        entry.finished_at = iso(self.now)
+        retries = self.spec.policy.run_retries
+        if entry.failed_attempts <= retries:
+            entry.state = RunState.pending
+            entry.message = f"attempt {entry.attempts} failed ({message}); retry {entry.failed_attempts}/{retries}"
+            self.events.append(Event("Warning", "RunRetried", f"{_title(entry)}: {entry.message}"))
+        else:
+            entry.state = final_state
+            entry.message = f"{reason}: {message}"
+            self.events.append(Event("Warning", "RunFailed", f"{_title(entry)}: {entry.message}"))
+
+    def advance(self, entry: RunStatus, obs: Observation | None) -> None:
+        if entry.state in TERMINAL_STATES:
+            return
+        if obs is not None and obs.attempt > entry.attempts:
+            # A child the status does not know about (restart between launch and status write): adopt it.
+            entry.attempts = obs.attempt
+            entry.state = RunState.launching
+            entry.started_at = iso(obs.started_at or self.now)
+        if entry.state == RunState.pending:
+            return
+        if obs is not None and obs.handle:
+            entry.handle = obs.handle
+        if obs is None or obs.attempt < entry.attempts or obs.state == LaunchState.unknown:
+            entry.state = RunState.pending
+            entry.message = f"attempt {entry.attempts} was lost (interrupted or deleted); relaunching"
+            return
+        if obs.state in (LaunchState.pending, LaunchState.running):
+            entry.state = RunState.running if obs.state == LaunchState.running else RunState.launching
+            started = parse_iso(entry.started_at) or self.now
+            if self.now - started > timedelta(seconds=self.spec.policy.run_deadline_seconds):
+                self.actions.append(Cancel(entry.key, entry.attempts, entry.handle, "DeadlineExceeded"))
+                entry.state = RunState.failed
+                entry.finished_at = iso(self.now)
+                entry.message = f"DeadlineExceeded: still running after runDeadlineSeconds=" \
+                                f"{self.spec.policy.run_deadline_seconds}"
+                self.events.append(Event("Warning", "RunFailed", f"{_title(entry)}: {entry.message}"))
+            return
+        if obs.state == LaunchState.succeeded:
+            if obs.result is not None and _apply_result(entry, obs.result, self.eval_sets):
+                entry.finished_at = iso(obs.finished_at or self.now)
+                return
+            what = "the result is unreadable" if obs.result is not None else "no result was found"
+            self._failure(entry, RunState.result_missing, "ResultMissing",
+                          f"the run exited 0 but {what}{'; ' + obs.message if obs.message else ''}")
+            return
+        self._failure(entry, RunState.failed, "RunFailed", obs.message or "the run failed")
+
+
+def _title(entry: RunStatus) -> str:
+    return f"{entry.protocol}/{entry.recipe}/lr={entry.learning_rate:.3g}/seed={entry.seed}"
+
+
+def _count(runs: Sequence[RunStatus]) -> RunCounts:
+    counts = RunCounts(total=len(runs))
+    attr = {RunState.pending: "pending", RunState.launching: "launching", RunState.running: "running",
+            RunState.succeeded: "succeeded", RunState.diverged: "diverged", RunState.failed: "failed",
+            RunState.result_missing: "result_missing", RunState.cancelled: "cancelled"}
+    for r in runs:
+        setattr(counts, attr[r.state], getattr(counts, attr[r.state]) + 1)
+    counts.done = counts.succeeded + counts.diverged
+    return counts
+
+
+def record_launch(status: RecipeComparisonStatus, key: str, handle: str | None) -> None:
+    """Store the handle a launcher returned for a run this reconcile pass launched."""
+    for r in status.runs:
+        if r.key == key:
+            r.handle = handle
+            return
+
+
+def record_launch_failure(status: RecipeComparisonStatus, spec: RecipeComparisonSpec, key: str, message: str,
+                          now: datetime) -> list[Event]:
+    """A launch the launcher could not submit (e.g. the API rejected the job): a failed attempt."""
+    step = _RunStep(spec, now)
+    for r in status.runs:
+        if r.key == key:
+            step._failure(r, RunState.failed, "LaunchFailed", message)
+    return step.events
+
+
+def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparisonStatus | None,
+              observed: Mapping[str, Observation], now: datetime, generation: int | None = None) -> ReconcileResult:
+    prev = previous.model_copy(deep=True) if previous is not None else RecipeComparisonStatus()
+    old_entries = {r.key: r for r in prev.runs}
+    step = _RunStep(spec, now)
+
+    runs: list[RunStatus] = []
+    for p in plan.runs:
+        entry = old_entries.get(p.key) or RunStatus(key=p.key, protocol=p.protocol, recipe=p.recipe,
+                                                     scale=p.scale, learning_rate=p.learning_rate, seed=p.seed)
+        step.advance(entry, observed.get(p.key))
+        runs.append(entry)
+
+    failed_for_good = sum(r.state in FAILED_STATES for r in runs)
+    budget_exceeded = failed_for_good > spec.policy.max_failed_runs or prev.phase == Phase.failed
+    planned = {p.key: p for p in plan.runs}
+
+    if budget_exceeded:
+        for r in runs:
+            if r.state in IN_FLIGHT:
+                step.actions.append(Cancel(r.key, r.attempts, r.handle, "FailureBudgetExceeded"))
+            if r.state in IN_FLIGHT or r.state == RunState.pending:
+                r.state = RunState.cancelled
+                r.message = "cancelled: the comparison failed (failure budget exceeded)"
+                r.finished_at = r.finished_at or iso(now)
+    elif not spec.policy.suspend:
+        slots = spec.policy.parallelism - sum(r.state in IN_FLIGHT for r in runs)
+        for r in runs:
+            if slots <= 0:
+                break
+            if r.state == RunState.pending:
+                r.attempts += 1
+                r.state = RunState.launching
+                r.started_at = iso(now)
+                r.finished_at = None
+                if r.failed_attempts == 0 and r.attempts == 1:
+                    r.message = None
+                step.actions.append(Launch(planned[r.key], r.attempts))
+                slots -= 1
+
+    counts = _count(runs)
+    status = RecipeComparisonStatus(
+        observed_generation=generation, conditions=prev.conditions, run_counts=counts, runs=runs,
+        progress=f"{counts.done}/{counts.total}", started_at=prev.started_at or iso(now),
+    )
+    all_terminal = all(r.state in TERMINAL_STATES for r in runs)
+    in_flight = counts.launching + counts.running
+    if budget_exceeded:
+        status.phase = Phase.failed
+    elif all_terminal:
+        status.phase = Phase.succeeded
+    elif spec.policy.suspend:
+        status.phase = Phase.suspended
+    elif in_flight or counts.done or counts.failed:
+        status.phase = Phase.running
+    else:
+        status.phase = Phase.pending
+    if status.phase in (Phase.succeeded, Phase.failed):
+        status.finished_at = prev.finished_at or iso(now)
+
+    analysis = analyze(spec, runs)
+    status.protocols, status.target, status.agreements, status.verdict = (
+        analysis.protocols, analysis.target, analysis.agreements, analysis.verdict)
+    _conditions(status, prev, spec, failed_for_good, now, generation, step.events)
+    return ReconcileResult(status=status, actions=step.actions, events=step.events)
+
+
+def _conditions(status: RecipeComparisonStatus, prev: RecipeComparisonStatus, spec: RecipeComparisonSpec,
+                failed_for_good: int, now: datetime, generation: int | None, events: list[Event]) -> None:
+    c = status.conditions
+    counts = status.run_counts
+    budget = spec.policy.max_failed_runs
+    if status.phase == Phase.succeeded:
+        c = set_condition(c, "Ready", "True", "Completed", f"all {counts.total} runs finished: {counts.done} with a "
+                          f"result, {failed_for_good} failed", now, generation)
+        c = set_condition(c, "Progressing", "False", "Completed", "nothing left to run", now, generation)
+    elif status.phase == Phase.failed:
+        c = set_condition(c, "Ready", "False", "FailureBudgetExceeded",
+                          f"{failed_for_good} runs failed, more than policy.maxFailedRuns={budget}; in-flight runs "
+                          "were cancelled. Inspect the failed runs' messages in status.runs", now, generation)
+        c = set_condition(c, "Progressing", "False", "FailureBudgetExceeded", "the comparison failed", now,
+                          generation)
+    elif status.phase == Phase.suspended:
+        c = set_condition(c, "Ready", "False", "Suspended", f"{counts.done}/{counts.total} runs done", now,
+                          generation)
+        c = set_condition(c, "Progressing", "False", "Suspended",
+                          "spec.policy.suspend is true: no new runs are launched; running ones finish", now,
+                          generation)
+    else:
+        c = set_condition(c, "Ready", "False", "RunsInProgress", f"{counts.done}/{counts.total} runs done", now,
+                          generation)
+        c = set_condition(c, "Progressing", "True", "RunsInProgress",
+                          f"{counts.launching + counts.running} running, {counts.pending} waiting", now, generation)
+    if failed_for_good:
+        c = set_condition(c, "Degraded", "True", "RunsFailed",
+                          f"{failed_for_good} runs failed for good (budget policy.maxFailedRuns={budget})", now,
+                          generation)
+    else:
+        c = set_condition(c, "Degraded", "False", "NoFailures", "no run failed for good", now, generation)
+    verdict = status.verdict
+    if verdict is None or verdict.reliable is None:
+        c = set_condition(c, "Reliable", "Unknown", "NotEnoughResults",
+                          verdict.message if verdict else "no verdict yet", now, generation)
+    else:
+        c = set_condition(c, "Reliable", "True" if verdict.reliable else "False",
+                          "AboveThreshold" if verdict.reliable else "BelowThreshold", verdict.message, now, generation)
+    status.conditions = c
+    old_phase = prev.phase
+    if status.phase != old_phase and status.phase == Phase.succeeded:
+        events.append(Event("Normal", "Completed", f"all {counts.total} runs finished"))
+    if status.phase != old_phase and status.phase == Phase.failed:
+        events.append(Event("Warning", "Failed", f"{failed_for_good} runs failed (maxFailedRuns={budget})"))
+    old_reliable = prev.verdict.reliable if prev.verdict is not None else None
+    final_now, final_before = status.phase == Phase.succeeded, prev.phase == Phase.succeeded
+    if verdict is not None and verdict.reliable is not None and final_now and (
+            not final_before or old_reliable != verdict.reliable):
+        events.append(Event("Normal" if verdict.reliable else "Warning",
+                            "Reliable" if verdict.reliable else "Unreliable", verdict.message))

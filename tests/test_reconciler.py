@@ -1,0 +1,270 @@
+"""The reconciler's state machine, driven through the fake launcher (no processes, no cluster)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from proxyrank.api import Phase, RecipeComparisonStatus, RunState
+from proxyrank.driver import reconcile_and_apply
+from proxyrank.launchers.base import ComparisonRef
+from proxyrank.launchers.fake import FakeLauncher, Outcome, synthetic_result
+from proxyrank.planner import PlannedRun, plan_runs
+from proxyrank.reconciler import LaunchState, Observation, ReconcileResult, reconcile
+from proxyrank.validation import parse_comparison
+from tests.conftest import GOOD_COMPARISON
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# per-recipe losses: target prefers dclm-dedup < mix < dclm; every protocol agrees except 'fixed', which reverses
+TARGET_LOSS = {"dclm": 3.0, "dclm-dedup": 2.0, "mix": 2.5}
+
+
+def _spec(**policy: Any) -> Any:
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"]["policy"].update(policy)
+    return parse_comparison(obj).spec
+
+
+def _loss(run: PlannedRun) -> float:
+    base = TARGET_LOSS[run.recipe]
+    if run.protocol == "fixed":
+        return 10 - base
+    return base + (0.1 if run.scale == "proxy" else 0.0) + abs(run.learning_rate - 3e-4) * 100
+
+
+def good_outcome(run: PlannedRun, attempt: int) -> Outcome:
+    return Outcome(result=synthetic_result(run, _loss(run), eval_sets=("pile-cc",)))
+
+
+class Harness:
+    def __init__(self, spec: Any, script: Callable[[PlannedRun, int], Outcome] = good_outcome, **kw: Any) -> None:
+        self.spec = spec
+        self.plan = plan_runs(spec, "dedup-study", "uid-1")
+        self.ref = ComparisonRef("dedup-study", "uid-1", "default", spec)
+        self.launcher = FakeLauncher(script, **kw)
+        self.status: RecipeComparisonStatus | None = None
+        self.now = T0
+        self.results: list[ReconcileResult] = []
+
+    def step(self) -> ReconcileResult:
+        result = reconcile_and_apply(self.ref, self.plan, self.launcher, self.status, self.now, generation=1)
+        self.status = result.status
+        self.results.append(result)
+        self.now += timedelta(seconds=10)
+        return result
+
+    def run(self, max_steps: int = 200) -> RecipeComparisonStatus:
+        for _ in range(max_steps):
+            if self.step().finished:
+                break
+        assert self.status is not None
+        return self.status
+
+    def events(self, reason: str) -> list[str]:
+        return [e.message for r in self.results for e in r.events if e.reason == reason]
+
+
+def test_launches_no_more_than_parallelism_at_once() -> None:
+    h = Harness(_spec(parallelism=3))
+    h.step()
+    assert len(h.launcher.launched) == 3
+    assert h.status is not None and h.status.run_counts.launching == 3 and h.status.run_counts.pending == 21
+    for _ in range(5):
+        h.step()
+        assert h.status.run_counts.launching + h.status.run_counts.running <= 3
+
+
+def test_full_run_succeeds_with_rankings_correlations_and_verdict() -> None:
+    h = Harness(_spec())
+    status = h.run()
+    assert status.phase == Phase.succeeded
+    assert status.run_counts.succeeded == 24 and status.progress == "24/24"
+    assert status.target is not None and status.target.ranking == ["dclm-dedup", "mix", "dclm"]
+    by_name = {p.name: p for p in status.protocols}
+    assert by_name["reduced-lr"].agreement is not None and by_name["reduced-lr"].agreement.spearman == 1.0
+    assert by_name["fixed"].agreement is not None and by_name["fixed"].agreement.spearman == -1.0
+    assert by_name["fixed"].winner == "dclm"
+    assert status.verdict is not None and status.verdict.reliable is True and status.verdict.winner == "dclm-dedup"
+    assert status.agreements is not None and status.agreements.end_to_end is not None
+    assert status.agreements.within_scale is not None and status.agreements.within_scale.against == "proxy-tuned"
+    # same-lr agreement exists where the proxy and target grids share a learning rate
+    assert {a.of for a in status.agreements.cross_scale} >= {"fixed@0.0003", "proxy-tuned@0.0001"}
+    conditions = {c.type: c for c in status.conditions}
+    assert conditions["Ready"].status == "True" and conditions["Reliable"].status == "True"
+    assert conditions["Degraded"].status == "False"
+    assert h.events("Completed") and h.events("Reliable")
+    assert len(h.events("RunLaunched")) == 24
+
+
+def test_unreliable_verdict_when_the_judged_protocol_disagrees() -> None:
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"]["reliability"] = {"metric": "spearman", "threshold": 0.8, "protocol": "fixed"}
+    h = Harness(parse_comparison(obj).spec)
+    status = h.run()
+    assert status.verdict is not None and status.verdict.reliable is False
+    assert "do not trust fixed" in status.verdict.message
+    assert {c.type: c.status for c in status.conditions}["Reliable"] == "False"
+    assert h.events("Unreliable")
+
+
+def test_failed_run_is_retried_then_counted() -> None:
+    bad_key: list[str] = []
+
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        if not bad_key:
+            bad_key.append(run.key)
+        if run.key == bad_key[0]:
+            return Outcome(state=LaunchState.failed, message="exit code 1")
+        return good_outcome(run, attempt)
+
+    h = Harness(_spec(runRetries=2, maxFailedRuns=1), script)
+    status = h.run()
+    assert status.phase == Phase.succeeded
+    assert [a for k, a in h.launcher.launched if k == bad_key[0]] == [1, 2, 3]
+    entry = next(r for r in status.runs if r.key == bad_key[0])
+    assert entry.state == RunState.failed and entry.failed_attempts == 3 and "exit code 1" in (entry.message or "")
+    assert len(h.events("RunRetried")) == 2 and len(h.events("RunFailed")) == 1
+    conditions = {c.type: c for c in status.conditions}
+    assert conditions["Degraded"].status == "True" and conditions["Degraded"].reason == "RunsFailed"
+
+
+def test_failure_budget_fails_the_comparison_and_cancels_in_flight_runs() -> None:
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        if run.protocol == "fixed":
+            return Outcome(state=LaunchState.failed, message="OOMKilled", polls=0)
+        return Outcome(result=synthetic_result(run, 2.0), polls=50)
+
+    h = Harness(_spec(runRetries=0, maxFailedRuns=1, parallelism=6), script)
+    status = h.run()
+    assert status.phase == Phase.failed
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert ready.status == "False" and ready.reason == "FailureBudgetExceeded"
+    assert "more than policy.maxFailedRuns=1" in ready.message
+    assert h.launcher.cancelled, "in-flight runs must be cancelled"
+    assert status.run_counts.cancelled > 0 and status.run_counts.failed >= 2
+    launched = len(h.launcher.launched)
+    h.step()
+    assert len(h.launcher.launched) == launched, "a failed comparison launches nothing more"
+
+
+def test_success_without_result_is_result_missing_and_counts_as_failure() -> None:
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        if run.recipe == "mix" and run.protocol == "reduced-lr":
+            return Outcome(state=LaunchState.succeeded, result=None)
+        return good_outcome(run, attempt)
+
+    h = Harness(_spec(runRetries=0, maxFailedRuns=5), script)
+    status = h.run()
+    entry = next(r for r in status.runs if r.recipe == "mix" and r.protocol == "reduced-lr")
+    assert entry.state == RunState.result_missing and "no result" in (entry.message or "")
+    assert status.run_counts.result_missing == 1
+    assert {c.type: c.status for c in status.conditions}["Degraded"] == "True"
+    # the judged protocol misses a recipe: its agreement covers the other two
+    reduced = next(p for p in status.protocols if p.name == "reduced-lr")
+    assert reduced.agreement is not None and reduced.agreement.n == 2
+
+
+def test_a_diverged_run_is_a_result_that_ranks_last() -> None:
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        if run.recipe == "dclm-dedup" and run.protocol == "reduced-lr":
+            return Outcome(result=synthetic_result(run, 0.0, status="diverged"))
+        return good_outcome(run, attempt)
+
+    status = Harness(_spec(), script).run()
+    assert status.phase == Phase.succeeded and status.run_counts.diverged == 1
+    reduced = next(p for p in status.protocols if p.name == "reduced-lr")
+    assert reduced.ranking[-1] == "dclm-dedup" and reduced.losses["dclm-dedup"] is None
+
+
+def test_suspend_stops_new_launches_and_resume_continues() -> None:
+    h = Harness(_spec(parallelism=2))
+    h.step()
+    assert len(h.launcher.launched) == 2
+    h.spec.policy.suspend = True
+    for _ in range(3):
+        h.step()
+    assert len(h.launcher.launched) == 2
+    assert h.status is not None and h.status.phase == Phase.suspended
+    progressing = next(c for c in h.status.conditions if c.type == "Progressing")
+    assert progressing.status == "False" and progressing.reason == "Suspended"
+    h.spec.policy.suspend = False
+    assert h.run().phase == Phase.succeeded
+
+
+def test_deadline_cancels_and_fails_a_run() -> None:
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        return Outcome(result=synthetic_result(run, 2.0), polls=10_000)
+
+    h = Harness(_spec(runDeadlineSeconds=25, runRetries=0, maxFailedRuns=100, parallelism=1), script)
+    for _ in range(5):
+        h.step()
+    assert h.launcher.cancelled and h.launcher.cancelled[0][1] == 1
+    assert h.status is not None
+    failed = [r for r in h.status.runs if r.state == RunState.failed]
+    assert failed and "DeadlineExceeded" in (failed[0].message or "")
+
+
+def test_a_child_unknown_to_the_status_is_adopted_not_launched_again() -> None:
+    spec = _spec(parallelism=1)
+    plan = plan_runs(spec, "dedup-study", "uid-1")
+    first = plan.runs[0]
+    observed = {first.key: Observation(first.key, 1, LaunchState.running, "k8s://x")}
+    result = reconcile(spec, plan, None, observed, T0)
+    entry = next(r for r in result.status.runs if r.key == first.key)
+    assert entry.state == RunState.running and entry.attempts == 1 and entry.handle == "k8s://x"
+    assert all(a.run.key != first.key for a in result.launches)
+    assert result.launches == [], "the adopted run fills the only slot"
+
+
+def test_a_lost_run_is_relaunched_without_counting_a_failure() -> None:
+    spec = _spec(parallelism=1, runRetries=0)
+    plan = plan_runs(spec, "dedup-study", "uid-1")
+    first = plan.runs[0]
+    r1 = reconcile(spec, plan, None, {}, T0)
+    assert [a.run.key for a in r1.launches] == [first.key]
+    r2 = reconcile(spec, plan, r1.status, {first.key: Observation(first.key, 1, LaunchState.unknown)}, T0)
+    entry = next(r for r in r2.status.runs if r.key == first.key)
+    assert [(a.run.key, a.attempt) for a in r2.launches] == [(first.key, 2)]
+    assert entry.failed_attempts == 0 and entry.state == RunState.launching
+
+
+def test_launch_errors_become_failed_attempts() -> None:
+    h = Harness(_spec(runRetries=0, maxFailedRuns=100, parallelism=30),
+                launch_error=lambda run, attempt: "admission denied" if run.recipe == "mix" else None)
+    status = h.run()
+    assert status.phase == Phase.succeeded
+    mix = [r for r in status.runs if r.recipe == "mix"]
+    assert all(r.state == RunState.failed and "admission denied" in (r.message or "") for r in mix)
+
+
+def test_verdict_is_provisional_until_the_judged_and_reference_runs_finish() -> None:
+    h = Harness(_spec(parallelism=24))
+
+    def slow_target(run: PlannedRun, attempt: int) -> Outcome:
+        o = good_outcome(run, attempt)
+        o.polls = 1 if run.scale == "proxy" else 30
+        return o
+
+    h.launcher.script = slow_target
+    for _ in range(4):
+        h.step()
+    assert h.status is not None and h.status.verdict is not None
+    assert h.status.verdict.reliable is None
+    assert next(c for c in h.status.conditions if c.type == "Reliable").status == "Unknown"
+
+
+@pytest.mark.parametrize("seeds", [2])
+def test_seeds_are_averaged(seeds: int) -> None:
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"]["seeds"] = seeds
+
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        return Outcome(result=synthetic_result(run, _loss(run) + (0.2 if run.seed else 0.0)))
+
+    status = Harness(parse_comparison(obj).spec, script).run()
+    target = status.target
+    assert target is not None and target.losses["dclm"] == pytest.approx(3.0 + 0.1)
