@@ -45,6 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("crd", help="print the generated CustomResourceDefinition YAML")
 
+    p = sub.add_parser("operator", help="run the Kubernetes operator (Kopf)")
+    p.add_argument("--namespace", action="append", default=[], metavar="NS",
+                   help="watch this namespace (repeatable); none = all namespaces")
+    p.add_argument("--peering", metavar="NAME", help="use Kopf peering with this name (default: standalone)")
+    p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0 = off)")
+    p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port, path /healthz (0 = off)")
+    p.add_argument("--log-format", choices=["plain", "json"], default="plain")
+    p.add_argument("--verbose", action="store_true")
+    p.add_argument("--reconcile-interval", type=float, default=15.0, metavar="SECONDS",
+                   help="seconds between reconcile passes of a running comparison")
+
     from proxyrank.datatools.cli import register as register_data
 
     register_data(sub)
@@ -83,6 +94,12 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         from proxyrank.report import cmd_report
 
         return cmd_report(args.workdir, args.out)
+    if args.command == "operator":
+        from proxyrank.operator_main import cmd_operator
+
+        return cmd_operator(args.namespace, peering=args.peering, metrics_port=args.metrics_port,
+                            health_port=args.health_port, log_format=args.log_format, verbose=args.verbose,
+                            interval=args.reconcile_interval)
     if args.command == "crd":
         from proxyrank.crd import crd_yaml
 

@@ -1,0 +1,191 @@
+"""Kopf handlers for RecipeComparison. Thin: load, reconcile through the shared driver, patch status, post events.
+
+- create / resume / spec update / timer: one reconcile pass (:func:`reconcile_object`). ``resume`` after an operator
+  restart needs nothing special: the pass lists the comparison's jobs by label and the reconciler adopts what it finds.
+- delete: the finalizer ``proxyrank.io/finalizer`` keeps the object until every child job is deleted.
+- every watch event: refresh the in-memory view the Prometheus collector reads at scrape time.
+
+Kopf never writes status by itself here: handlers return None, progress and diff-base live in ``proxyrank.io/*``
+annotations (set in :func:`configure`), and only :func:`reconcile_object` fills ``patch.status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from proxyrank import GROUP, PLURAL, VERSION
+from proxyrank.api import Phase, RecipeComparisonStatus
+from proxyrank.driver import reconcile_and_apply
+from proxyrank.launchers.base import ComparisonRef
+from proxyrank.launchers.kubernetes import KubernetesLauncher, owner_reference, validate_for_kubernetes
+from proxyrank.metrics import ComparisonSnapshot
+from proxyrank.planner import plan_runs
+from proxyrank.reconciler import Event, set_condition
+from proxyrank.validation import SpecError, parse_spec
+
+FINALIZER = "proxyrank.io/finalizer"
+ANNOTATION_PREFIX = "proxyrank.io"
+RECONCILE_INTERVAL = float(os.environ.get("PROXYRANK_RECONCILE_INTERVAL", "15"))
+MAX_EVENTS_PER_PASS = 10
+
+log = logging.getLogger(__name__)
+
+
+class OperatorState:
+    """What the operator knows between passes: the status it last wrote per object, and the metrics view.
+
+    The operator is the only writer of status, so the status it wrote last is at least as new as the one in a
+    possibly stale watch event; after a restart the cache is empty and the object's status is used.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.written: dict[str, RecipeComparisonStatus] = {}  # by uid
+        self.snapshots: dict[tuple[str, str], ComparisonSnapshot] = {}
+
+    def snapshot_list(self) -> Iterable[ComparisonSnapshot]:
+        with self._lock:
+            return list(self.snapshots.values())
+
+    def observe_event(self, event_type: str | None, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        with self._lock:
+            if event_type == "DELETED":
+                self.snapshots.pop((namespace, name), None)
+            else:
+                self.snapshots[(namespace, name)] = ComparisonSnapshot(namespace, name, dict(status or {}))
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self.written.pop(uid, None)
+
+
+STATE = OperatorState()
+_launcher: KubernetesLauncher | None = None
+
+
+def launcher_for(name: str, uid: str) -> KubernetesLauncher:
+    global _launcher
+    if _launcher is None:
+        _launcher = KubernetesLauncher()
+    return KubernetesLauncher(_launcher.custom, _launcher.core, owner=owner_reference(name, uid))
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
+    settings.persistence.finalizer = FINALIZER
+    settings.watching.server_timeout = int(os.environ.get("PROXYRANK_WATCH_SERVER_TIMEOUT", "300"))
+    settings.watching.client_timeout = settings.watching.server_timeout + 30
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = float(os.environ.get("PROXYRANK_REQUEST_TIMEOUT", "60"))
+    settings.posting.level = logging.WARNING  # our own events are posted explicitly
+    settings.execution.max_workers = int(os.environ.get("PROXYRANK_WORKERS", "8"))
+    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+
+
+def _post(body: kopf.Body, events: list[Event]) -> None:
+    launched = [e for e in events if e.reason == "RunLaunched"]
+    others = [e for e in events if e.reason != "RunLaunched"]
+    if len(launched) > 3:  # one summary instead of a flood
+        others.insert(0, Event("Normal", "RunsLaunched", f"launched {len(launched)} runs"))
+    else:
+        others = launched + others
+    for event in others[:MAX_EVENTS_PER_PASS]:
+        try:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message[:1024])
+        except Exception as exc:  # events are best effort
+            log.debug("posting event %s failed: %s", event.reason, exc)
+
+
+def _previous_status(uid: str, status: Mapping[str, Any]) -> RecipeComparisonStatus | None:
+    cached = STATE.written.get(uid)
+    if cached is not None:
+        return cached
+    if not status:
+        return None
+    try:
+        return RecipeComparisonStatus.model_validate(dict(status))
+    except ValueError:
+        log.warning("ignoring an unreadable status; rebuilding it from the child jobs")
+        return None
+
+
+def _invalid(body: kopf.Body, patch: kopf.Patch, uid: str, generation: int | None, problems: list[str],
+             status: Mapping[str, Any]) -> None:
+    prev = _previous_status(uid, status) or RecipeComparisonStatus()
+    now = datetime.now(UTC)
+    message = "; ".join(problems)
+    conditions = set_condition(prev.conditions, "Ready", "False", "InvalidSpec", message, now, generation)
+    conditions = set_condition(conditions, "Progressing", "False", "InvalidSpec", "fix the spec", now, generation)
+    new = prev.model_copy(update={"phase": Phase.invalid, "conditions": conditions,
+                                  "observed_generation": generation})
+    was_invalid = prev.phase == Phase.invalid and any(c.message == message for c in prev.conditions)
+    patch.status.update(new.dump())
+    STATE.written[uid] = new
+    if not was_invalid:
+        _post(body, [Event("Warning", "InvalidSpec", message)])
+
+
+def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], name: str,
+                     namespace: str, uid: str, generation: int | None, patch: kopf.Patch) -> None:
+    try:
+        parsed = parse_spec(dict(spec))
+    except SpecError as exc:
+        _invalid(body, patch, uid, generation, exc.problems, status)
+        return
+    problems = validate_for_kubernetes(parsed)
+    if problems:
+        _invalid(body, patch, uid, generation, problems, status)
+        return
+    previous = _previous_status(uid, status)
+    if previous is not None and previous.phase in (Phase.succeeded, Phase.failed) and \
+            previous.observed_generation == generation:
+        return  # finished and nothing changed since: no API calls
+    plan = plan_runs(parsed, name, uid)
+    ref = ComparisonRef(name=name, uid=uid, namespace=namespace, spec=parsed)
+    result = reconcile_and_apply(ref, plan, launcher_for(name, uid), previous, datetime.now(UTC), generation)
+    new = result.status
+    if previous is None or new.model_dump() != previous.model_dump():
+        patch.status.update(new.dump())
+    STATE.written[uid] = new
+    _post(body, result.events)
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+def on_spec(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str | None,
+            uid: str, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
+    reconcile_object(body, spec, status, name, namespace or "default", uid, meta.get("generation"), patch)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL, initial_delay=RECONCILE_INTERVAL)
+def on_timer(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str | None,
+             uid: str, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
+    if meta.get("deletionTimestamp"):
+        return
+    reconcile_object(body, spec, status, name, namespace or "default", uid, meta.get("generation"), patch)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def on_delete(name: str, namespace: str | None, uid: str, logger: logging.Logger | logging.LoggerAdapter[Any],
+              **_: Any) -> None:
+    namespace = namespace or "default"
+    deleted = launcher_for(name, uid).delete_children(namespace, uid)
+    logger.info("deleted %d child jobs of %s/%s", deleted, namespace, name)
+    STATE.forget(uid)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def on_event(event: kopf.RawEvent, name: str, namespace: str | None, status: kopf.Status, **_: Any) -> None:
+    STATE.observe_event(event.get("type"), namespace or "default", name, status)
+

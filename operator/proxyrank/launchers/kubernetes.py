@@ -1,0 +1,341 @@
+"""KubernetesLauncher: one Volcano Job per run attempt, built by TorchX's ``kubernetes`` scheduler.
+
+TorchX builds the job (``torchx.components.dist.torchrun`` + ``runner.dryrun(app, "kubernetes")``): torchrun over
+``replicas x GPUs``, resources, ``/dev/shm``, Volcano's svc/env plugins. proxyrank then makes it its own before
+creating it: a deterministic name (``pr-<run key>-a<attempt>``, so a second create of the same attempt is a 409, not a
+duplicate run), our labels on the job and the pod template, the owner reference to the RecipeComparison, node
+selector, tolerations, pull secrets, and ``terminationMessagePolicy: FallbackToLogsOnError`` so a failed trainer's
+last stderr line reaches the pod status.
+
+Each reconcile pass makes a bounded number of API calls, independent of the run count: one list of jobs and at most
+one list of pods, both by the comparison-uid label; results come from the trainer container's termination message,
+and only when that is missing from its log (once per job; results are cached).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from proxyrank import API_VERSION, KIND
+from proxyrank.api import RecipeComparisonSpec, Resources
+from proxyrank.launchers.base import ComparisonRef, LaunchError
+from proxyrank.planner import LABEL_COMPARISON_UID, LABEL_RUN, Plan, PlannedRun, label_value
+from proxyrank.reconciler import LaunchState, Observation
+from proxyrank_trainer.results import parse_result_line
+
+log = logging.getLogger(__name__)
+
+VOLCANO_GROUP = "batch.volcano.sh"
+VOLCANO_VERSION = "v1alpha1"
+VOLCANO_PLURAL = "jobs"
+LABEL_ATTEMPT = "proxyrank.io/attempt"
+RESULT_PATH = "/tmp/proxyrank/result.json"
+TRAINER_MODULE = "proxyrank_trainer"
+
+# Volcano job phases (batch.volcano.sh/v1alpha1 JobPhase) -> what the reconciler needs to know.
+_PHASES: Mapping[str, LaunchState] = {
+    "Pending": LaunchState.pending, "Inqueue": LaunchState.pending, "Restarting": LaunchState.running,
+    "Running": LaunchState.running, "Completing": LaunchState.running, "Aborting": LaunchState.running,
+    "Terminating": LaunchState.running, "Completed": LaunchState.succeeded, "Failed": LaunchState.failed,
+    "Aborted": LaunchState.failed, "Terminated": LaunchState.failed,
+}
+
+T = TypeVar("T")
+
+
+def job_name(key: str, attempt: int) -> str:
+    return f"pr-{key}-a{attempt}"
+
+
+def _api_exception() -> type[Exception]:
+    from kubernetes.client.rest import ApiException
+
+    return ApiException
+
+
+def with_retries(fn: Callable[[], T], what: str, *, attempts: int = 4, base_delay: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep) -> T:
+    """Retry transient API failures (429, 5xx, connection errors) with exponential backoff."""
+    api_exception = _api_exception()
+    for i in range(attempts):
+        try:
+            return fn()
+        except api_exception as exc:
+            status = getattr(exc, "status", None)
+            if status not in (429, 500, 502, 503, 504) and status is not None and status != 0:
+                raise
+            if i == attempts - 1:
+                raise
+            log.warning("%s: API error %s, retrying", what, status)
+        except (ConnectionError, OSError) as exc:
+            if i == attempts - 1:
+                raise
+            log.warning("%s: %s, retrying", what, exc)
+        sleep(base_delay * 2**i)
+    raise AssertionError("unreachable")
+
+
+def validate_for_kubernetes(spec: RecipeComparisonSpec) -> list[str]:
+    """What the CRD schema accepts but the operator cannot run (reported as Ready=False, reason=InvalidSpec)."""
+    problems = []
+    if not spec.trainer.image:
+        problems.append("spec.trainer.image: required on Kubernetes; set the trainer image, e.g. "
+                        "ghcr.io/<org>/proxyrank-trainer:0.1.0")
+    if spec.trainer.named_resource is not None:
+        from torchx import specs
+
+        try:
+            specs.resource(h=spec.trainer.named_resource)
+        except (KeyError, ValueError):
+            known = ", ".join(sorted(specs.named_resources)) or "none registered"
+            problems.append(f"spec.trainer.namedResource: unknown TorchX named resource "
+                            f"{spec.trainer.named_resource!r}; use one of: {known}, or set spec.trainer.resources")
+    for i, recipe in enumerate(spec.recipes):
+        for j, source in enumerate(recipe.sources):
+            if "://" not in source.uri and not source.uri.startswith("/"):
+                problems.append(f"spec.recipes[{i}].sources[{j}].uri: {source.uri!r} is a relative path, which "
+                                "means nothing inside a pod; use an absolute path on a mounted volume or an fsspec "
+                                "URI (s3://, gs://)")
+    for i, eval_set in enumerate(spec.evaluation.sets):
+        if "://" not in eval_set.uri and not eval_set.uri.startswith("/"):
+            problems.append(f"spec.evaluation.sets[{i}].uri: {eval_set.uri!r} is a relative path; use an absolute "
+                            "path or an fsspec URI")
+    return problems
+
+
+class KubernetesLauncher:
+    def __init__(self, custom_api: Any = None, core_api: Any = None, *, owner: Mapping[str, Any] | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if custom_api is None or core_api is None:
+            from kubernetes import client
+
+            custom_api = custom_api or client.CustomObjectsApi()
+            core_api = core_api or client.CoreV1Api()
+        self.custom = custom_api
+        self.core = core_api
+        self.owner = dict(owner) if owner else None
+        self.sleep = sleep
+        self._results: dict[str, tuple[dict[str, Any] | None, str | None]] = {}  # job name -> (result, message)
+
+    # -------------------------------------------------------------------------------------------------- build
+    def build_job(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> dict[str, Any]:
+        """The Volcano Job for one attempt, as a plain dict (TorchX builds it; we make it idempotent and ours)."""
+        from kubernetes.client import ApiClient
+        from torchx.components.dist import torchrun
+        from torchx.runner import get_runner
+
+        spec = ref.spec
+        trainer = spec.trainer
+        config = dict(run.config)
+        config["output"] = RESULT_PATH
+        env = {"PROXYRANK_RUN_CONFIG": json.dumps(config, separators=(",", ":")), "PYTHONUNBUFFERED": "1",
+               **(trainer.env or {})}
+        if trainer.named_resource is not None:
+            from torchx import specs
+
+            gpus = specs.resource(h=trainer.named_resource).gpu
+            app = torchrun(m=TRAINER_MODULE, image=str(trainer.image), name=job_name(run.key, attempt),
+                           h=trainer.named_resource, j=f"{trainer.replicas}x{max(1, gpus)}", env=env)
+        else:
+            res = trainer.resources or Resources()
+            app = torchrun(m=TRAINER_MODULE, image=str(trainer.image), name=job_name(run.key, attempt),
+                           cpu=res.cpu, gpu=res.gpu, memMB=res.mem_mb, j=f"{trainer.replicas}x{max(1, res.gpu)}",
+                           env=env)
+        cfg: dict[str, Any] = {"queue": trainer.queue, "namespace": ref.namespace or "default",
+                               "validate_spec": False}
+        if trainer.service_account_name:
+            cfg["service_account"] = trainer.service_account_name
+        info = get_runner().dryrun(app, "kubernetes", cfg=cfg)
+        job: dict[str, Any] = ApiClient().sanitize_for_serialization(info.request.resource)
+
+        labels = {**run.labels, LABEL_ATTEMPT: str(attempt)}
+        name = job_name(run.key, attempt)
+        job["metadata"] = {"name": name, "namespace": ref.namespace or "default", "labels": labels,
+                           "annotations": {"proxyrank.io/run-title": run.title[:253]}}
+        if self.owner:
+            job["metadata"]["ownerReferences"] = [{**self.owner, "controller": True, "blockOwnerDeletion": False}]
+        for task in job["spec"]["tasks"]:
+            pod = task["template"]
+            pod.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+            pod_spec = pod.setdefault("spec", {})
+            pod_spec["restartPolicy"] = "Never"
+            if trainer.node_selector:
+                pod_spec.setdefault("nodeSelector", {}).update(trainer.node_selector)
+            if trainer.tolerations:
+                pod_spec["tolerations"] = [t.dump() for t in trainer.tolerations]
+            if trainer.image_pull_secrets:
+                pod_spec["imagePullSecrets"] = [{"name": s} for s in trainer.image_pull_secrets]
+            for container in pod_spec.get("containers", []):
+                for var in container.get("env") or []:
+                    if var.get("name") == "TORCHX_JOB_ID":  # TorchX named the job before we renamed it
+                        var["value"] = f"kubernetes://torchx/{ref.namespace or 'default'}:{name}"
+                container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+                container["terminationMessagePath"] = "/dev/termination-log"
+        job["spec"]["maxRetry"] = 0  # retries are the reconciler's (policy.runRetries), counted in status
+        return job
+
+    # -------------------------------------------------------------------------------------------------- launcher
+    def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
+        ns = ref.namespace or "default"
+        job = self.build_job(ref, run, attempt)
+        name = job["metadata"]["name"]
+        api_exception = _api_exception()
+        try:
+            with_retries(lambda: self.custom.create_namespaced_custom_object(
+                VOLCANO_GROUP, VOLCANO_VERSION, ns, VOLCANO_PLURAL, job), f"create job {ns}/{name}",
+                sleep=self.sleep)
+        except api_exception as exc:
+            if getattr(exc, "status", None) == 409:
+                log.info("job %s/%s already exists: adopting it", ns, name)  # idempotent: same key, same attempt
+            elif getattr(exc, "status", None) == 404:
+                raise LaunchError(f"the Volcano Job API ({VOLCANO_GROUP}/{VOLCANO_VERSION}) is not served: is "
+                                  "Volcano installed? (see docs/install.md)") from None
+            else:
+                reason = getattr(exc, "reason", "") or ""
+                body = (getattr(exc, "body", "") or "")[:300]
+                status = getattr(exc, "status", "?")
+                raise LaunchError(f"creating job {name} failed: {status} {reason} {body}".strip()) from None
+        return f"kubernetes://torchx/{ns}:{name}"
+
+    def _list(self, uid: str, what: str, fn: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
+        selector = f"{LABEL_COMPARISON_UID}={label_value(uid)}"
+        result = with_retries(lambda: fn(*args, label_selector=selector), f"list {what}", sleep=self.sleep)
+        items = result.get("items", []) if isinstance(result, dict) else _to_dict(result).get("items", [])
+        # filter here too: the selector is an optimisation, the labels are the contract
+        return [i for i in items if (i.get("metadata", {}).get("labels") or {}).get(LABEL_COMPARISON_UID)
+                == label_value(uid)]
+
+    def list_jobs(self, namespace: str, uid: str) -> list[dict[str, Any]]:
+        return self._list(uid, "jobs", self.custom.list_namespaced_custom_object, VOLCANO_GROUP, VOLCANO_VERSION,
+                          namespace, VOLCANO_PLURAL)
+
+    def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
+        latest: dict[str, tuple[int, dict[str, Any]]] = {}
+        for job in self.list_jobs(ref.namespace or "default", ref.uid):
+            labels = job.get("metadata", {}).get("labels") or {}
+            key = labels.get(LABEL_RUN)
+            try:
+                attempt = int(labels.get(LABEL_ATTEMPT, "0"))
+            except ValueError:
+                continue
+            if key and (key not in latest or attempt > latest[key][0]):
+                latest[key] = (attempt, job)
+        finished = [job for _, job in latest.values()
+                    if _PHASES.get(_phase(job)) in (LaunchState.succeeded, LaunchState.failed)
+                    and job["metadata"]["name"] not in self._results]
+        pods_by_job: dict[str, list[dict[str, Any]]] = {}
+        if finished:
+            for pod in self._list(ref.uid, "pods", self.core.list_namespaced_pod, ref.namespace or "default"):
+                labels = pod.get("metadata", {}).get("labels") or {}
+                name = job_name(labels.get(LABEL_RUN, ""), int(labels.get(LABEL_ATTEMPT, "0") or 0))
+                pods_by_job.setdefault(name, []).append(pod)
+        out: dict[str, Observation] = {}
+        for key, (attempt, job) in latest.items():
+            out[key] = self._observation(ref, key, attempt, job, pods_by_job)
+        return out
+
+    def _observation(self, ref: ComparisonRef, key: str, attempt: int, job: dict[str, Any],
+                     pods_by_job: dict[str, list[dict[str, Any]]]) -> Observation:
+        name = job["metadata"]["name"]
+        handle = f"kubernetes://torchx/{ref.namespace or 'default'}:{name}"
+        state = _PHASES.get(_phase(job), LaunchState.pending)
+        started = _time(job.get("metadata", {}).get("creationTimestamp"))
+        if state in (LaunchState.pending, LaunchState.running):
+            return Observation(key, attempt, state, handle, started_at=started)
+        if name not in self._results:
+            self._results[name] = self._read_result(ref, pods_by_job.get(name, []), state)
+        result, message = self._results[name]
+        if state == LaunchState.succeeded:
+            return Observation(key, attempt, state, handle, result=result, message=message, started_at=started)
+        return Observation(key, attempt, LaunchState.failed, handle, message=message or f"Volcano job {_phase(job)}",
+                           started_at=started)
+
+    def _read_result(self, ref: ComparisonRef, pods: list[dict[str, Any]],
+                     state: LaunchState) -> tuple[dict[str, Any] | None, str | None]:
+        """The rank-0 trainer's result: its termination message, else the PROXYRANK_RESULT log line."""
+        pods = sorted(pods, key=lambda p: p.get("metadata", {}).get("name", ""))
+        for pod in pods:
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                term = ((cs.get("state") or {}).get("terminated")) or {}
+                message = (term.get("message") or "").strip()
+                if state == LaunchState.failed:
+                    detail = term.get("reason") or "Error"
+                    tail = message.splitlines()[-1] if message else ""
+                    return None, f"exit code {term.get('exitCode')} ({detail}){': ' + tail if tail else ''}"
+                if message:
+                    try:
+                        parsed = json.loads(message)
+                    except ValueError:
+                        parsed = parse_result_line(message)
+                    if isinstance(parsed, dict):
+                        return parsed, None
+        if state == LaunchState.failed:
+            return None, "the job failed and no pod status was found"
+        for pod in pods:  # fallback: the sentinel line in the log
+            name = pod.get("metadata", {}).get("name")
+            if not name:
+                continue
+            try:
+                text = with_retries(lambda n=name: self.core.read_namespaced_pod_log(  # type: ignore[misc]
+                    n, ref.namespace or "default", tail_lines=20), f"read log of {name}", sleep=self.sleep)
+            except _api_exception() as exc:
+                log.info("reading the log of %s failed: %s", name, getattr(exc, "status", exc))
+                continue
+            parsed = parse_result_line(text if isinstance(text, str) else str(text))
+            if parsed is not None:
+                return parsed, None
+        return None, "no termination message and no PROXYRANK_RESULT line in the log"
+
+    def cancel(self, ref: ComparisonRef, key: str, attempt: int, handle: str | None) -> None:
+        self._delete(ref.namespace or "default", job_name(key, attempt))
+
+    def _delete(self, namespace: str, name: str) -> None:
+        api_exception = _api_exception()
+        try:
+            with_retries(lambda: self.custom.delete_namespaced_custom_object(
+                VOLCANO_GROUP, VOLCANO_VERSION, namespace, VOLCANO_PLURAL, name,
+                propagation_policy="Background"), f"delete job {name}", sleep=self.sleep)
+        except api_exception as exc:
+            if getattr(exc, "status", None) != 404:
+                raise
+
+    def delete_all(self, ref: ComparisonRef) -> None:
+        self.delete_children(ref.namespace or "default", ref.uid)
+
+    def delete_children(self, namespace: str, uid: str) -> int:
+        """Delete every job of a comparison (by its uid label); returns how many were deleted."""
+        jobs = self.list_jobs(namespace, uid)
+        for job in jobs:
+            self._delete(namespace, job["metadata"]["name"])
+        return len(jobs)
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid}
+
+
+def _phase(job: Mapping[str, Any]) -> str:
+    return str(((job.get("status") or {}).get("state") or {}).get("phase") or "Pending")
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    from kubernetes.client import ApiClient
+
+    out: dict[str, Any] = ApiClient().sanitize_for_serialization(obj)
+    return out
