@@ -46,11 +46,15 @@ demo: install
 	$(BIN)/proxyrank validate examples/demo.yaml
 	$(BIN)/proxyrank plan examples/demo.yaml
 
+# Regenerate everything derived from the API model and rbac.py (tests fail while any of it is stale).
 crd: install
 	$(BIN)/proxyrank crd > crds/recipecomparison.yaml
+	$(BIN)/python -c 'import json; from proxyrank.crd import crd_manifest; print(json.dumps(crd_manifest(), indent=1))' > charts/proxyrank/files/recipecomparison.json
+	$(BIN)/python -m proxyrank.rbac > charts/proxyrank/files/rbac-rules.yaml
 
+# Operator image (Dockerfile: no torch) and trainer image; both use the repository root as the build context.
 images:
-	docker build -f Dockerfile.operator -t proxyrank-operator:dev .
+	docker build -f Dockerfile -t proxyrank-operator:dev .
 	docker build -f trainer_image/Dockerfile -t proxyrank-trainer:dev .
 
 clean:
