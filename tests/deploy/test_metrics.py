@@ -1,0 +1,310 @@
+"""The operator's /metrics: every series is built at scrape time from the comparisons the operator knows now."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import urllib.request
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxyrank import __version__
+from proxyrank.api import (
+    Agreement,
+    Phase,
+    ProtocolResult,
+    RecipeComparisonStatus,
+    RunCounts,
+    RunState,
+    RunStatus,
+    TargetResult,
+    Verdict,
+)
+from proxyrank.metrics import DURATION_BUCKETS, ComparisonSnapshot, build_registry, start_metrics_server
+
+T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC).timestamp()
+
+
+def iso(offset_s: float) -> str:
+    return datetime.fromtimestamp(T0 + offset_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _run(protocol: str, recipe: str, state: RunState, *, scale: str = "proxy", attempts: int = 1,
+         started: float | None = None, finished: float | None = None, loss: float | None = None) -> RunStatus:
+    return RunStatus(key=f"{protocol}-{recipe}-{scale}", protocol=protocol, recipe=recipe, scale=scale,
+                     learning_rate=3e-4, seed=0, state=state, attempts=attempts, val_loss=loss,
+                     started_at=None if started is None else iso(started),
+                     finished_at=None if finished is None else iso(finished))
+
+
+def realistic_status() -> dict[str, Any]:
+    """A comparison part-way through: 3 recipes, two proxy protocols, a target sweep, one retried run."""
+    runs = [
+        _run("fixed", "dclm", RunState.succeeded, started=0, finished=600, loss=3.10),
+        _run("fixed", "dclm-dedup", RunState.succeeded, started=0, finished=1200, loss=3.05),
+        _run("fixed", "mix", RunState.succeeded, attempts=2, started=1300, finished=2000, loss=3.20),  # 1 retry
+        _run("reduced-lr", "dclm", RunState.diverged, started=0, finished=400),
+        _run("reduced-lr", "dclm-dedup", RunState.failed, attempts=2, started=500, finished=700),  # failed for good
+        _run("reduced-lr", "mix", RunState.running, attempts=2, started=2100),  # running its retry
+        _run("target", "dclm", RunState.succeeded, scale="target", started=0, finished=7200, loss=2.61),
+        _run("target", "dclm-dedup", RunState.result_missing, scale="target", started=0, finished=7000),
+        _run("target", "mix", RunState.launching, scale="target"),
+    ]
+    agreement = Agreement(of="fixed", against="target", n=3, spearman=0.5, kendall=1 / 3, pearson=0.61,
+                          pairwise_accuracy=2 / 3)
+    status = RecipeComparisonStatus(
+        observed_generation=1,
+        phase=Phase.running,
+        progress="5/9",
+        run_counts=RunCounts(total=9, succeeded=4, diverged=1, failed=1, result_missing=1, running=1, launching=1,
+                             done=5),
+        runs=runs,
+        protocols=[
+            ProtocolResult(name="fixed", learning_rates=[3e-4], recipes_done=3,
+                           losses={"dclm": 3.10, "dclm-dedup": 3.05, "mix": 3.20}, agreement=agreement),
+            ProtocolResult(name="reduced-lr", learning_rates=[1e-5], recipes_done=1,
+                           losses={"dclm": None, "dclm-dedup": None, "mix": None}),
+        ],
+        target=TargetResult(learning_rates=[1e-4, 3e-4], recipes_done=1, losses={"dclm": 2.61, "mix": None}),
+        verdict=Verdict(protocol="fixed", against="target", metric="spearman", threshold=0.8, value=0.5,
+                        spearman=0.5, reliable=False),
+        started_at=iso(-60),
+    ).dump()
+    failed_attempts = {"fixed-mix-proxy": 1, "reduced-lr-dclm-dedup-proxy": 2, "reduced-lr-mix-proxy": 1,
+                       "target-dclm-dedup-target": 1}
+    for run in status["runs"]:
+        run["failedAttempts"] = failed_attempts.get(run["key"], 0)
+    return status
+
+
+def without_failed_attempts(status: dict[str, Any]) -> dict[str, Any]:
+    """A status from before RunStatus recorded failedAttempts: the collector infers them."""
+    for run in status["runs"]:
+        run.pop("failedAttempts", None)
+    return status
+
+
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(snapshots: Iterable[ComparisonSnapshot] | None = None, *, fn: Any = None) -> tuple[str, Series]:
+    snapshot_list = list(snapshots or [])
+    registry = build_registry(fn or (lambda: snapshot_list))
+    text = generate_latest(registry).decode()
+    series: Series = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("proxyrank_"):
+                series[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return text, series
+
+
+def value(series: Series, name: str, **labels: str) -> float:
+    return series[(name, frozenset(labels.items()))]
+
+
+def names_for(series: Series, comparison: str) -> set[str]:
+    return {name for (name, labels) in series if ("comparison", comparison) in labels}
+
+
+ML = {"namespace": "ml", "comparison": "dedup"}
+
+
+@pytest.fixture
+def series() -> Series:
+    return scrape([ComparisonSnapshot("ml", "dedup", realistic_status())])[1]
+
+
+def test_build_info(series: Series) -> None:
+    assert value(series, "proxyrank_build_info", version=__version__) == 1
+
+
+def test_rank_correlations_per_protocol_and_method(series: Series) -> None:
+    assert value(series, "proxyrank_rank_correlation", **ML, protocol="fixed", method="spearman") == 0.5
+    assert value(series, "proxyrank_rank_correlation", **ML, protocol="fixed", method="kendall") == pytest.approx(1 / 3)
+    assert value(series, "proxyrank_rank_correlation", **ML, protocol="fixed", method="pearson") == 0.61
+    assert value(series, "proxyrank_pairwise_accuracy", **ML, protocol="fixed") == pytest.approx(2 / 3)
+    # reduced-lr has no agreement yet: no series rather than a made-up value
+    assert not [k for k in series if ("protocol", "reduced-lr") in k[1] and k[0].startswith("proxyrank_rank")]
+    assert ("proxyrank_pairwise_accuracy", frozenset({**ML, "protocol": "reduced-lr"}.items())) not in series
+
+
+def test_reliable_is_0_or_1_and_absent_while_unknown(series: Series) -> None:
+    assert value(series, "proxyrank_comparison_reliable", **ML) == 0
+    status = realistic_status()
+    status["verdict"]["reliable"] = True
+    assert value(scrape([ComparisonSnapshot("ml", "dedup", status)])[1], "proxyrank_comparison_reliable", **ML) == 1
+    del status["verdict"]["reliable"]
+    assert "proxyrank_comparison_reliable" not in names_for(scrape([ComparisonSnapshot("ml", "dedup", status)])[1],
+                                                             "dedup")
+    del status["verdict"]
+    assert "proxyrank_comparison_reliable" not in names_for(scrape([ComparisonSnapshot("ml", "dedup", status)])[1],
+                                                             "dedup")
+
+
+def test_runs_by_state_always_list_every_state(series: Series) -> None:
+    by_state = {dict(labels)["state"]: v for (name, labels), v in series.items() if name == "proxyrank_runs"}
+    assert by_state == {"Pending": 0, "Launching": 1, "Running": 1, "Succeeded": 4, "Diverged": 1, "Failed": 1,
+                        "ResultMissing": 1, "Cancelled": 0}
+    assert set(by_state) == {s.value for s in RunState}
+
+
+def test_recipe_losses_per_protocol_and_target_skip_unknown(series: Series) -> None:
+    losses = {(dict(labels)["protocol"], dict(labels)["recipe"]): v
+              for (name, labels), v in series.items() if name == "proxyrank_recipe_val_loss"}
+    assert losses == {("fixed", "dclm"): 3.10, ("fixed", "dclm-dedup"): 3.05, ("fixed", "mix"): 3.20,
+                      ("target", "dclm"): 2.61}
+
+
+def test_launch_and_failure_counters(series: Series) -> None:
+    # attempts: fixed 1+1+2, reduced-lr 1+2+2, target 1+1+1 = 12
+    assert value(series, "proxyrank_runs_launched_total", **ML) == 12
+    # failed launches: fixed/mix 1 (retried), reduced-lr/dclm-dedup 2 (failed for good), reduced-lr/mix 1 (running
+    # its retry), target/dclm-dedup 1 (ResultMissing) = 5; a diverged run is a result, not a failure
+    assert value(series, "proxyrank_run_failures_total", **ML) == 5
+
+
+def test_failure_counter_infers_failures_without_failed_attempts() -> None:
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", without_failed_attempts(realistic_status()))])
+    assert value(series, "proxyrank_run_failures_total", **ML) == 5
+
+
+def test_a_run_that_ended_failed_counts_at_least_once() -> None:
+    status = realistic_status()
+    for run in status["runs"]:
+        run["failedAttempts"] = 0
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
+    # the Failed and the ResultMissing run, even when their failed attempt was not recorded
+    assert value(series, "proxyrank_run_failures_total", **ML) == 2
+
+
+LIFECYCLE = [  # (state, attempts, failedAttempts): launch, fail, wait for the retry, relaunch, run, succeed
+    (RunState.pending, 0, 0), (RunState.launching, 1, 0), (RunState.running, 1, 0), (RunState.pending, 1, 1),
+    (RunState.launching, 2, 1), (RunState.running, 2, 1), (RunState.succeeded, 2, 1)]
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["failedAttempts", "inferred"])
+def test_counters_are_monotonic_through_a_runs_life(recorded: bool) -> None:
+    seen: list[tuple[float, float]] = []
+    for state, attempts, failed in LIFECYCLE:
+        status = RecipeComparisonStatus(runs=[_run("fixed", "a", state, attempts=attempts)]).dump()
+        status["runs"][0]["failedAttempts"] = failed
+        if not recorded:
+            without_failed_attempts(status)
+        _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
+        seen.append((value(series, "proxyrank_runs_launched_total", **ML),
+                     value(series, "proxyrank_run_failures_total", **ML)))
+    assert seen == [(0, 0), (1, 0), (1, 0), (1, 1), (2, 1), (2, 1), (2, 1)]
+
+
+def test_run_duration_histogram_of_finished_runs(series: Series) -> None:
+    def bucket(scale: str, le: str) -> float:
+        return value(series, "proxyrank_run_duration_seconds_bucket", **ML, scale=scale, le=le)
+
+    # proxy runs that finished: 600, 1200, 700 (2000-1300), 400 (diverged), 200 (failed); running ones are left out
+    assert value(series, "proxyrank_run_duration_seconds_count", **ML, scale="proxy") == 5
+    assert value(series, "proxyrank_run_duration_seconds_sum", **ML, scale="proxy") == 3100
+    assert bucket("proxy", "300.0") == 1 and bucket("proxy", "900.0") == 4 and bucket("proxy", "1800.0") == 5
+    # target: 7200 (succeeded) and 7000 (ResultMissing)
+    assert value(series, "proxyrank_run_duration_seconds_count", **ML, scale="target") == 2
+    assert bucket("target", "3600.0") == 0 and bucket("target", "7200.0") == 2 and bucket("target", "+Inf") == 2
+    assert len([k for k in series if k[0] == "proxyrank_run_duration_seconds_bucket"]) == 2 * (
+        len(DURATION_BUCKETS) + 1)
+
+
+def test_phase_and_last_progress(series: Series) -> None:
+    phases = {dict(labels)["phase"]: v for (name, labels), v in series.items() if name == "proxyrank_comparison_phase"}
+    assert phases == {p.value: (1 if p is Phase.running else 0) for p in Phase}
+    # the newest start or finish of any run: target/dclm finished at T0 + 7200
+    assert value(series, "proxyrank_comparison_last_progress_timestamp_seconds", **ML) == T0 + 7200
+
+
+def test_a_deleted_comparison_leaves_no_series() -> None:
+    known = {("ml", "dedup"): realistic_status(), ("other", "mix"): realistic_status()}
+
+    def snapshot_fn() -> list[ComparisonSnapshot]:
+        return [ComparisonSnapshot(ns, name, status) for (ns, name), status in known.items()]
+
+    registry = build_registry(snapshot_fn)
+    before = generate_latest(registry).decode()
+    assert 'comparison="dedup"' in before and 'comparison="mix"' in before
+    del known[("ml", "dedup")]
+    after = generate_latest(registry).decode()
+    assert 'comparison="dedup"' not in after and 'comparison="mix"' in after
+
+
+def test_a_new_comparison_has_every_gauge_it_can_have() -> None:
+    _, series = scrape([ComparisonSnapshot("ml", "fresh", RecipeComparisonStatus().dump())])
+    assert names_for(series, "fresh") == {
+        "proxyrank_runs", "proxyrank_comparison_phase", "proxyrank_runs_launched_total",
+        "proxyrank_run_failures_total", "proxyrank_run_duration_seconds_bucket", "proxyrank_run_duration_seconds_count",
+        "proxyrank_run_duration_seconds_sum"}
+
+
+def test_malformed_values_are_skipped_not_fatal() -> None:
+    odd = realistic_status()
+    odd["runs"] = [{"state": "Succeeded", "attempts": "many", "startedAt": "yesterday"}, "not a run"]
+    odd["protocols"] = [{"name": "fixed", "agreement": {"spearman": float("nan"), "kendall": "high"},
+                         "losses": {"a": math.inf, "b": 3.0}}]
+    _, series = scrape([ComparisonSnapshot("ml", "odd", odd)])
+    odd_key = {"namespace": "ml", "comparison": "odd"}
+    assert value(series, "proxyrank_runs_launched_total", **odd_key) == 0
+    assert not [k for k in series if k[0] == "proxyrank_rank_correlation"]
+    assert [dict(k[1])["recipe"] for k in series
+            if k[0] == "proxyrank_recipe_val_loss" and ("protocol", "fixed") in k[1]] == ["b"]
+
+
+class ExplodingStatus(dict[str, Any]):
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "runs":
+            raise RuntimeError("boom")
+        return super().get(key, default)
+
+
+def test_a_comparison_that_breaks_the_collector_drops_only_itself() -> None:
+    _, series = scrape([ComparisonSnapshot("ml", "broken", ExplodingStatus(realistic_status())),
+                        ComparisonSnapshot("ml", "dedup", realistic_status())])
+    assert names_for(series, "broken") == set()
+    assert value(series, "proxyrank_runs_launched_total", **ML) == 12
+
+
+def test_a_failing_snapshot_function_still_serves_build_info() -> None:
+    def broken() -> list[ComparisonSnapshot]:
+        raise RuntimeError("index not ready")
+
+    _, series = scrape(fn=broken)
+    assert value(series, "proxyrank_build_info", version=__version__) == 1
+    assert [k for k in series if k[0] != "proxyrank_build_info"] == []
+
+
+def test_exposition_passes_promtool_check_metrics(promtool: str) -> None:
+    text, _ = scrape([ComparisonSnapshot("ml", "dedup", realistic_status()),
+                      ComparisonSnapshot("ml", "fresh", RecipeComparisonStatus().dump())])
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_check_metrics_can_fail(promtool: str) -> None:
+    bad = "# HELP bad_metric x\n# TYPE bad_metric counter\nbad_metric 1\n"
+    result = subprocess.run([promtool, "check", "metrics"], input=bad, capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode != 0
+
+
+def test_metrics_server_serves_the_collector() -> None:
+    server, thread = start_metrics_server(0, lambda: [ComparisonSnapshot("ml", "dedup", realistic_status())],
+                                          addr="127.0.0.1")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/metrics", timeout=10) as response:
+            body = response.read().decode()
+        assert 'proxyrank_runs{comparison="dedup",namespace="ml",state="Succeeded"} 4.0' in body
+        assert "process_" in body or "python_info" in body
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
