@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     from proxyrank.datatools.cli import register as register_data
 
     register_data(sub)
+
+    from proxyrank.theory.cli import register as register_theory
+
+    register_theory(sub)
     return parser
 
 

@@ -76,6 +76,9 @@ class LocalLauncher:
             shutil.rmtree(adir)
         adir.mkdir(parents=True)
         config: dict[str, Any] = dict(run.config)
+        # relative data paths mean "relative to where proxyrank runs": make the run config self-contained
+        config["sources"] = [{**s, "uri": _absolute(s["uri"])} for s in config["sources"]]
+        config["evalSets"] = [{**e, "uri": _absolute(e["uri"])} for e in config["evalSets"]]
         config["output"] = str(adir / "result.json")
         config["terminationLogPath"] = str(adir / "termination-log")
         if self.threads_per_run:
@@ -179,6 +182,10 @@ class LocalLauncher:
             self._runner.close()
         except Exception as exc:
             log.debug("closing the TorchX runner: %s", exc)
+
+
+def _absolute(uri: str) -> str:
+    return uri if "://" in uri else os.path.abspath(uri)
 
 
 def _mtime(path: Path) -> datetime | None:

@@ -1,0 +1,1 @@
+"""Small simulations that check the paper's theory (``proxyrank theory ...``)."""
