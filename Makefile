@@ -42,9 +42,13 @@ pytest: install tools
 
 test: lint typecheck pytest
 
+# The embedded default: real text -> 8 recipes -> every run of examples/demo.yaml on this machine -> report.
 demo: install
 	$(BIN)/proxyrank validate examples/demo.yaml
-	$(BIN)/proxyrank plan examples/demo.yaml
+	$(BIN)/proxyrank data build-demo --out $(DEMO_DATA)
+	$(BIN)/proxyrank run examples/demo.yaml --workdir $(DEMO_WORK)
+	$(BIN)/proxyrank report $(DEMO_WORK)
+	@echo "report: $(DEMO_WORK)/report.md"
 
 # Regenerate everything derived from the API model and rbac.py (tests fail while any of it is stale).
 crd: install

@@ -68,7 +68,7 @@ def test_several_documents_are_rejected(tmp_path: Path, capsys: pytest.CaptureFi
 def test_console_script_prints_no_traceback_for_user_error(tmp_path: Path) -> None:
     obj = copy.deepcopy(GOOD_COMPARISON)
     obj["spec"]["recipes"][0]["name"] = "Not_A_Label"
-    proc = subprocess.run([sys.executable, "-m", "proxyrank.cli", "validate", str(_write(tmp_path, obj))],
+    proc = subprocess.run([sys.executable, "-m", "proxyrank", "validate", str(_write(tmp_path, obj))],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

@@ -88,7 +88,7 @@ def _done_keys(workdir: Path) -> set[str]:
 
 def test_resume_after_sigkill_reuses_finished_runs(smoke_file: Path, tmp_path: Path) -> None:
     wd = tmp_path / "wd"
-    proc = subprocess.Popen([sys.executable, "-m", "proxyrank.cli", "run", str(smoke_file), "--workdir", str(wd),
+    proc = subprocess.Popen([sys.executable, "-m", "proxyrank", "run", str(smoke_file), "--workdir", str(wd),
                              "--poll", "0.3"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for(lambda: len(_done_keys(wd)) >= 3, timeout=120)
