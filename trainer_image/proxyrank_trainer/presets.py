@@ -1,8 +1,8 @@
 """Model shapes and parameter counting, shared by the trainer and the operator's planner.
 
 Pure Python on purpose: the operator image has no torch, yet the planner must resolve ``tokensPerParam`` budgets and
-FLOP estimates with exactly the counts the trainer's model has. ``tests/trainer/test_model.py`` pins that the counts
-here equal ``sum(p.numel())`` of the real module.
+FLOP estimates with exactly the counts the trainer's model has. ``tests/trainer/test_trainer_model.py`` pins that the
+counts here equal ``sum(p.numel())`` of the real module.
 
 The architecture is GPT-2 style: learned absolute positions, pre-norm blocks (LayerNorm with bias), fused QKV, a 4x
 GELU MLP, a final LayerNorm and an output head tied to the token embedding. The Pythia presets reuse Pythia's

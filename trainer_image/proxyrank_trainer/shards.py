@@ -173,12 +173,16 @@ def localize(uri: str) -> Path:
         with fs.open(f"{root}/{MANIFEST}", "rb") as fh:
             raw = fh.read()
         manifest = Manifest.from_json(json.loads(raw), where=f"{uri}/{MANIFEST}")
+        # Several processes (data-parallel ranks on one node) may fill the same cache at once: each writes its own
+        # temporary files and renames them into place, so a reader never sees a partial shard or manifest.
+        part = f".part-{os.getpid()}"
         for shard in manifest.shards:
             target = dest / shard["file"]
             if not target.is_file():
-                fs.get(f"{root}/{shard['file']}", str(target) + ".part")
-                os.replace(str(target) + ".part", target)
-        (dest / MANIFEST).write_bytes(raw)
+                fs.get(f"{root}/{shard['file']}", str(target) + part)
+                os.replace(str(target) + part, target)
+        (dest / (MANIFEST + part)).write_bytes(raw)
+        os.replace(dest / (MANIFEST + part), dest / MANIFEST)
         return dest
     except ShardError:
         raise

@@ -1,0 +1,92 @@
+"""Device choice and data parallelism: one process per device, launched by ``torchrun`` (or TorchX ``dist.ddp``).
+
+Without ``WORLD_SIZE`` > 1 in the environment the trainer is a single process and no process group is created.
+With it, ranks join an NCCL (CUDA) or Gloo (CPU) group; each rank trains its slice of every global batch
+(:meth:`proxyrank_trainer.data.TrainData.rank_slice`) and DDP averages gradients, so the global batch and the
+result do not depend on the world size beyond floating-point summation order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from proxyrank_trainer.config import ConfigError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks, in place (a no-op for one process). Gloo needs CPU tensors, NCCL device tensors."""
+        if self.distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    @contextmanager
+    def local_main_first(self) -> Iterator[None]:
+        """Run the block on each node's local rank 0 before the other ranks (one download into a shared cache)."""
+        if self.distributed and self.local_rank != 0:
+            dist.barrier()
+        yield
+        if self.distributed and self.local_rank == 0:
+            dist.barrier()
+
+    def describe(self) -> str:
+        """For the result's ``device``: ``cpu``, ``cpu x2``, ``cuda:NVIDIA H100 80GB HBM3 x8``."""
+        name = "cpu" if self.device.type == "cpu" else f"cuda:{torch.cuda.get_device_name(self.device)}"
+        return f"{name} x{self.world}" if self.world > 1 else name
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    try:
+        return int(value) if value not in (None, "") else default
+    except ValueError:
+        raise ConfigError(f"${name}", f"must be an integer, got {value!r} (set by torchrun)") from None
+
+
+def init_distributed(device_choice: str) -> DistContext:
+    """Pick the device (``auto`` = CUDA when available) and join the process group when launched by torchrun."""
+    if device_choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "cuda requested but no CUDA device is available to torch; use \"auto\" or \"cpu\"")
+    use_cuda = device_choice == "cuda" or (device_choice == "auto" and torch.cuda.is_available())
+    world = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if use_cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError("$LOCAL_RANK", f"{local_rank} but only {torch.cuda.device_count()} CUDA device(s) "
+                                             "are visible; launch at most one process per GPU")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if use_cuda else "gloo"
+        kwargs = {"device_id": device} if use_cuda else {}
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30), **kwargs)  # type: ignore[arg-type]
+    return DistContext(rank=rank, world=world, local_rank=local_rank, device=device)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,172 @@
+"""The run result: one compact JSON object, written three ways, and the readers the operator uses.
+
+Torch-free on purpose (the operator image has no torch and imports this module).
+
+Written by :func:`publish`:
+
+(a) as the last stdout line, ``PROXYRANK_RESULT {...}`` (compact separators; the launcher's fallback);
+(b) to the termination-log path when writable (Kubernetes copies it into the pod status; the kubelet keeps at most
+    4096 bytes, so a result that would not fit is shrunk by dropping per-set detail, listed under ``"truncated"``);
+(c) atomically (write + rename) to the run's ``output`` path.
+
+Non-finite numbers (a diverged run's NaN loss) become ``null`` so every reader gets strict JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, TextIO
+
+from proxyrank_trainer import RESULT_SCHEMA_VERSION, RESULT_SENTINEL
+
+TERMINATION_LOG_LIMIT = 4096
+STATUS_SUCCEEDED = "succeeded"
+STATUS_DIVERGED = "diverged"
+# Dropped in this order when the termination message would exceed the kubelet's limit (least useful first).
+_DROPPABLE = ("warnings", "epochs", "valLossInitialBySet", "model", "valLoss")
+
+
+def finite_or_none(x: Any) -> Any:
+    """``x`` with every non-finite float (at any depth) replaced by ``None``."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [finite_or_none(v) for v in x]
+    return x
+
+
+def dumps(result: dict[str, Any]) -> str:
+    """Strict, compact JSON (raises on NaN so nothing non-standard ever leaves the trainer)."""
+    return json.dumps(finite_or_none(result), separators=(",", ":"), allow_nan=False)
+
+
+def result_line(result: dict[str, Any]) -> str:
+    return RESULT_SENTINEL + dumps(result)
+
+
+def compact_for_termination(result: dict[str, Any], limit: int = TERMINATION_LOG_LIMIT) -> str:
+    """The result as JSON of at most ``limit`` bytes: per-set detail is shrunk, then dropped, until it fits.
+
+    Whatever was shrunk or dropped is named in ``"truncated"`` (``"valLoss:rounded"`` means per-set losses were
+    rounded to 6 significant digits; the scalar fields are never touched).
+    """
+    text = dumps(result)
+    if len(text.encode()) <= limit:
+        return text
+    slim = dict(result)
+    dropped: list[str] = []
+    for key in _DROPPABLE:
+        if key not in slim:
+            continue
+        if key == "valLoss" and isinstance(slim[key], dict):
+            slim[key] = {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in slim[key].items()}
+            slim["truncated"] = [*dropped, "valLoss:rounded"]
+            text = dumps(slim)
+            if len(text.encode()) <= limit:
+                return text
+        del slim[key]
+        dropped.append(key)
+        slim["truncated"] = list(dropped)
+        text = dumps(slim)
+        if len(text.encode()) <= limit:
+            return text
+    # Only the scalar core is left; a runKey or device string this long is a bug upstream, so cut the strings.
+    for key in ("runKey", "device"):
+        if isinstance(slim.get(key), str):
+            slim[key] = slim[key][:256]
+    text = dumps(slim)
+    if len(text.encode()) > limit:
+        raise ValueError(f"result does not fit {limit} bytes even without per-set detail: {text[:200]}...")
+    return text
+
+
+def atomic_write(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_termination_log(result: dict[str, Any], path: str | Path, *, create: bool) -> bool:
+    """Write the (size-bounded) result to ``path``; with ``create=False`` only when the path already exists.
+
+    Kubernetes creates ``/dev/termination-log`` in every container; outside a pod it is absent, and the trainer must
+    not litter ``/dev``. Returns whether it was written.
+    """
+    p = Path(path)
+    if not create and not p.exists():
+        return False
+    try:
+        if create:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "w") as fh:
+            fh.write(compact_for_termination(result))
+        return True
+    except OSError:
+        return False
+
+
+def publish(result: dict[str, Any], *, output: str | Path | None, termination_log: str | Path | None,
+            create_termination_log: bool, stdout: TextIO | None = None) -> None:
+    """Write the result to the output file, the termination log, and (last) stdout."""
+    if output is not None:
+        atomic_write(output, dumps(result) + "\n")
+    if termination_log is not None:
+        write_termination_log(result, termination_log, create=create_termination_log)
+    out = stdout if stdout is not None else sys.stdout
+    out.write(result_line(result) + "\n")
+    out.flush()
+
+
+def parse_result_line(text: str) -> dict[str, Any] | None:
+    """The result in log text: the last line carrying ``PROXYRANK_RESULT `` followed by a JSON object.
+
+    A prefix before the sentinel is tolerated (``torchrun --tee`` and log collectors prepend rank or timestamp tags).
+    """
+    for line in reversed(text.splitlines()):
+        at = line.find(RESULT_SENTINEL)
+        if at < 0:
+            continue
+        try:
+            data = json.loads(line[at + len(RESULT_SENTINEL):])
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+def read_result_file(path: str | Path) -> dict[str, Any] | None:
+    """The result JSON at ``path`` (an output file or a termination message), or None if absent or unreadable."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    text = text.strip()
+    if text.startswith(RESULT_SENTINEL):
+        text = text[len(RESULT_SENTINEL):]
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def new_result(run_key: str) -> dict[str, Any]:
+    """The fields every result starts with."""
+    return {"schemaVersion": RESULT_SCHEMA_VERSION, "runKey": run_key}

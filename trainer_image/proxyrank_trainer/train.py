@@ -1,0 +1,329 @@
+"""The training run: config in, result out.
+
+:func:`run` opens the data, builds the model and optimizer, evaluates once before training (``valLossInitial``), trains
+``tokens // batchTokens`` optimizer steps of ``batchTokens`` tokens each (gradient accumulation over micro-batches),
+evaluates again and publishes the result (rank 0). A non-finite training loss stops the run early with status
+``diverged``: that is a result (it ranks last for its learning rate), not a crash.
+
+:func:`train_step` is the inner step, shared with ``bench/trainer_throughput.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from proxyrank_trainer import __version__
+from proxyrank_trainer.config import DEFAULT_TERMINATION_LOG, ConfigError, RunConfig
+from proxyrank_trainer.data import EvalData, TrainData, check_compatible, open_source
+from proxyrank_trainer.distributed import DistContext, init_distributed, shutdown
+from proxyrank_trainer.model import GPT, count_parameters
+from proxyrank_trainer.optim import LRSchedule, build_optimizer
+from proxyrank_trainer.presets import ModelShape
+from proxyrank_trainer.results import STATUS_DIVERGED, STATUS_SUCCEEDED, new_result, publish
+
+AmpContext = Callable[[], contextlib.AbstractContextManager[Any]]
+TRAIN_LOSS_TAIL = 10  # trainLossFinal = mean training loss over the last this many steps
+CPU_ACTIVATION_BUDGET = 2 << 30  # bytes of activations per micro-batch the automatic choice allows on CPU
+CUDA_MEMORY_SHARE = 0.6  # share of free GPU memory (after weights and optimizer state) for activations
+
+
+def cgroup_cpu_limit(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
+    """Whole CPUs allowed by a cgroup v2 quota (a pod's CPU limit), or None when unlimited or unknown."""
+    try:
+        with open(path) as fh:
+            quota, period = fh.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def autocast_for(device: torch.device, dtype_choice: str) -> tuple[AmpContext, torch.dtype]:
+    """``auto``: bf16 autocast on CUDA (when the GPU supports it), fp32 on CPU."""
+    if dtype_choice == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    else:
+        bf16 = dtype_choice == "bfloat16"
+    if not bf16:
+        return contextlib.nullcontext, torch.float32
+    return (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)), torch.bfloat16
+
+
+def auto_micro_batch(shape: ModelShape, per_rank: int, device: torch.device, compute_dtype: torch.dtype) -> int:
+    """The largest divisor of the per-rank sequences whose activations fit a memory budget.
+
+    Per token, a GPT block keeps roughly 34 x width activation values (Korthikanti et al. 2022, no attention matrix
+    with SDPA kernels) and the loss keeps fp32 logits and their gradient. Equal-sized micro-batches keep the loss
+    weighting trivial and avoid recompiles under ``torch.compile``.
+    """
+    act = 2 if compute_dtype == torch.bfloat16 else 4
+    per_token = shape.layers * shape.width * 34 * act + shape.vocab_size * (4 * 2 + act)
+    per_sequence = per_token * shape.seq_len
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        state = 16 * shape.total_params()  # fp32 weights, grads, Adam m and v
+        budget = max(per_sequence, int((free - state) * CUDA_MEMORY_SHARE))
+    else:
+        budget = CPU_ACTIVATION_BUDGET
+    cap = max(1, budget // per_sequence)
+    return max(d for d in range(1, min(per_rank, cap) + 1) if per_rank % d == 0)
+
+
+def to_device(batch: np.ndarray, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Inputs and targets of a window batch, on ``device`` (pinned, asynchronous copies on CUDA)."""
+    t = torch.from_numpy(batch)
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    return t[:, :-1], t[:, 1:]
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, micro_batches: Iterable[tuple[Tensor, Tensor]],
+               *, sequences: int, lr: float, grad_clip: float, amp: AmpContext = contextlib.nullcontext) -> Tensor:
+    """One optimizer step over ``sequences`` sequences given as micro-batches; returns their mean loss (on device).
+
+    Each micro-batch's mean loss is weighted by its share of the sequences, so the accumulated gradient is the mean
+    over the whole batch whatever the split. Under DDP only the last micro-batch all-reduces gradients. No host sync.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    total: Tensor | None = None
+    it: Iterator[tuple[Tensor, Tensor]] = iter(micro_batches)
+    current = next(it, None)
+    while current is not None:
+        x, y = current
+        following = next(it, None)
+        sync = following is None or not isinstance(model, DistributedDataParallel)
+        with contextlib.nullcontext() if sync else model.no_sync():  # type: ignore[operator]
+            with amp():
+                loss = model(x, y)
+            weight = x.shape[0] / sequences
+            (loss * weight).backward()
+        part = loss.detach() * weight
+        total = part if total is None else total + part
+        current = following
+    if total is None:
+        raise ValueError("train_step needs at least one micro-batch")
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, sets: list[EvalData], ctx: DistContext, *, batch_size: int,
+             amp: AmpContext = contextlib.nullcontext) -> dict[str, float]:
+    """Mean next-token loss per eval set over its fixed windows (summed over ranks before dividing)."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(len(sets), dtype=torch.float64, device=ctx.device)
+    counts = torch.zeros(len(sets), dtype=torch.float64, device=ctx.device)
+    for i, es in enumerate(sets):
+        for batch in es.batches(batch_size, ctx.rank, ctx.world):
+            x, y = to_device(batch, ctx.device)
+            with amp():
+                logits = model(x)
+            nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), reduction="sum")
+            sums[i] += nll.double()
+            counts[i] += y.numel()
+    ctx.all_reduce_sum(sums)
+    ctx.all_reduce_sum(counts)
+    model.train(was_training)
+    return {es.name: float(s / c) for es, s, c in zip(sets, sums.tolist(), counts.tolist(), strict=True)}
+
+
+def _mean(values: Iterable[float]) -> float:
+    vals = list(values)
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+class Progress:
+    """Human-readable progress lines on rank 0, flushed so ``kubectl logs -f`` shows them live."""
+
+    def __init__(self, ctx: DistContext, stream: TextIO) -> None:
+        self.enabled = ctx.is_main
+        self.stream = stream
+
+    def __call__(self, message: str) -> None:
+        if self.enabled:
+            self.stream.write(f"[proxyrank_trainer] {message}\n")
+            self.stream.flush()
+
+
+def run(cfg: RunConfig, *, stdout: TextIO | None = None) -> dict[str, Any]:
+    """Train as configured and return the result (rank 0 also publishes it). Raises ConfigError / ShardError."""
+    try:
+        return _run(cfg, stdout if stdout is not None else sys.stdout)
+    finally:
+        shutdown()
+
+
+def _run(cfg: RunConfig, stream: TextIO) -> dict[str, Any]:
+    started = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    elif (limit := cgroup_cpu_limit()) is not None and limit < torch.get_num_threads():
+        torch.set_num_threads(limit)  # torch sizes its pool by the node's cores; oversubscribing a pod's quota crawls
+    ctx = init_distributed(cfg.device)
+    say = Progress(ctx, stream)
+    shape = cfg.shape
+    if cfg.sequences_per_step % ctx.world:
+        raise ConfigError("batchTokens", f"{cfg.sequences_per_step} sequences per step (batchTokens / seqLen) do not "
+                                         f"split over {ctx.world} ranks; use a multiple of {ctx.world * shape.seq_len}")
+    per_rank = cfg.sequences_per_step // ctx.world
+    if ctx.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    amp, compute_dtype = autocast_for(ctx.device, cfg.dtype)
+
+    # Data first: a missing or incompatible source fails in seconds, before any model is built.
+    with ctx.local_main_first():  # remote sources are fetched into the node's cache once
+        sources = [open_source(f"sources[{i}].uri", s.uri) for i, s in enumerate(cfg.sources)]
+        evals_raw = [open_source(f"evalSets[{i}].uri", e.uri) for i, e in enumerate(cfg.eval_sets)]
+    opened = [(f"sources[{i}].uri", s) for i, s in enumerate(sources)]
+    opened += [(f"evalSets[{i}].uri", s) for i, s in enumerate(evals_raw)]
+    vocab = check_compatible(opened, shape.vocab_size)
+    train_data = TrainData(sources, [s.weight for s in cfg.sources], seq_len=shape.seq_len, steps=cfg.steps,
+                           sequences_per_step=cfg.sequences_per_step, seed=cfg.seed, vocab_size=vocab)
+    eval_sets = [EvalData(e.name, src, seq_len=shape.seq_len, eval_tokens=cfg.eval_tokens, field=f"evalSets[{i}].uri")
+                 for i, (e, src) in enumerate(zip(cfg.eval_sets, evals_raw, strict=True))]
+
+    warnings: list[str] = []
+    if cfg.tokens % cfg.batch_tokens:
+        warnings.append(f"tokens {cfg.tokens} is not a multiple of batchTokens {cfg.batch_tokens}; "
+                        f"trained {cfg.steps * cfg.batch_tokens}")
+    for i, a in enumerate(train_data.allocations):
+        if a.repeated_sequences:
+            warnings.append(f"sources[{i}] exhausted: {a.epochs:.2f} epochs, {a.repeated_sequences * shape.seq_len} "
+                            "repeated tokens")
+    for i, es in enumerate(eval_sets):
+        if es.available_tokens < cfg.eval_tokens:
+            warnings.append(f"evalSets[{i}] ({es.name}) holds {es.available_tokens} tokens, fewer than evalTokens "
+                            f"{cfg.eval_tokens}; scoring {es.tokens}")
+    for w in warnings:
+        say(f"warning: {w}")
+
+    torch.manual_seed(cfg.seed)
+    raw_model = GPT(shape).to(ctx.device)
+    params = count_parameters(raw_model)
+    optimizer = build_optimizer(raw_model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                betas=(cfg.beta1, cfg.beta2), device_type=ctx.device.type)
+    micro = cfg.micro_batch_size or auto_micro_batch(shape, per_rank, ctx.device, compute_dtype)
+    micro = min(micro, per_rank)
+    model: nn.Module = torch.compile(raw_model) if cfg.compile else raw_model  # type: ignore[assignment]
+    train_model: nn.Module = model
+    if ctx.distributed:
+        train_model = DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+    schedule = LRSchedule(peak=cfg.learning_rate, steps=cfg.steps, warmup_fraction=cfg.warmup_fraction,
+                          kind=cfg.schedule, min_ratio=cfg.min_lr_ratio, decay_fraction=cfg.decay_fraction)
+    log_every = cfg.log_every or max(1, min(100, cfg.steps // 50))
+    sync_every = 1 if ctx.device.type == "cpu" else min(log_every, 10)
+
+    dtype_name = str(compute_dtype).removeprefix("torch.")
+    say(f"run {cfg.run_key}: model {cfg.model_name} {shape.to_dict()} params total {params['total']:,} "
+        f"non-embedding {params['nonEmbedding']:,}; device {ctx.describe()}, {dtype_name}"
+        f"{', compiled' if cfg.compile else ''}")
+    say(f"{cfg.steps} steps x {cfg.batch_tokens:,} tokens ({cfg.sequences_per_step} sequences = {ctx.world} rank(s) "
+        f"x {math.ceil(per_rank / micro)} micro-batch(es) of <= {micro}); lr {cfg.learning_rate:g} {cfg.schedule}, "
+        f"warmup {schedule.warmup_steps} steps, seed {cfg.seed}")
+    for a in train_data.allocations:
+        say(f"source {a.uri}: weight {a.weight:g}, {a.sequences:,} sequences, {a.epochs:.3f} epochs")
+
+    val_initial = evaluate(model, eval_sets, ctx, batch_size=micro, amp=amp)
+    say("initial val loss " + " ".join(f"{k}={v:.4f}" for k, v in val_initial.items()))
+
+    losses: list[float] = []
+    pending: list[Tensor] = []
+    diverged_at: int | None = None
+    steps_done = 0
+    train_started = time.perf_counter()
+    last_log_time, last_log_step = train_started, 0
+    for step in range(cfg.steps):
+        lr = schedule.lr(step)
+        batches = (to_device(b, ctx.device) for b in train_data.micro_batches(step, micro, ctx.rank, ctx.world))
+        pending.append(train_step(train_model, optimizer, batches, sequences=per_rank, lr=lr,
+                                  grad_clip=cfg.grad_clip, amp=amp))
+        steps_done = step + 1
+        last = steps_done == cfg.steps
+        if steps_done % sync_every and steps_done % log_every and not last and steps_done != 1:
+            continue  # no host sync: the GPU keeps queueing work
+        values = torch.stack(pending).float()
+        pending.clear()
+        ctx.all_reduce_sum(values)
+        got = (values / ctx.world).tolist()
+        bad = next((j for j, v in enumerate(got) if not math.isfinite(v)), None)
+        if bad is not None:
+            diverged_at = steps_done - len(got) + bad
+            losses.extend(got[:bad + 1])
+            say(f"step {diverged_at + 1}/{cfg.steps}: training loss {got[bad]}; stopping, the run diverged")
+            steps_done = diverged_at + 1
+            break
+        losses.extend(got)
+        if steps_done % log_every == 0 or last or steps_done == 1:
+            now = time.perf_counter()
+            rate = (steps_done - last_log_step) * cfg.batch_tokens / max(now - last_log_time, 1e-9)
+            say(f"step {steps_done}/{cfg.steps} | tokens {steps_done * cfg.batch_tokens:,} | loss {losses[-1]:.4f} | "
+                f"lr {lr:.3e} | {rate:,.0f} tok/s")
+            last_log_time, last_log_step = now, steps_done
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize(ctx.device)
+    train_seconds = time.perf_counter() - train_started
+
+    val_final: dict[str, float] = {e.name: math.nan for e in eval_sets}
+    if diverged_at is None:
+        val_final = evaluate(model, eval_sets, ctx, batch_size=micro, amp=amp)
+        if not all(math.isfinite(v) for v in val_final.values()):
+            diverged_at = cfg.steps - 1
+    say("final val loss " + " ".join(f"{k}={v:.4f}" for k, v in val_final.items()))
+
+    mean_final = _mean(val_final.values())
+    mean_initial = _mean(val_initial.values())
+    tokens = steps_done * cfg.batch_tokens
+    result = new_result(cfg.run_key)
+    result.update({
+        "status": STATUS_SUCCEEDED if diverged_at is None else STATUS_DIVERGED,
+        "valLossMean": mean_final,
+        "valLoss": val_final,
+        "valLossInitial": mean_initial,
+        "valLossInitialBySet": val_initial,
+        "trainLossFinal": _mean(losses[-TRAIN_LOSS_TAIL:]),
+        "lossFell": bool(math.isfinite(mean_final) and mean_final < mean_initial),
+        "tokens": tokens,
+        "steps": steps_done,
+        "seconds": round(time.perf_counter() - started, 3),
+        "trainSeconds": round(train_seconds, 3),
+        "tokensPerSecond": round(tokens / train_seconds, 1) if train_seconds > 0 else None,
+        "params": params,
+        "learningRate": cfg.learning_rate,
+        "seed": cfg.seed,
+        "device": ctx.describe(),
+        "dtype": dtype_name,
+        "model": {"name": cfg.model_name, **shape.to_dict()},
+        "batchTokens": cfg.batch_tokens,
+        "schedule": cfg.schedule,
+        "repeatedTokens": train_data.repeated_tokens,
+        "epochs": {a.uri: round(a.epochs, 4) for a in train_data.allocations},
+        "trainerVersion": __version__,
+    })
+    if diverged_at is not None:
+        result["divergedAtStep"] = diverged_at + 1
+    if warnings:
+        result["warnings"] = warnings
+    if ctx.is_main:
+        explicit = cfg.termination_log_path is not None
+        publish(result, output=cfg.output,
+                termination_log=cfg.termination_log_path if explicit else DEFAULT_TERMINATION_LOG,
+                create_termination_log=explicit, stdout=stream)
+    return result
