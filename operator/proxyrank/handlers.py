@@ -68,13 +68,40 @@ class OperatorState:
 
 STATE = OperatorState()
 _launcher: KubernetesLauncher | None = None
+# One launcher per comparison, kept between passes: it caches the results it has read (termination message or log
+# line) by job name, so a finished job's pod log is read once, not on every pass.
+_launchers: dict[str, KubernetesLauncher] = {}
+# One lock per comparison: Kopf runs the timer and the create/update/resume handlers concurrently (sync handlers run
+# on a thread pool), and two passes over the same object would both launch the same pending runs (the second create
+# is a 409, adopted, but every launch is doubled) and race on the status they write.
+_passes: dict[str, threading.Lock] = {}
+_registry_lock = threading.Lock()
 
 
 def launcher_for(name: str, uid: str) -> KubernetesLauncher:
     global _launcher
-    if _launcher is None:
-        _launcher = KubernetesLauncher()
-    return KubernetesLauncher(_launcher.custom, _launcher.core, owner=owner_reference(name, uid))
+    with _registry_lock:
+        if _launcher is None:
+            _launcher = KubernetesLauncher()
+        launcher = _launchers.get(uid)
+        if launcher is None:
+            launcher = _launchers[uid] = KubernetesLauncher(_launcher.custom, _launcher.core,
+                                                            owner=owner_reference(name, uid))
+        return launcher
+
+
+def pass_lock(uid: str) -> threading.Lock:
+    """The lock that serialises reconcile passes (and the deletion) of one comparison."""
+    with _registry_lock:
+        return _passes.setdefault(uid, threading.Lock())
+
+
+def forget(uid: str) -> None:
+    """Drop everything kept in memory for a deleted comparison."""
+    STATE.forget(uid)
+    with _registry_lock:
+        _launchers.pop(uid, None)
+        _passes.pop(uid, None)
 
 
 @kopf.on.startup()
@@ -129,7 +156,8 @@ def _invalid(body: kopf.Body, patch: kopf.Patch, uid: str, generation: int | Non
     new = prev.model_copy(update={"phase": Phase.invalid, "conditions": conditions,
                                   "observed_generation": generation})
     was_invalid = prev.phase == Phase.invalid and any(c.message == message for c in prev.conditions)
-    patch.status.update(new.dump())
+    if new.model_dump() != prev.model_dump():  # every timer pass lands here: write only what changed
+        patch.status.update(new.dump())
     STATE.written[uid] = new
     if not was_invalid:
         _post(body, [Event("Warning", "InvalidSpec", message)])
@@ -165,7 +193,8 @@ def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[s
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def on_spec(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str | None,
             uid: str, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
-    reconcile_object(body, spec, status, name, namespace or "default", uid, meta.get("generation"), patch)
+    with pass_lock(uid):  # a spec change must be seen: wait for a timer pass in progress
+        reconcile_object(body, spec, status, name, namespace or "default", uid, meta.get("generation"), patch)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL, initial_delay=RECONCILE_INTERVAL)
@@ -173,16 +202,23 @@ def on_timer(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, n
              uid: str, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
     if meta.get("deletionTimestamp"):
         return
-    reconcile_object(body, spec, status, name, namespace or "default", uid, meta.get("generation"), patch)
+    lock = pass_lock(uid)
+    if not lock.acquire(blocking=False):
+        return  # another pass over this comparison is in progress; the next tick catches up
+    try:
+        reconcile_object(body, spec, status, name, namespace or "default", uid, meta.get("generation"), patch)
+    finally:
+        lock.release()
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def on_delete(name: str, namespace: str | None, uid: str, logger: logging.Logger | logging.LoggerAdapter[Any],
               **_: Any) -> None:
     namespace = namespace or "default"
-    deleted = launcher_for(name, uid).delete_children(namespace, uid)
+    with pass_lock(uid):  # a pass in progress could otherwise launch a job after the children were listed
+        deleted = launcher_for(name, uid).delete_children(namespace, uid)
     logger.info("deleted %d child jobs of %s/%s", deleted, namespace, name)
-    STATE.forget(uid)
+    forget(uid)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

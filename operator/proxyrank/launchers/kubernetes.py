@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -46,6 +47,13 @@ _PHASES: Mapping[str, LaunchState] = {
 }
 
 T = TypeVar("T")
+
+# TorchX's dryrun re-reads its scheduler's source with ``inspect.getsource`` -> ``ast.parse`` on every call, and Kopf
+# runs sync handlers on a thread pool: two comparisons (or a timer and a spec handler) building jobs at once made
+# CPython 3.11.7 raise ``SystemError: AST constructor recursion depth mismatch`` (the AST converter keeps its
+# recursion depth in per-interpreter state, cf. CPython gh-106905) and fail the pass.
+# TorchX's runner is not documented as thread-safe either, so job building is serialised.
+_TORCHX_LOCK = threading.Lock()
 
 
 def job_name(key: str, attempt: int) -> str:
@@ -150,7 +158,8 @@ class KubernetesLauncher:
                                "validate_spec": False}
         if trainer.service_account_name:
             cfg["service_account"] = trainer.service_account_name
-        info = get_runner().dryrun(app, "kubernetes", cfg=cfg)
+        with _TORCHX_LOCK:
+            info = get_runner().dryrun(app, "kubernetes", cfg=cfg)
         job: dict[str, Any] = ApiClient().sanitize_for_serialization(info.request.resource)
 
         labels = {**run.labels, LABEL_ATTEMPT: str(attempt)}
