@@ -39,6 +39,13 @@ from proxyrank.api import (
 from proxyrank.planner import TARGET
 
 BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_WORK = 50_000  # resamples x recipes: a 200-recipe comparison gets 250 resamples, not 1000
+
+
+def bootstrap_resamples(n_recipes: int) -> int:
+    """Fewer resamples for large comparisons: a bootstrap costs O(resamples x n log n) on every pass with news,
+    and with many recipes the CI is narrow and stable with a few hundred resamples."""
+    return max(200, min(BOOTSTRAP_RESAMPLES, BOOTSTRAP_WORK // max(1, n_recipes)))
 BOOTSTRAP_SEED = 0
 MAX_FLIPS_LISTED = 20
 
@@ -166,8 +173,8 @@ def _analyze(spec: RecipeComparisonSpec, runs: list[RunStatus]) -> Analysis:
             result.edge_of_grid = [k for k, (_, edge) in best.items() if edge]
             result.flip_share, result.flips = _flips(all_runs, p.name)
         if reference and reference != p.name:
-            result.agreement = _agreement(p.name, reference, mine, ref_losses, resamples=BOOTSTRAP_RESAMPLES,
-                                          k=spec.reliability.top_k)
+            result.agreement = _agreement(p.name, reference, mine, ref_losses,
+                                          resamples=bootstrap_resamples(len(spec.recipes)), k=spec.reliability.top_k)
             if per_set:
                 sets = [_agreement(f"{p.name}:{name}", f"{reference}:{name}", per_set[i].get(p.name, {}),
                                    per_set[i].get(reference, {}), resamples=0,
@@ -217,15 +224,15 @@ def _three_agreements(spec: RecipeComparisonSpec, all_runs: list[stats.RunLoss],
             for lr in p.rates:
                 if lr in spec.target.rates and lr in proxy_by_lr and lr in target_by_lr:
                     a = _agreement(f"{p.name}@{lr:g}", f"{TARGET}@{lr:g}", proxy_by_lr[lr], target_by_lr[lr],
-                                   resamples=BOOTSTRAP_RESAMPLES, k=spec.reliability.top_k)
+                                   resamples=bootstrap_resamples(len(spec.recipes)), k=spec.reliability.top_k)
                     if a is not None:
                         out.cross_scale.append(a)
         out.end_to_end = _agreement(judged, TARGET, losses.get(judged, {}), losses.get(TARGET, {}),
-                                    resamples=BOOTSTRAP_RESAMPLES, k=spec.reliability.top_k)
+                                    resamples=bootstrap_resamples(len(spec.recipes)), k=spec.reliability.top_k)
     tuned = _reference_protocol(spec)
     if tuned is not None:
         out.within_scale = _agreement(judged, tuned, losses.get(judged, {}), losses.get(tuned, {}),
-                                      resamples=BOOTSTRAP_RESAMPLES, k=spec.reliability.top_k)
+                                      resamples=bootstrap_resamples(len(spec.recipes)), k=spec.reliability.top_k)
     return out
 
 

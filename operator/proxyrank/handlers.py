@@ -116,7 +116,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = float(os.environ.get("PROXYRANK_REQUEST_TIMEOUT", "60"))
     settings.posting.level = logging.WARNING  # our own events are posted explicitly
     settings.execution.max_workers = int(os.environ.get("PROXYRANK_WORKERS", "8"))
-    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
 
 
 def _post(body: kopf.Body, events: list[Event]) -> None:

@@ -93,7 +93,8 @@ def validate_for_kubernetes(spec: RecipeComparisonSpec) -> list[str]:
     problems = []
     if not spec.trainer.image:
         problems.append("spec.trainer.image: required on Kubernetes; set the trainer image, e.g. "
-                        "ghcr.io/<org>/proxyrank-trainer:0.1.0")
+                        "ghcr.io/<org>/proxyrank-trainer:0.1.0 (spec.trainer is immutable: delete and recreate the "
+                        "RecipeComparison)")
     if spec.trainer.named_resource is not None:
         from torchx import specs
 
@@ -102,7 +103,8 @@ def validate_for_kubernetes(spec: RecipeComparisonSpec) -> list[str]:
         except (KeyError, ValueError):
             known = ", ".join(sorted(specs.named_resources)) or "none registered"
             problems.append(f"spec.trainer.namedResource: unknown TorchX named resource "
-                            f"{spec.trainer.named_resource!r}; use one of: {known}, or set spec.trainer.resources")
+                            f"{spec.trainer.named_resource!r}; use one of: {known}, or set spec.trainer.resources "
+                            "(spec.trainer is immutable: delete and recreate the RecipeComparison)")
     for i, recipe in enumerate(spec.recipes):
         for j, source in enumerate(recipe.sources):
             if "://" not in source.uri and not source.uri.startswith("/"):
