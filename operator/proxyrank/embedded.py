@@ -63,6 +63,16 @@ def _frozen_spec(obj: RecipeComparison) -> dict[str, Any]:
     return spec
 
 
+def extends(old: RecipeComparison, new: RecipeComparison) -> bool:
+    """True when ``new`` only adds runs to ``old``: every run of the old plan is in the new plan with the same
+    trainer config. Run keys are stable, so e.g. widening a learning-rate grid whose best value sat at the edge
+    reuses every finished run and trains only the new ones."""
+    uid = local_uid(old.metadata.name)
+    before = plan_runs(old.spec, old.metadata.name, uid).by_key()
+    after = plan_runs(new.spec, new.metadata.name, uid).by_key()
+    return all(key in after and after[key].config == run.config for key, run in before.items())
+
+
 def prepare_workdir(obj: RecipeComparison, workdir: Path) -> None:
     """Create the work directory, or check that it belongs to the same comparison (policy may change)."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -72,9 +82,11 @@ def prepare_workdir(obj: RecipeComparison, workdir: Path) -> None:
             old = load_comparison(stored)
         except SpecError as exc:
             raise UserError(f"{stored} is not a valid comparison ({exc.problems[0]}); use another --workdir") from None
-        if old.metadata.name != obj.metadata.name or _frozen_spec(old) != _frozen_spec(obj):
-            raise UserError(f"{workdir} holds a different comparison ({old.metadata.name!r}); only spec.policy and "
-                            "spec.reliability may change between runs of a work directory: use another --workdir")
+        if old.metadata.name != obj.metadata.name or (
+                _frozen_spec(old) != _frozen_spec(obj) and not extends(old, obj)):
+            raise UserError(f"{workdir} holds a different comparison ({old.metadata.name!r}); between runs of a work "
+                            "directory only spec.policy and spec.reliability may change, or runs may be added "
+                            "(more recipes, protocols or learning rates): use another --workdir")
     full = obj.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"status"})
     write_atomic(stored, yaml.safe_dump(full, sort_keys=False, width=120))
 

@@ -161,3 +161,18 @@ def test_a_workdir_of_another_comparison_is_refused(smoke_file: Path, tiny_data:
     other.write_text(yaml.safe_dump(changed))
     assert main(["run", str(other), "--workdir", str(wd)]) == 2
     assert "holds a different comparison" in capsys.readouterr().err
+
+
+def test_a_workdir_accepts_a_spec_that_only_adds_runs(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    from proxyrank.embedded import prepare_workdir
+
+    obj = _small(tiny_data)
+    wd = tmp_path / "wd"
+    prepare_workdir(parse_comparison(copy.deepcopy(obj)), wd)
+    wider = copy.deepcopy(obj)
+    wider["spec"]["proxy"]["protocols"].append({"name": "sweep", "learningRates": [1e-3, 3e-3]})
+    prepare_workdir(parse_comparison(wider), wd)  # adds runs: accepted, the old runs keep their keys
+    changed = copy.deepcopy(wider)
+    changed["spec"]["proxy"]["batchTokens"] = 2048
+    with pytest.raises(Exception, match="holds a different comparison"):
+        prepare_workdir(parse_comparison(changed), wd)
