@@ -32,7 +32,7 @@ $(TOOLS)/promtool:
 	scripts/get-promtool.sh $(TOOLS)
 
 lint: install
-	$(BIN)/ruff check operator trainer_image tests bench
+	$(BIN)/ruff check operator trainer_image tests bench scripts
 
 typecheck: install
 	$(BIN)/mypy

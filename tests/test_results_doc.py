@@ -47,3 +47,19 @@ def test_results_table_quotes_the_recomputed_numbers(study: tuple[object, Recipe
         assert f"{a.spearman:.3f}" in row, (protocol.name, a.spearman, row)
         assert f"{a.pairwise_accuracy:.3f}" in row, (protocol.name, a.pairwise_accuracy, row)
     assert status.verdict is not None and status.verdict.message.split(":")[0] in text
+
+
+def test_results_md_is_what_the_generator_writes_from_the_committed_status(
+        study: tuple[object, RecipeComparisonStatus]) -> None:
+    """Every table in RESULTS.md is generated (scripts/study_results.py); only the Reading section is prose."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("study_results", ROOT / "scripts" / "study_results.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    comparison, status = study
+    text = RESULTS.read_text()
+    reading = text.split("\n## Reading\n", 1)[1]
+    expected = module.results_md(comparison.spec, status, reading)  # type: ignore[attr-defined]
+    assert text == expected, "docs/RESULTS.md differs from the generator's output: run scripts/study_results.py"
