@@ -202,6 +202,9 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+SUMMARY_WIDTH = 160
+
+
 def cmd_run(path: str, workdir: str | None, parallel: int | None, poll: float) -> int:
     try:
         obj = load_comparison(path)
@@ -209,7 +212,8 @@ def cmd_run(path: str, workdir: str | None, parallel: int | None, poll: float) -
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID
     wd = Path(workdir) if workdir else Path("runs") / obj.metadata.name
-    console = Console()
+    # a log file or pipe gets rich's 80 columns by default, too narrow for the summary's 12 columns
+    console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else SUMMARY_WIDTH)
     status = run_comparison(obj, wd, parallel=parallel, poll_seconds=poll, console=Console(stderr=True))
     for table in summary_tables(obj.spec, status):
         console.print(table)

@@ -176,3 +176,16 @@ def test_a_workdir_accepts_a_spec_that_only_adds_runs(tiny_data: dict[str, Path]
     changed["spec"]["proxy"]["batchTokens"] = 2048
     with pytest.raises(Exception, match="holds a different comparison"):
         prepare_workdir(parse_comparison(changed), wd)
+
+
+def test_summary_piped_to_a_file_is_not_squeezed_to_80_columns(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    """`proxyrank run ... > log` (CI, nohup): rich would truncate the summary table's cells to fit 80 columns."""
+    path = tmp_path / "small.yaml"
+    path.write_text(yaml.safe_dump(_small(tiny_data)))
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    proc = subprocess.run([sys.executable, "-m", "proxyrank", "run", str(path), "--workdir", str(tmp_path / "wd"),
+                           "--poll", "0.2"], capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    protocol = _small(tiny_data)["spec"]["proxy"]["protocols"][0]["name"]
+    assert "…" not in proc.stdout, proc.stdout
+    assert any(line.startswith("│ " + protocol + " ") for line in proc.stdout.splitlines()), proc.stdout
