@@ -202,7 +202,7 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-SUMMARY_WIDTH = 160
+MAX_SUMMARY_WIDTH = 400
 
 
 def cmd_run(path: str, workdir: str | None, parallel: int | None, poll: float) -> int:
@@ -212,10 +212,14 @@ def cmd_run(path: str, workdir: str | None, parallel: int | None, poll: float) -
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID
     wd = Path(workdir) if workdir else Path("runs") / obj.metadata.name
-    # a log file or pipe gets rich's 80 columns by default, too narrow for the summary's 12 columns
-    console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else SUMMARY_WIDTH)
     status = run_comparison(obj, wd, parallel=parallel, poll_seconds=poll, console=Console(stderr=True))
-    for table in summary_tables(obj.spec, status):
+    tables = summary_tables(obj.spec, status)
+    console = Console()
+    if not sys.stdout.isatty() and not os.environ.get("COLUMNS"):
+        # a log file or pipe gets rich's 80 columns, too narrow for the summary's 12 columns: print at full width
+        wide = Console(width=MAX_SUMMARY_WIDTH)
+        console = Console(width=max([80] + [wide.measure(t).maximum for t in tables]))
+    for table in tables:
         console.print(table)
     if status.verdict is not None:
         console.print(f"verdict: {status.verdict.message}", highlight=False)

@@ -43,7 +43,7 @@ def protocol_table(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -
     target_cost = (status.target.gpu_seconds + status.target.cpu_seconds) if status.target else 0.0
     for p in status.protocols:
         cost = p.gpu_seconds + p.cpu_seconds
-        unit = "GPU-s" if p.gpu_seconds else "CPU-s"
+        unit = "GPU" if p.gpu_seconds else "CPU"  # "4.9m CPU": seconds of CPU time, shown in s/m/h
         rel = f" ({cost / target_cost:.1%} of target)" if target_cost else ""
         table.add_row(p.name, ", ".join(format_lr(x) for x in p.learning_rates), str(p.recipes_done),
                       p.winner or "-", *agreement_cells(p.agreement),
