@@ -10,7 +10,7 @@ TOOLS := .tools/bin
 DEMO_DATA ?= demo-data
 DEMO_WORK ?= runs/demo
 
-.PHONY: install tools test lint typecheck pytest demo crd images clean
+.PHONY: install tools test lint typecheck pytest demo study crd images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,14 @@ demo: install
 	$(BIN)/proxyrank run examples/demo.yaml --workdir $(DEMO_WORK)
 	$(BIN)/proxyrank report $(DEMO_WORK)
 	@echo "report: $(DEMO_WORK)/report.md"
+
+# The science check behind docs/RESULTS.md (about 2 hours on 2 CPU cores; resumable: rerun to continue).
+STUDY_WORK ?= runs/study
+study: install
+	$(BIN)/proxyrank data build-demo --out $(DEMO_DATA)
+	$(BIN)/proxyrank run examples/study.yaml --workdir $(STUDY_WORK)
+	$(BIN)/python scripts/study_results.py $(STUDY_WORK)
+	@echo "results: docs/RESULTS.md, docs/results/study/report.md"
 
 # Regenerate everything derived from the API model and rbac.py (tests fail while any of it is stale).
 crd: install

@@ -130,12 +130,13 @@ report with the plots is [`docs/results/study/report.md`](results/study/report.m
   Machine: the 2-core development CPU, torch 2.13.0 CPU, 2 runs at a time with one thread each, often shared with
   other work. Wall time with runs in flight {_hms(busy_seconds(s.runs))} (all passes), {run_hours:.1f} run-hours.
 
-Reproduce (after `make install`):
+Reproduce with one command, `make study` (installs, builds the demo data, runs `examples/study.yaml` in
+`runs/study`, resumable, then regenerates `docs/results/study/` and these tables), or step by step:
 
 ```bash
 .venv/bin/proxyrank data build-demo --out demo-data
 .venv/bin/proxyrank run examples/study.yaml --workdir runs/study     # resumable
-.venv/bin/proxyrank report runs/study
+.venv/bin/python scripts/study_results.py runs/study                 # docs/results/study/ + RESULTS.md tables
 ```
 
 ## Each protocol against the tuned target
