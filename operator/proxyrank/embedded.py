@@ -124,8 +124,19 @@ def render_progress(name: str, status: RecipeComparisonStatus, parallelism: int,
     return Group(*parts)
 
 
-class _Stop(Exception):
-    pass
+class _Stop(BaseException):
+    """Ctrl-C or SIGTERM. A BaseException, like KeyboardInterrupt, so no ``except Exception`` on the way (a launcher
+    turning errors into failed attempts) swallows it."""
+
+
+def _interrupts() -> tuple[type[BaseException], ...]:
+    """What Ctrl-C or SIGTERM raises here. TorchX's local scheduler installs its own SIGINT/SIGTERM handlers when it
+    starts (they raise ``SignalException``), replacing Python's KeyboardInterrupt and our SIGTERM handler."""
+    try:
+        from torchx.schedulers.local_scheduler import SignalException
+    except ImportError:  # pragma: no cover - torchx is a dependency
+        return (KeyboardInterrupt, _Stop)
+    return (KeyboardInterrupt, _Stop, SignalException)
 
 
 def run_comparison(obj: RecipeComparison, workdir: Path, *, launcher: Launcher | None = None,
@@ -148,10 +159,20 @@ def run_comparison(obj: RecipeComparison, workdir: Path, *, launcher: Launcher |
         console.print(f"resuming {name} from {workdir / STATUS_FILE}: {status.run_counts.done}/"
                       f"{status.run_counts.total} runs done")
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         raise _Stop()
 
-    old_handler = signal.signal(signal.SIGTERM, on_term) if _main_thread() else None
+    main_thread = _main_thread()
+    old_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main_thread else {}
+
+    def own_signals() -> None:
+        """(Re)install our handlers: TorchX's local scheduler replaces them with its own when it starts."""
+        for sig in old_handlers:
+            if signal.getsignal(sig) is not on_signal:
+                signal.signal(sig, on_signal)
+
+    own_signals()
+    interrupts = _interrupts()
     started = time.monotonic()
     last_written = ""
     live = Live(console=console, refresh_per_second=2, transient=False) if console.is_terminal else None
@@ -160,6 +181,7 @@ def run_comparison(obj: RecipeComparison, workdir: Path, *, launcher: Launcher |
             live.start()
         while True:
             result = reconcile_and_apply(ref, plan, the_launcher, status, now())
+            own_signals()
             status = result.status
             text = yaml.safe_dump(status.dump(), sort_keys=False, width=120)
             if text != last_written:
@@ -178,7 +200,7 @@ def run_comparison(obj: RecipeComparison, workdir: Path, *, launcher: Launcher |
             if result.finished:
                 break
             time.sleep(poll_seconds)
-    except (KeyboardInterrupt, _Stop):
+    except interrupts:
         console.print("stopping: cancelling running trainers and writing the status ...")
         if own_launcher and isinstance(the_launcher, LocalLauncher):
             the_launcher.close()
@@ -188,8 +210,9 @@ def run_comparison(obj: RecipeComparison, workdir: Path, *, launcher: Launcher |
     finally:
         if live is not None:
             live.stop()
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
+        for sig, handler in old_handlers.items():
+            if handler is not None:  # None: installed outside Python, cannot be restored
+                signal.signal(sig, handler)
     if own_launcher and isinstance(the_launcher, LocalLauncher):
         the_launcher.close()
     assert status is not None

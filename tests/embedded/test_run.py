@@ -189,3 +189,47 @@ def test_summary_piped_to_a_file_is_not_squeezed_to_80_columns(tiny_data: dict[s
     protocol = _small(tiny_data)["spec"]["proxy"]["protocols"][0]["name"]
     assert "…" not in proc.stdout, proc.stdout
     assert any(line.startswith("│ " + protocol + " ") for line in proc.stdout.splitlines()), proc.stdout
+
+
+def _trainers_of(workdir: Path) -> list[int]:
+    """PIDs of live trainer processes whose command line points into ``workdir``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            state = next((line for line in (proc / "status").read_text().splitlines() if line.startswith("State:")),
+                         "")
+        except OSError:
+            continue
+        if b"proxyrank_trainer" in b" ".join(args) and str(workdir).encode() in b" ".join(args) \
+                and "zombie" not in state:
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_the_trainers_writes_the_status_and_exits_130(tiny_data: dict[str, Path], tmp_path: Path,
+                                                                    sig: signal.Signals) -> None:
+    obj = _small(tiny_data, parallelism=2)
+    obj["spec"]["proxy"]["tokens"] = 4_000_000  # long enough to still be training when interrupted
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(obj))
+    wd = tmp_path / "wd"
+    proc = subprocess.Popen([sys.executable, "-m", "proxyrank", "run", str(path), "--workdir", str(wd),
+                             "--poll", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: len(_trainers_of(wd)) == 2, timeout=60)
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopping: cancelling running trainers" in err
+    _wait_for(lambda: _trainers_of(wd) == [], timeout=10)  # no orphan keeps training
+    status = load_status(wd)
+    assert status is not None and status.run_counts.total == 2 and status.run_counts.done == 0
+    assert {r.state for r in status.runs} <= {RunState.launching, RunState.running}
