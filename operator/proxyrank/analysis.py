@@ -275,7 +275,10 @@ def _verdict(spec: RecipeComparisonSpec, protocols: list[ProtocolResult], target
         verdict.message = f"provisional, runs still in progress: {summary}"
         return verdict
     verdict.reliable = value >= threshold
-    verdict.message = summary + ("" if verdict.reliable else
-                                 f"; do not trust {judged}'s ranking for this decision: tune per recipe or use the "
-                                 "target ranking")
+    # The verdict is on the point estimate; say so when the interval does not back it up (few recipes, one seed).
+    spans = ci is not None and ci.low is not None and ci.high is not None and ci.low < threshold <= ci.high
+    caveat = "; the CI spans the threshold: more recipes or seeds could change this verdict" if spans else ""
+    verdict.message = summary + caveat + ("" if verdict.reliable else
+                                          f"; do not trust {judged}'s ranking for this decision: tune per recipe or "
+                                          "use the target ranking")
     return verdict
