@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from datetime import datetime
 from pathlib import Path
 
 from proxyrank.analysis import BOOTSTRAP_SEED, bootstrap_resamples
-from proxyrank.api import Agreement, Interval, RecipeComparisonSpec, RecipeComparisonStatus, RunStatus
+from proxyrank.api import Agreement, RecipeComparisonSpec, RecipeComparisonStatus, RunStatus
 from proxyrank.embedded import load_status
 from proxyrank.planner import format_lr
+from proxyrank.reconciler import parse_iso
 from proxyrank.report import build_report
+from proxyrank.summary import fmt, fmt_ci
 from proxyrank.validation import load_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,26 +28,15 @@ PROTOCOL_COLUMNS = ["protocol", "lr", "winner", "Spearman [95% CI]", "Kendall [C
                     "top-1", "top-1 regret", "flip share", "CPU-s (of target)"]
 
 
-def _f(x: float | None, n: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{n}f}"
-
-
-def _ci(c: Interval | None) -> str:
-    return "" if c is None or c.low is None or c.high is None else f" [{c.low:.2f}, {c.high:.2f}]"
-
-
 def _sci(x: float) -> str:
     mantissa, exponent = f"{x:.0e}".split("e")
     return f"{mantissa}e{int(exponent)}"
 
 
-def _time(s: str) -> datetime:
-    return datetime.fromisoformat(s.replace("Z", "+00:00"))
-
-
 def busy_seconds(runs: list[RunStatus]) -> float:
     """Wall time with at least one run in flight (the union of run intervals): excludes gaps between passes."""
-    spans = sorted((_time(r.started_at), _time(r.finished_at)) for r in runs if r.started_at and r.finished_at)
+    spans = sorted((parse_iso(r.started_at), parse_iso(r.finished_at)) for r in runs
+                   if r.started_at and r.finished_at)
     total, end = 0.0, None
     for lo, hi in spans:
         if end is None or lo > end:
@@ -59,8 +49,8 @@ def busy_seconds(runs: list[RunStatus]) -> float:
 
 
 def _agreement_row(kind: str, a: Agreement) -> str:
-    return (f"| {kind} | {a.of} | {a.against} | {_f(a.spearman)}{_ci(a.spearman_ci)} | {_f(a.kendall)} | "
-            f"{_f(a.pairwise_accuracy)} |")
+    return (f"| {kind} | {a.of} | {a.against} | {fmt(a.spearman)}{fmt_ci(a.spearman_ci)} | {fmt(a.kendall)} | "
+            f"{fmt(a.pairwise_accuracy)} |")
 
 
 def _hms(seconds: float) -> str:
@@ -81,9 +71,9 @@ def results_md(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, readi
         share = f" ({p.cpu_seconds / target_cpu:.1%})" if target_cpu and p.cpu_seconds is not None else ""
         rows.append(
             f"| {p.name} | {', '.join(format_lr(x) for x in p.learning_rates)} | {p.winner} | "
-            f"{_f(a.spearman)}{_ci(a.spearman_ci)} | {_f(a.kendall)}{_ci(a.kendall_ci)} | {_f(a.pearson)} | "
-            f"{_f(a.pairwise_accuracy)}{_ci(a.pairwise_accuracy_ci)} | {'yes' if a.top1_match else 'no'} | "
-            f"{_f(a.top_k_regret, 4)} | {_f(p.flip_share, 2) if p.flip_share is not None else '-'} | "
+            f"{fmt(a.spearman)}{fmt_ci(a.spearman_ci)} | {fmt(a.kendall)}{fmt_ci(a.kendall_ci)} | {fmt(a.pearson)} | "
+            f"{fmt(a.pairwise_accuracy)}{fmt_ci(a.pairwise_accuracy_ci)} | {'yes' if a.top1_match else 'no'} | "
+            f"{fmt(a.top_k_regret, 4)} | {fmt(p.flip_share, 2) if p.flip_share is not None else '-'} | "
             f"{p.cpu_seconds or 0:,.0f}{share} |")
     ag = s.agreements
     agreements = [_agreement_row("cross-scale", a) for a in ag.cross_scale]
@@ -94,7 +84,7 @@ def results_md(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, readi
     for i, recipe in enumerate(t.ranking):
         cells = [f"#{p.ranking.index(recipe) + 1}" if recipe in p.ranking else "-" for p in s.protocols]
         edge = " (edge)" if recipe in t.edge_of_grid else ""
-        ranks.append(f"| {recipe} | {_f(t.losses.get(recipe), 4)} | #{i + 1} | "
+        ranks.append(f"| {recipe} | {fmt(t.losses.get(recipe), 4)} | #{i + 1} | "
                      f"{format_lr(t.best_learning_rate[recipe])}{edge} | " + " | ".join(cells) + " |")
     counts = s.run_counts
     grid = sorted(t.learning_rates)
@@ -149,7 +139,7 @@ of the target sweep's). 95% bootstrap CIs over recipes ({resamples:,} resamples,
 {header}
 {chr(10).join(rows)}
 
-Target: winner **{t.winner}**, flip share inside the target grid {_f(t.flip_share, 2)}, {target_cpu:,.0f} CPU-s.
+Target: winner **{t.winner}**, flip share inside the target grid {fmt(t.flip_share, 2)}, {target_cpu:,.0f} CPU-s.
 
 **Verdict** ({reliability}): {s.verdict.message}.
 

@@ -11,10 +11,11 @@ import hashlib
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic.alias_generators import to_camel
 
 from proxyrank.datatools.documents import Document, stable_hash
 
@@ -172,6 +173,11 @@ def near_duplicates(texts: Sequence[str], threshold: float = 0.7, num_perm: int 
 # Planting duplicates (for the dedup recipes)
 
 
+def _camel_fields(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields with the camelCase keys the JSON artefacts use (as the API models do)."""
+    return {to_camel(k): v for k, v in asdict(obj).items()}
+
+
 @dataclass(frozen=True)
 class PlantPlan:
     """Seeded duplicate planting: per document, independently by a hash of (seed, document key):
@@ -191,10 +197,7 @@ class PlantPlan:
     near_word_edit: float = 0.01
 
     def to_json(self) -> dict[str, Any]:
-        return {"exactFraction": self.exact_fraction, "maxExactCopies": self.max_exact_copies,
-                "heavyFraction": self.heavy_fraction, "heavyCopies": self.heavy_copies,
-                "nearFraction": self.near_fraction, "maxNearVariants": self.max_near_variants,
-                "nearWordEdit": self.near_word_edit, "seedPerDocument": "stable_hash('plant', seed, key)"}
+        return {**_camel_fields(self), "seedPerDocument": "stable_hash('plant', seed, key)"}
 
 
 @dataclass
@@ -207,10 +210,7 @@ class PlantReport:
     documents_with_near_variants: int = 0
 
     def to_json(self) -> dict[str, int]:
-        return {"sourceDocuments": self.source_documents, "exactCopies": self.exact_copies,
-                "heavyCopies": self.heavy_copies, "nearVariants": self.near_variants,
-                "documentsWithExactCopies": self.documents_with_exact_copies,
-                "documentsWithNearVariants": self.documents_with_near_variants}
+        return _camel_fields(self)
 
 
 _HEADERS = ("Posted by admin", "Originally published on our blog", "From the archive:", "Reprinted with permission")
