@@ -10,13 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_INVALID = 2
-
-
-class UserError(Exception):
-    """Bad input from the user: printed as one message, exit code 2."""
+from proxyrank.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INVALID
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _dispatch(args: argparse.Namespace) -> int | None:

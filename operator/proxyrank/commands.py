@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from proxyrank.cli import EXIT_INVALID, EXIT_OK
+from proxyrank.errors import EXIT_INVALID, EXIT_OK
 from proxyrank.planner import Plan, format_lr, local_uid, plan_runs
 from proxyrank.validation import SpecError, load_comparison
 

@@ -25,8 +25,8 @@ from rich.table import Table
 from rich.text import Text
 
 from proxyrank.api import Phase, RecipeComparison, RecipeComparisonStatus, RunState
-from proxyrank.cli import EXIT_FAILURE, EXIT_INVALID, EXIT_OK, UserError
 from proxyrank.driver import reconcile_and_apply
+from proxyrank.errors import EXIT_FAILURE, EXIT_INVALID, EXIT_OK, UserError
 from proxyrank.launchers.base import ComparisonRef, Launcher
 from proxyrank.launchers.local import LocalLauncher
 from proxyrank.planner import format_lr, local_uid, plan_runs

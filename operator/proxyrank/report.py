@@ -16,8 +16,8 @@ from typing import Any
 from proxyrank import stats
 from proxyrank.analysis import analyze
 from proxyrank.api import DONE_STATES, Agreement, RecipeComparisonSpec, RecipeComparisonStatus, RunState
-from proxyrank.cli import EXIT_INVALID, EXIT_OK, UserError
 from proxyrank.embedded import COMPARISON_FILE, STATUS_FILE, load_status
+from proxyrank.errors import EXIT_INVALID, EXIT_OK, UserError
 from proxyrank.planner import TARGET, format_lr
 from proxyrank.validation import SpecError, load_comparison
 

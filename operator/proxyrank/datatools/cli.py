@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from proxyrank.cli import EXIT_FAILURE, EXIT_OK, UserError
+from proxyrank.errors import EXIT_FAILURE, EXIT_OK, UserError
 
 
 def register(sub: Any) -> None:

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from proxyrank.cli import EXIT_OK, UserError
+from proxyrank.errors import EXIT_OK, UserError
 
 if TYPE_CHECKING:
     from rich.text import Text
