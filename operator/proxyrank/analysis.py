@@ -35,6 +35,7 @@ from proxyrank.api import (
     RunStatus,
     TargetResult,
     Verdict,
+    finite,
 )
 from proxyrank.planner import TARGET
 
@@ -59,14 +60,13 @@ class Analysis:
 
 
 def _interval(ci: tuple[float, float]) -> Interval | None:
-    lo, hi = ci
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return None
-    return Interval(low=round(lo, 6), high=round(hi, 6))
+    lo, hi = _num(ci[0]), _num(ci[1])
+    return None if lo is None or hi is None else Interval(low=lo, high=hi)
 
 
 def _num(x: float) -> float | None:
-    return round(x, 6) if math.isfinite(x) else None
+    """A statistic as stored in the status: rounded to 6 digits, None when undefined (NaN) or infinite."""
+    return finite(x, 6)
 
 
 def _agreement(of: str, against: str, pred: dict[str, float], ref: dict[str, float], *,

@@ -13,6 +13,7 @@ a TorchX named resource goes in ``trainer.namedResource``.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -582,5 +583,15 @@ class RecipeComparison(APIModel):
 assert API_VERSION == "proxyrank.io/v1alpha1" and KIND == "RecipeComparison"
 
 
-def finite(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
+def finite(x: object, ndigits: int | None = None) -> float | None:
+    """``x`` as a float if it is a finite real number (rounded to ``ndigits`` when given), else None.
+
+    The package's one "finite or None": None, NaN, +-inf, bools, strings and anything else that is not a real number
+    all give None, so a status field, a statistic or a value read from JSON can go straight through it.
+    """
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        return None
+    value = float(x)
+    if not math.isfinite(value):
+        return None
+    return value if ndigits is None else round(value, ndigits)
