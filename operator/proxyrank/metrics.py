@@ -1,17 +1,24 @@
 """Prometheus metrics of the operator, built at scrape time from its in-memory view of every RecipeComparison.
 
 Nothing here keeps state between scrapes: :class:`ComparisonCollector` calls a snapshot function on every scrape
-and turns each comparison's ``status`` (its camelCase JSON form, as :meth:`RecipeComparisonStatus.dump` writes it)
-into series. A deleted comparison is simply absent from the next snapshot, so its series disappear with it.
+and turns each comparison's status into series. A :class:`ComparisonSnapshot` holds the status as the
+:class:`RecipeComparisonStatus` model, parsed once when the snapshot is made (the operator makes one per watch event,
+not per scrape), and the collector reads its typed fields. A deleted comparison is simply absent from the next
+snapshot, so its series disappear with it.
+
+A status that does not validate as a whole (written by another operator version, or edited by hand) keeps the parts
+that do: every top-level field that validates on its own, and every entry of ``runs``, ``protocols`` and
+``conditions`` that does. What was dropped is logged once, when the snapshot is made; a scrape never fails for it.
 
 The counters are derived from ``status.runs`` and are monotonic while the object lives (they restart from the
 object's history, not from zero, when the operator restarts, which ``rate()``/``increase()`` handle):
 
 * ``proxyrank_runs_launched_total``: the sum of every run's ``attempts`` (launches, retries included).
 * ``proxyrank_run_failures_total``: launches that ended in failure. Per run: ``failedAttempts`` when the status has
-  it, and at least 1 for a run that ended ``Failed`` or ``ResultMissing``. Without ``failedAttempts`` it is inferred:
-  every attempt of a run that is ``Failed``, ``ResultMissing`` or ``Pending`` again (waiting for a relaunch after a
-  failure), every attempt but the current one otherwise (a run is only relaunched after a failed attempt).
+  it, and at least 1 for a run that ended ``Failed`` or ``ResultMissing``. Without ``failedAttempts`` (a status from
+  before RunStatus recorded it) it is inferred: every attempt of a run that is ``Failed``, ``ResultMissing`` or
+  ``Pending`` again (waiting for a relaunch after a failure), every attempt but the current one otherwise (a run is
+  only relaunched after a failed attempt).
 
 ``proxyrank_run_duration_seconds`` is a histogram of ``finishedAt - startedAt`` of the runs that finished
 (``Succeeded``, ``Diverged``, ``Failed``, ``ResultMissing``; cancelled runs are left out).
@@ -25,10 +32,9 @@ own start).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC
 from threading import Thread
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -41,16 +47,17 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from pydantic.alias_generators import to_camel
+from pydantic import ValidationError
 
 from proxyrank import __version__
-from proxyrank.api import DONE_STATES, FAILED_STATES, Phase, RunState
+from proxyrank.api import DONE_STATES, FAILED_STATES, Phase, RecipeComparisonStatus, RunState, RunStatus, finite
+from proxyrank.planner import TARGET
+from proxyrank.reconciler import parse_iso
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "proxyrank_"
 CORRELATION_METHODS = ("spearman", "kendall", "pearson")
-TARGET_PROTOCOL = "target"  # the protocol label of target-scale losses
 # Training runs last minutes (proxies) to days (targets).
 DURATION_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 57600.0, 86400.0, 172800.0,
                     345600.0)
@@ -70,60 +77,100 @@ COMPARISON_PHASE = PREFIX + "comparison_phase"
 LAST_PROGRESS = PREFIX + "comparison_last_progress_timestamp_seconds"
 
 _KEY = ["namespace", "comparison"]
+_LIST_FIELDS = ("conditions", "runs", "protocols")  # salvaged entry by entry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ComparisonSnapshot:
-    """One RecipeComparison as the operator last saw it."""
+    """One RecipeComparison as the operator last saw it, its status parsed into the model once, here.
+
+    ``status`` may be the model itself or its camelCase JSON form (as :meth:`RecipeComparisonStatus.dump` writes it
+    and a watch event carries it). ``inferred_failures`` holds the keys of runs whose JSON lacked ``failedAttempts``
+    (a status from before the field existed): their failed launches are inferred. ``dropped`` names the status fields
+    (snake_case) that did not validate, wholly or in some entries: the series derived from them are not exported.
+    """
 
     namespace: str
     name: str
-    status: Mapping[str, Any] = field(default_factory=dict)  # camelCase, as RecipeComparisonStatus.dump()
+    status: RecipeComparisonStatus
+    inferred_failures: frozenset[str]
+    dropped: frozenset[str]
+
+    def __init__(self, namespace: str, name: str,
+                 status: RecipeComparisonStatus | Mapping[str, Any] | None = None) -> None:
+        if isinstance(status, RecipeComparisonStatus):
+            parsed, dropped, inferred = status, frozenset[str](), frozenset[str]()
+        else:
+            parsed, dropped = _parse(status or {}, f"{namespace}/{name}")
+            inferred = frozenset(r.key for r in parsed.runs if "failed_attempts" not in r.model_fields_set)
+        object.__setattr__(self, "namespace", namespace)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "status", parsed)
+        object.__setattr__(self, "inferred_failures", inferred)
+        object.__setattr__(self, "dropped", dropped)
 
 
 SnapshotFn = Callable[[], Iterable[ComparisonSnapshot]]
 
 
-def _number(value: Any) -> float | None:
-    """A finite float, or None (missing, null, NaN, inf, or not a number)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    x = float(value)
-    return x if math.isfinite(x) else None
-
-
-def _timestamp(value: Any) -> float | None:
-    """Seconds since the epoch of an ISO 8601 timestamp ('...Z' or with an offset); None if unparseable."""
-    if not isinstance(value, str) or not value:
-        return None
+def _validates(data: dict[str, Any]) -> bool:
     try:
-        parsed = datetime.fromisoformat(value)
+        RecipeComparisonStatus.model_validate(data)
+    except ValidationError:
+        return False
+    return True
+
+
+def _parse(raw: Mapping[str, Any], where: str) -> tuple[RecipeComparisonStatus, frozenset[str]]:
+    """The status as the model, and the fields dropped from it. A status that does not validate keeps what does (see
+    the module docstring); what was dropped is logged."""
+    data = dict(raw)
+    try:
+        return RecipeComparisonStatus.model_validate(data), frozenset()
+    except ValidationError as exc:
+        first = ".".join(str(part) for part in exc.errors()[0]["loc"])
+        problem = f"{exc.error_count()} validation error(s), the first at {first}"
+    kept: dict[str, Any] = {}
+    dropped: dict[str, str] = {}  # field name -> what was dropped
+    for name, info in RecipeComparisonStatus.model_fields.items():
+        alias = info.alias or name
+        if alias not in data:
+            continue
+        value = data[alias]
+        if name in _LIST_FIELDS and isinstance(value, list):
+            entries = [entry for entry in value if _validates({alias: [entry]})]
+            if len(entries) < len(value):
+                dropped[name] = f"{len(value) - len(entries)} of {len(value)} {alias}"
+            value = entries
+        if _validates({alias: value}):
+            kept[alias] = value
+        else:
+            dropped[name] = alias
+    known = {info.alias or name for name, info in RecipeComparisonStatus.model_fields.items()}
+    unknown = [f"unknown field {k}" for k in sorted(set(data) - known)]
+    logger.warning("metrics: the status of %s does not validate (%s); left out: %s; its other series are exported",
+                   where, problem, ", ".join([*dropped.values(), *unknown]))
+    return RecipeComparisonStatus.model_validate(kept), frozenset(dropped)
+
+
+def _timestamp(value: str | None) -> float | None:
+    """Seconds since the epoch of an ISO 8601 timestamp (UTC when it has no offset); None if missing or unparseable."""
+    try:
+        parsed = parse_iso(value)
     except ValueError:
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+    if parsed is None:
+        return None
+    return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
 
 
-def _run_failures(run: Mapping[str, Any]) -> int:
-    attempts = int(_number(run.get("attempts")) or 0)
-    state = run.get("state")
-    ended_failed = state in FAILED_STATES
-    recorded = _number(run.get("failedAttempts"))
-    if recorded is not None:
-        return max(int(recorded), 1 if ended_failed and attempts > 0 else 0)
-    if ended_failed or state == RunState.pending:
-        return attempts
-    return max(attempts - 1, 0)
-
-
-def _runs(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    runs = status.get("runs")
-    return [r for r in runs if isinstance(r, Mapping)] if isinstance(runs, list) else []
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+def _run_failures(run: RunStatus, recorded: bool) -> int:
+    ended_failed = run.state in FAILED_STATES
+    if recorded:
+        return max(run.failed_attempts, 1 if ended_failed and run.attempts > 0 else 0)
+    if ended_failed or run.state == RunState.pending:
+        return run.attempts
+    return max(run.attempts - 1, 0)
 
 
 class _Families:
@@ -162,50 +209,50 @@ class _Families:
 
 def _comparison_samples(snapshot: ComparisonSnapshot) -> Iterator[tuple[str, list[str], Any]]:
     """(family attribute, label values, value) for one comparison; computed fully before anything is emitted."""
-    status = _mapping(snapshot.status)
+    status = snapshot.status
     key = [snapshot.namespace, snapshot.name]
 
-    phase = status.get("phase", Phase.pending)
-    for p in Phase:
-        yield "phase", [*key, p.value], 1.0 if phase == p.value else 0.0
+    dropped = snapshot.dropped  # fields that did not validate: no series from them
 
-    counts = _mapping(status.get("runCounts"))
-    for state in RunState:
-        yield "runs", [*key, state.value], _number(counts.get(to_camel(state.name))) or 0.0
+    if "phase" not in dropped:
+        for p in Phase:
+            yield "phase", [*key, p.value], 1.0 if status.phase == p else 0.0
 
-    verdict = _mapping(status.get("verdict"))
-    if isinstance(verdict.get("reliable"), bool):
-        yield "reliable", key, 1.0 if verdict["reliable"] else 0.0
+    if "run_counts" not in dropped:
+        for state in RunState:
+            yield "runs", [*key, state.value], float(getattr(status.run_counts, state.name))
 
-    for protocol in status.get("protocols") or []:
-        protocol = _mapping(protocol)
-        name = protocol.get("name")
-        if not isinstance(name, str):
-            continue
-        agreement = _mapping(protocol.get("agreement"))
-        for method in CORRELATION_METHODS:
-            value = _number(agreement.get(method))
-            if value is not None:
-                yield "correlation", [*key, name, method], value
-        accuracy = _number(agreement.get("pairwiseAccuracy"))
-        if accuracy is not None:
-            yield "pairwise", [*key, name], accuracy
-        yield from _loss_samples(key, name, protocol.get("losses"))
-    yield from _loss_samples(key, TARGET_PROTOCOL, _mapping(status.get("target")).get("losses"))
+    if status.verdict is not None and status.verdict.reliable is not None:
+        yield "reliable", key, 1.0 if status.verdict.reliable else 0.0
 
-    runs = _runs(status)
-    yield "launched", key, float(sum(int(_number(r.get("attempts")) or 0) for r in runs))
-    yield "failures", key, float(sum(_run_failures(r) for r in runs))
+    for protocol in status.protocols:
+        agreement = protocol.agreement
+        if agreement is not None:
+            for method in CORRELATION_METHODS:
+                value = finite(getattr(agreement, method))
+                if value is not None:
+                    yield "correlation", [*key, protocol.name, method], value
+            accuracy = finite(agreement.pairwise_accuracy)
+            if accuracy is not None:
+                yield "pairwise", [*key, protocol.name], accuracy
+        yield from _loss_samples(key, protocol.name, protocol.losses)
+    if status.target is not None:
+        yield from _loss_samples(key, TARGET, status.target.losses)
 
-    durations: dict[str, list[float]] = {"proxy": [], "target": []}
-    progress = [_timestamp(status.get("startedAt"))]
+    if "runs" in dropped:  # counters and histograms over only some of the runs would mislead
+        return
+    runs = status.runs
+    yield "launched", key, float(sum(r.attempts for r in runs))
+    yield "failures", key, float(sum(_run_failures(r, r.key not in snapshot.inferred_failures) for r in runs))
+
+    durations: dict[str, list[float]] = {"proxy": [], "target": []}  # by scale
+    progress = [None if "started_at" in dropped else _timestamp(status.started_at)]
     for run in runs:
-        started, finished = _timestamp(run.get("startedAt")), _timestamp(run.get("finishedAt"))
+        started, finished = _timestamp(run.started_at), _timestamp(run.finished_at)
         progress += [started, finished]
-        scale = run.get("scale")
-        if (run.get("state") in FINISHED_STATES and scale in durations and started is not None
-                and finished is not None and finished >= started):
-            durations[scale].append(finished - started)
+        if (run.state in FINISHED_STATES and started is not None and finished is not None
+                and finished >= started):
+            durations[run.scale].append(finished - started)
     for scale, values in durations.items():
         yield "duration", [*key, scale], values
     known = [t for t in progress if t is not None]
@@ -213,11 +260,12 @@ def _comparison_samples(snapshot: ComparisonSnapshot) -> Iterator[tuple[str, lis
         yield "progress", key, max(known)
 
 
-def _loss_samples(key: list[str], protocol: str, losses: Any) -> Iterator[tuple[str, list[str], float]]:
-    for recipe, loss in _mapping(losses).items():
-        value = _number(loss)
+def _loss_samples(key: list[str], protocol: str,
+                  losses: Mapping[str, float | None]) -> Iterator[tuple[str, list[str], float]]:
+    for recipe, loss in losses.items():
+        value = finite(loss)
         if value is not None:
-            yield "losses", [*key, protocol, str(recipe)], value
+            yield "losses", [*key, protocol, recipe], value
 
 
 def _histogram(values: list[float]) -> tuple[list[tuple[str, float]], float]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import logging
 import math
 import subprocess
 import urllib.request
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,7 +28,14 @@ from proxyrank.api import (
     TargetResult,
     Verdict,
 )
+from proxyrank.driver import reconcile_and_apply
+from proxyrank.launchers.base import ComparisonRef
+from proxyrank.launchers.fake import FakeLauncher, Outcome, synthetic_result
 from proxyrank.metrics import DURATION_BUCKETS, ComparisonSnapshot, build_registry, start_metrics_server
+from proxyrank.planner import PlannedRun, plan_runs
+from proxyrank.reconciler import LaunchState
+from proxyrank.validation import parse_comparison
+from tests.conftest import GOOD_COMPARISON
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC).timestamp()
 
@@ -246,31 +256,110 @@ def test_a_new_comparison_has_every_gauge_it_can_have() -> None:
         "proxyrank_run_duration_seconds_sum"}
 
 
-def test_malformed_values_are_skipped_not_fatal() -> None:
+def test_values_the_model_allows_but_prometheus_should_not_show_are_skipped() -> None:
     odd = realistic_status()
-    odd["runs"] = [{"state": "Succeeded", "attempts": "many", "startedAt": "yesterday"}, "not a run"]
-    odd["protocols"] = [{"name": "fixed", "agreement": {"spearman": float("nan"), "kendall": "high"},
-                         "losses": {"a": math.inf, "b": 3.0}}]
+    odd["protocols"][0]["agreement"].update(spearman=float("nan"), kendall=math.inf)
+    odd["protocols"][0]["losses"] = {"a": math.inf, "b": 3.0, "c": float("nan")}
     _, series = scrape([ComparisonSnapshot("ml", "odd", odd)])
     odd_key = {"namespace": "ml", "comparison": "odd"}
-    assert value(series, "proxyrank_runs_launched_total", **odd_key) == 0
-    assert not [k for k in series if k[0] == "proxyrank_rank_correlation"]
+    assert [dict(k[1])["method"] for k in series if k[0] == "proxyrank_rank_correlation"] == ["pearson"]
     assert [dict(k[1])["recipe"] for k in series
             if k[0] == "proxyrank_recipe_val_loss" and ("protocol", "fixed") in k[1]] == ["b"]
+    assert value(series, "proxyrank_runs_launched_total", **odd_key) == 12
 
 
-class ExplodingStatus(dict[str, Any]):
-    def get(self, key: str, default: Any = None) -> Any:
-        if key == "runs":
+def test_an_invalid_status_is_logged_once_and_exports_only_what_validates(caplog: pytest.LogCaptureFixture) -> None:
+    odd = realistic_status()
+    odd["runs"].append({"state": "Succeeded", "attempts": "many", "startedAt": "yesterday"})  # not a run
+    odd["protocols"].append({"name": "broken", "agreement": {"kendall": "high"}})  # not a protocol result
+    odd["verdict"] = "reliable"
+    odd["surprise"] = True  # a field this model does not know
+    with caplog.at_level(logging.WARNING, logger="proxyrank.metrics"):
+        snapshot = ComparisonSnapshot("ml", "odd", odd)  # parsed here, once (the operator: per watch event)
+        _, series = scrape([snapshot])
+        scrape([snapshot])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "ml/odd" in warnings[0] and "1 of 10 runs" in warnings[0] and "1 of 3 protocols" in warnings[0]
+    assert "verdict" in warnings[0] and "unknown field surprise" in warnings[0]
+    assert snapshot.dropped == {"runs", "protocols", "verdict"}
+    names = names_for(series, "odd")
+    # counters and durations over only some of the runs would mislead: left out; the verdict did not validate
+    assert names.isdisjoint({"proxyrank_runs_launched_total", "proxyrank_run_failures_total",
+                             "proxyrank_run_duration_seconds_count", "proxyrank_comparison_reliable",
+                             "proxyrank_comparison_last_progress_timestamp_seconds"})
+    odd_key = {"namespace": "ml", "comparison": "odd"}
+    # what validated is exported as before
+    assert value(series, "proxyrank_runs", **odd_key, state="Succeeded") == 4
+    assert value(series, "proxyrank_comparison_phase", **odd_key, phase="Running") == 1
+    assert value(series, "proxyrank_rank_correlation", **odd_key, protocol="fixed", method="spearman") == 0.5
+    assert not [k for k in series if ("protocol", "broken") in k[1]]
+
+
+def test_a_status_that_is_not_a_status_at_all_gives_build_info_and_no_error() -> None:
+    _, series = scrape([ComparisonSnapshot("ml", "junk", {"phase": 3, "runs": "many", "runCounts": []})])
+    assert names_for(series, "junk") == set()
+    assert value(series, "proxyrank_build_info", version=__version__) == 1
+
+
+class ExplodingSnapshot(ComparisonSnapshot):
+    """A snapshot whose status breaks whatever reads it (a bug, not bad data): the collector must survive it."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "status":
             raise RuntimeError("boom")
-        return super().get(key, default)
+        return super().__getattribute__(name)
 
 
 def test_a_comparison_that_breaks_the_collector_drops_only_itself() -> None:
-    _, series = scrape([ComparisonSnapshot("ml", "broken", ExplodingStatus(realistic_status())),
+    _, series = scrape([ExplodingSnapshot("ml", "broken", realistic_status()),
                         ComparisonSnapshot("ml", "dedup", realistic_status())])
     assert names_for(series, "broken") == set()
     assert value(series, "proxyrank_runs_launched_total", **ML) == 12
+
+
+def _reconcile_passes() -> list[RecipeComparisonStatus]:
+    """The statuses of a real comparison, pass by pass: retries, a failure for good, a diverged run, ResultMissing."""
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        if run.protocol == "reduced-lr" and run.recipe == "mix":
+            return Outcome(state=LaunchState.succeeded, result=None)  # ResultMissing
+        if run.protocol == "fixed" and run.recipe == "dclm" and attempt == 1:
+            return Outcome(state=LaunchState.failed, message="OOMKilled")  # retried
+        if run.protocol == "reduced-lr" and run.recipe == "dclm-dedup":
+            return Outcome(result=synthetic_result(run, 0.0, status="diverged"))
+        return Outcome(result=synthetic_result(run, 2.0 + len(run.recipe) / 10 + run.learning_rate, seconds=600.0),
+                       polls=2)
+
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"]["policy"].update(runRetries=1, maxFailedRuns=5, parallelism=5)
+    spec = parse_comparison(obj).spec
+    ref = ComparisonRef("dedup-study", "uid-1", "ml", spec)
+    plan = plan_runs(spec, "dedup-study", "uid-1")
+    launcher = FakeLauncher(script)
+    status, now, passes = None, datetime.fromtimestamp(T0, tz=UTC), []
+    for _ in range(200):
+        result = reconcile_and_apply(ref, plan, launcher, status, now, generation=1)
+        status, now = result.status, now + timedelta(minutes=5)
+        passes.append(status)
+        if result.finished:
+            break
+    assert passes[-1].phase == Phase.succeeded and passes[-1].run_counts.result_missing == 1
+    return passes
+
+
+def _ours(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "proxyrank_" in line]
+
+
+def test_a_status_as_the_model_and_as_json_give_the_same_metrics() -> None:
+    """The operator's status model and the JSON a watch event carries (its dump, through the API server) agree."""
+    for status in _reconcile_passes()[::3]:
+        as_json = json.loads(json.dumps(status.dump()))
+        from_model = scrape([ComparisonSnapshot("ml", "dedup", status)])
+        from_json = scrape([ComparisonSnapshot("ml", "dedup", as_json)])
+        assert from_model[1] == from_json[1]
+        assert _ours(from_model[0]) == _ours(from_json[0])  # the exposition text too, line by line
+        assert value(from_json[1], "proxyrank_runs_launched_total", **ML) == sum(r.attempts for r in status.runs)
 
 
 def test_a_failing_snapshot_function_still_serves_build_info() -> None:
