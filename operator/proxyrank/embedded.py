@@ -30,12 +30,14 @@ from proxyrank.errors import EXIT_FAILURE, EXIT_INVALID, EXIT_OK, UserError
 from proxyrank.launchers.base import ComparisonRef, Launcher
 from proxyrank.launchers.local import LocalLauncher
 from proxyrank.planner import format_lr, local_uid, plan_runs
+from proxyrank.reconciler import parse_iso
 from proxyrank.summary import summary_tables
 from proxyrank.validation import SpecError, load_comparison
 
 STATUS_FILE = "status.yaml"
 COMPARISON_FILE = "comparison.yaml"
 MUTABLE_SPEC_FIELDS = ("policy", "reliability")
+_EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -45,6 +47,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def load_status(workdir: Path) -> RecipeComparisonStatus | None:
+    """``DIR/status.yaml`` as stored; None when there is none."""
     path = workdir / STATUS_FILE
     if not path.exists():
         return None
@@ -52,8 +55,21 @@ def load_status(workdir: Path) -> RecipeComparisonStatus | None:
     return RecipeComparisonStatus.model_validate(data)
 
 
-def save_status(workdir: Path, status: RecipeComparisonStatus) -> None:
-    write_atomic(workdir / STATUS_FILE, yaml.safe_dump(status.dump(), sort_keys=False, width=120))
+class StatusFile:
+    """A work directory's ``status.yaml``; :meth:`save` is the only code that writes one."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.path = workdir / STATUS_FILE
+        self._written: str | None = None
+
+    def save(self, status: RecipeComparisonStatus) -> bool:
+        """Write ``status`` (atomically) unless it is what this object wrote last; True when it wrote."""
+        text = yaml.safe_dump(status.dump(), sort_keys=False, width=120)
+        if text == self._written:
+            return False
+        write_atomic(self.path, text)
+        self._written = text
+        return True
 
 
 def _frozen_spec(obj: RecipeComparison) -> dict[str, Any]:
@@ -114,7 +130,7 @@ def render_progress(name: str, status: RecipeComparisonStatus, parallelism: int,
     for col in ("protocol", "recipe", "lr", "seed", "state", "val loss"):
         table.add_column(col)
     finished = [r for r in status.runs if r.finished_at and r.state != RunState.pending]
-    finished.sort(key=lambda r: r.finished_at or "")
+    finished.sort(key=lambda r: parse_iso(r.finished_at) or _EPOCH)
     for r in finished[-8:]:
         loss = f"{r.val_loss:.4f}" if r.val_loss is not None else "-"
         table.add_row(r.protocol, r.recipe, format_lr(r.learning_rate), str(r.seed), r.state.value, loss)
@@ -174,7 +190,7 @@ def run_comparison(obj: RecipeComparison, workdir: Path, *, launcher: Launcher |
     own_signals()
     interrupts = _interrupts()
     started = time.monotonic()
-    last_written = ""
+    status_file = StatusFile(workdir)
     live = Live(console=console, refresh_per_second=2, transient=False) if console.is_terminal else None
     try:
         if live is not None:
@@ -183,14 +199,10 @@ def run_comparison(obj: RecipeComparison, workdir: Path, *, launcher: Launcher |
             result = reconcile_and_apply(ref, plan, the_launcher, status, now())
             own_signals()
             status = result.status
-            text = yaml.safe_dump(status.dump(), sort_keys=False, width=120)
-            if text != last_written:
-                write_atomic(workdir / STATUS_FILE, text)
-                last_written = text
-                if live is None:
-                    c = status.run_counts
-                    console.print(f"[{int(time.monotonic() - started):>5}s] {status.phase.value}: {c.done}/{c.total} "
-                                  f"done, {c.launching + c.running} running, {c.failed + c.result_missing} failed")
+            if status_file.save(status) and live is None:
+                c = status.run_counts
+                console.print(f"[{int(time.monotonic() - started):>5}s] {status.phase.value}: {c.done}/{c.total} "
+                              f"done, {c.launching + c.running} running, {c.failed + c.result_missing} failed")
             for event in result.events:
                 if event.type == "Warning" or event.reason in ("Completed", "Reliable"):
                     console.print(f"{event.reason}: {event.message}", style="yellow" if event.type == "Warning"
@@ -205,7 +217,7 @@ def run_comparison(obj: RecipeComparison, workdir: Path, *, launcher: Launcher |
         if own_launcher and isinstance(the_launcher, LocalLauncher):
             the_launcher.close()
         if status is not None:
-            save_status(workdir, status)
+            status_file.save(status)
         raise KeyboardInterrupt from None
     finally:
         if live is not None:
