@@ -1,15 +1,33 @@
-"""Human-readable tables of a comparison's status, shared by ``proxyrank run`` and ``proxyrank report``."""
+"""The summary tables of a comparison's status: rows built once, here, rendered two ways.
+
+Each table is a :class:`Rows` (title, header, string cells) built from the status as it is, nothing recomputed:
+:func:`protocol_rows`, :func:`agreement_rows`, :func:`ranking_rows`. :func:`rich_table` renders one for the terminal
+(``proxyrank run``), :func:`markdown_table` for ``proxyrank report`` and ``scripts/study_results.py``, so the three
+show the same cells.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.table import Table
 
-from proxyrank.api import Agreement, Interval, RecipeComparisonSpec, RecipeComparisonStatus
-from proxyrank.planner import format_lr
+from proxyrank.api import Agreement, Interval, RecipeComparisonSpec, RecipeComparisonStatus, finite
+from proxyrank.planner import TARGET, format_lr
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One table: a title, the column names, and one list of cells per row (as many as columns)."""
+
+    title: str
+    header: list[str]
+    rows: list[list[str]]
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
+    value = finite(x)
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def fmt_ci(ci: Interval | None) -> str:
@@ -18,82 +36,102 @@ def fmt_ci(ci: Interval | None) -> str:
     return f" [{ci.low:.2f}, {ci.high:.2f}]"
 
 
-def fmt_seconds(s: float) -> str:
-    if s >= 3600:
-        return f"{s / 3600:.2f}h"
-    if s >= 60:
-        return f"{s / 60:.1f}m"
-    return f"{s:.0f}s"
+def agreement_header(k: int) -> list[str]:
+    """The columns of :func:`agreement_cells`; ``k`` is ``spec.reliability.topK``."""
+    return ["Spearman [95% CI]", "Kendall [CI]", "Pearson", "pairwise acc. [CI]", "top-1", f"top-{k} regret"]
 
 
-def agreement_cells(a: Agreement | None) -> list[str]:
+def agreement_cells(a: Agreement | None, k: int) -> list[str]:
+    """An agreement's statistics with their bootstrap CIs; the regret says its k when fewer recipes clipped it."""
     if a is None:
         return ["-"] * 6
+    regret = fmt(a.top_k_regret, 4) + (f" (k={a.k})" if a.k is not None and a.k != k else "")
     return [fmt(a.spearman) + fmt_ci(a.spearman_ci), fmt(a.kendall) + fmt_ci(a.kendall_ci), fmt(a.pearson),
             fmt(a.pairwise_accuracy) + fmt_ci(a.pairwise_accuracy_ci),
-            "-" if a.top1_match is None else ("yes" if a.top1_match else "no"), fmt(a.top_k_regret, 4)]
+            "-" if a.top1_match is None else ("yes" if a.top1_match else "no"), regret]
 
 
-def protocol_table(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> Table:
+def protocol_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> Rows:
+    """One row per proxy protocol: its agreement with the reference ranking, flip share and cost."""
     against = status.verdict.against if status.verdict is not None else None
-    table = Table(title=f"Proxy protocols vs {against or 'no reference'} (95% bootstrap CIs over recipes)")
-    for col in ("protocol", "lr", "recipes", "winner", "spearman", "kendall", "pearson", "pairwise acc", "top-1",
-                "top-k regret", "flip share", "cost"):
-        table.add_column(col)
-    target_cost = (status.target.gpu_seconds + status.target.cpu_seconds) if status.target else 0.0
+    k = spec.reliability.top_k
+    target_cost = (status.target.gpu_seconds + status.target.cpu_seconds) if status.target is not None else 0.0
+    rows = []
     for p in status.protocols:
         cost = p.gpu_seconds + p.cpu_seconds
-        unit = "GPU" if p.gpu_seconds else "CPU"  # "4.9m CPU": seconds of CPU time, shown in s/m/h
-        rel = f" ({cost / target_cost:.1%} of target)" if target_cost else ""
-        table.add_row(p.name, ", ".join(format_lr(x) for x in p.learning_rates), str(p.recipes_done),
-                      p.winner or "-", *agreement_cells(p.agreement),
-                      fmt(p.flip_share) if p.flip_share is not None else "-",
-                      f"{fmt_seconds(cost)} {unit}{rel}")
-    return table
+        share = f" ({cost / target_cost:.1%} of target)" if target_cost else ""
+        rows.append([p.name, ", ".join(format_lr(x) for x in p.learning_rates), str(p.recipes_done), p.winner or "-",
+                     *agreement_cells(p.agreement, k), fmt(p.flip_share, 2),
+                     f"{cost:,.0f} {'GPU' if p.gpu_seconds else 'CPU'}-s{share}"])
+    return Rows(title=f"Proxy protocols vs {against or 'no reference'} (95% bootstrap CIs over recipes)",
+                header=["protocol", "lr", "recipes", "winner", *agreement_header(k), "flip share", "cost"], rows=rows)
 
 
-def agreements_table(status: RecipeComparisonStatus) -> Table | None:
+def agreement_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> Rows | None:
+    """The paper's three agreements (cross-scale at equal lr, within scale, end to end); None when there are none."""
     ag = status.agreements
     if ag is None:
         return None
-    table = Table(title="The three agreements (cross-scale at equal lr, within scale, end to end)")
-    for col in ("kind", "ranking", "against", "n", "spearman", "kendall", "pearson", "pairwise acc", "top-1",
-                "top-k regret"):
-        table.add_column(col)
-    rows: list[tuple[str, Agreement]] = [("cross-scale", a) for a in ag.cross_scale]
+    entries: list[tuple[str, Agreement]] = [("cross-scale", a) for a in ag.cross_scale]
     if ag.within_scale is not None:
-        rows.append(("within-scale", ag.within_scale))
+        entries.append(("within scale", ag.within_scale))
     if ag.end_to_end is not None:
-        rows.append(("end-to-end", ag.end_to_end))
-    for kind, a in rows:
-        table.add_row(kind, a.of, a.against, str(a.n), *agreement_cells(a))
-    return table if rows else None
+        entries.append(("end to end", ag.end_to_end))
+    if not entries:
+        return None
+    k = spec.reliability.top_k
+    return Rows(title="The three agreements (cross-scale at equal lr, within scale, end to end)",
+                header=["agreement", "ranking", "against", "n", *agreement_header(k)],
+                rows=[[kind, a.of, a.against, str(a.n), *agreement_cells(a, k)] for kind, a in entries])
 
 
-def ranking_table(status: RecipeComparisonStatus) -> Table:
-    table = Table(title="Per-recipe loss (best over lr, mean over seeds) and rank")
-    table.add_column("recipe")
+def ranking_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> Rows:
+    """One row per recipe, in the target's order when there is one: every group's loss and rank, the best target lr."""
+    target = status.target
     groups = [(p.name, p.losses, p.ranking) for p in status.protocols]
-    if status.target is not None:
-        groups.append(("target", status.target.losses, status.target.ranking))
-    for name, _, _ in groups:
-        table.add_column(name)
-    recipes = status.target.ranking if status.target is not None and status.target.ranking else sorted(
-        {r.recipe for r in status.runs})
-    for recipe in recipes + sorted({r.recipe for r in status.runs} - set(recipes)):
-        cells = []
-        for _, losses, ranking in groups:
-            if recipe in ranking:
-                cells.append(f"{fmt(losses.get(recipe), 4)} (#{ranking.index(recipe) + 1})")
-            else:
-                cells.append("-")
-        table.add_row(recipe, *cells)
+    if target is not None:
+        groups.append((TARGET, target.losses, target.ranking))
+    recipes = list(target.ranking) if target is not None else []
+    for recipe in [r.name for r in spec.recipes] + sorted({r.recipe for r in status.runs}):
+        if recipe not in recipes:
+            recipes.append(recipe)
+    ranks = [{recipe: i + 1 for i, recipe in enumerate(ranking)} for _, _, ranking in groups]
+    rows = []
+    for recipe in recipes:
+        row = [recipe]
+        for (_, losses, _), rank in zip(groups, ranks, strict=True):
+            row.append(f"{fmt(losses.get(recipe), 4)} (#{rank[recipe]})" if recipe in rank else "-")
+        if target is not None:
+            lr = target.best_learning_rate.get(recipe)
+            edge = " (edge of grid)" if recipe in target.edge_of_grid else ""
+            row.append("-" if lr is None else f"{format_lr(lr)}{edge}")
+        rows.append(row)
+    header = ["recipe", *(name for name, _, _ in groups), *(["target best lr"] if target is not None else [])]
+    return Rows(title="Per-recipe loss (best over lr, mean over seeds) and rank", header=header, rows=rows)
+
+
+def rich_table(rows: Rows) -> Table:
+    table = Table(title=rows.title)
+    for column in rows.header:
+        table.add_column(column)
+    for row in rows.rows:
+        table.add_row(*row)
     return table
 
 
+def markdown_table(rows: Rows) -> str:
+    """The table as GitHub markdown (no title: the document places it under a heading of its own)."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(rows.header), "|" + "|".join("---" for _ in rows.header) + "|", *map(line, rows.rows)])
+
+
+def summary_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> list[Rows]:
+    """The tables ``proxyrank run`` prints at the end: rankings, protocols, and the agreements when there are any."""
+    agreements = agreement_rows(spec, status)
+    return [ranking_rows(spec, status), protocol_rows(spec, status), *([agreements] if agreements else [])]
+
+
 def summary_tables(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> list[Table]:
-    tables = [ranking_table(status), protocol_table(spec, status)]
-    ag = agreements_table(status)
-    if ag is not None:
-        tables.append(ag)
-    return tables
+    return [rich_table(rows) for rows in summary_rows(spec, status)]

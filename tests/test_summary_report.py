@@ -1,0 +1,93 @@
+"""The summary tables: rows built once (proxyrank.summary), rendered as rich (proxyrank run) and markdown."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+from rich.console import Console
+
+from proxyrank.api import Agreement, RecipeComparison, RecipeComparisonStatus
+from proxyrank.summary import (
+    Rows,
+    agreement_cells,
+    agreement_rows,
+    fmt,
+    markdown_table,
+    protocol_rows,
+    ranking_rows,
+    rich_table,
+    summary_rows,
+)
+from proxyrank.validation import load_comparison
+from tests.conftest import ROOT
+
+STUDY = ROOT / "docs" / "results" / "study"
+
+
+@pytest.fixture(scope="module")
+def study() -> tuple[RecipeComparison, RecipeComparisonStatus]:
+    status = RecipeComparisonStatus.model_validate(yaml.safe_load((STUDY / "status.yaml").read_text()))
+    return load_comparison(STUDY / "comparison.yaml"), status
+
+
+def test_every_row_has_a_cell_per_column(study: tuple[RecipeComparison, RecipeComparisonStatus]) -> None:
+    obj, status = study
+    tables = summary_rows(obj.spec, status)
+    assert [t.title.split(" (")[0] for t in tables] == ["Per-recipe loss", "Proxy protocols vs target",
+                                                        "The three agreements"]
+    for table in tables:
+        assert table.rows and all(len(row) == len(table.header) for row in table.rows), table.title
+
+
+def test_protocol_rows_quote_the_status(study: tuple[RecipeComparison, RecipeComparisonStatus]) -> None:
+    obj, status = study
+    rows = protocol_rows(obj.spec, status)
+    assert rows.header == ["protocol", "lr", "recipes", "winner", "Spearman [95% CI]", "Kendall [CI]", "Pearson",
+                           "pairwise acc. [CI]", "top-1", "top-1 regret", "flip share", "cost"]
+    reduced = next(row for row in rows.rows if row[0] == "reduced-lr")
+    p = next(p for p in status.protocols if p.name == "reduced-lr")
+    assert p.agreement is not None and p.agreement.spearman_ci is not None
+    assert reduced[4] == f"{p.agreement.spearman:.3f} [{p.agreement.spearman_ci.low:.2f}, " \
+                         f"{p.agreement.spearman_ci.high:.2f}]"
+    assert reduced[11].startswith(f"{p.cpu_seconds:,.0f} CPU-s (") and reduced[11].endswith("% of target)")
+
+
+def test_ranking_rows_follow_the_target_order(study: tuple[RecipeComparison, RecipeComparisonStatus]) -> None:
+    obj, status = study
+    rows = ranking_rows(obj.spec, status)
+    assert status.target is not None
+    assert [row[0] for row in rows.rows] == status.target.ranking
+    assert rows.header[-2:] == ["target", "target best lr"]
+    assert rows.rows[0][-2] == f"{status.target.losses[status.target.ranking[0]]:.4f} (#1)"
+
+
+def test_without_a_target_rankings_follow_the_spec_and_protocols_name_no_reference(
+        study: tuple[RecipeComparison, RecipeComparisonStatus]) -> None:
+    obj, status = study
+    bare = status.model_copy(update={"target": None, "verdict": None, "agreements": None})
+    rows = ranking_rows(obj.spec, bare)
+    assert [row[0] for row in rows.rows] == [r.name for r in obj.spec.recipes]
+    assert "target best lr" not in rows.header and "target" not in rows.header
+    assert protocol_rows(obj.spec, bare).title.startswith("Proxy protocols vs no reference")
+    assert protocol_rows(obj.spec, bare).rows[0][-1] == f"{status.protocols[0].cpu_seconds:,.0f} CPU-s"
+    assert agreement_rows(obj.spec, bare) is None
+
+
+def test_missing_and_non_finite_values_show_as_a_dash() -> None:
+    assert fmt(None) == fmt(math.nan) == fmt(math.inf) == "-"
+    assert agreement_cells(None, 1) == ["-"] * 6
+    a = Agreement(of="a", against="b", n=2, spearman=math.nan, top_k_regret=0.0, k=2)
+    # a regret whose k was clipped (fewer recipes than topK) says so
+    assert agreement_cells(a, 3) == ["-", "-", "-", "-", "-", "0.0000 (k=2)"]
+    assert agreement_cells(a, 2)[-1] == "0.0000"
+
+
+def test_rich_and_markdown_render_the_same_cells() -> None:
+    rows = Rows(title="t", header=["a", "b"], rows=[["1", "x|y"], ["2", "-"]])
+    assert markdown_table(rows) == "| a | b |\n|---|---|\n| 1 | x\\|y |\n| 2 | - |"
+    table = rich_table(rows)
+    assert table.title == "t" and [c.header for c in table.columns] == ["a", "b"]
+    assert [list(c.cells) for c in table.columns] == [["1", "2"], ["x|y", "-"]]
+    Console(file=open("/dev/null", "w"), width=40).print(table)  # noqa: SIM115
