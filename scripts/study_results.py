@@ -15,7 +15,7 @@ from pathlib import Path
 
 from proxyrank.analysis import BOOTSTRAP_SEED, bootstrap_resamples
 from proxyrank.api import Agreement, RecipeComparisonSpec, RecipeComparisonStatus, RunStatus
-from proxyrank.embedded import load_status
+from proxyrank.embedded import COMPARISON_FILE, StatusFile, load_reanalyzed_status
 from proxyrank.planner import format_lr
 from proxyrank.reconciler import parse_iso
 from proxyrank.report import build_report
@@ -172,10 +172,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "study")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in ("comparison.yaml", "status.yaml"):
-        shutil.copy(args.workdir / name, args.out / name)
-    obj = load_comparison(args.out / "comparison.yaml")
-    status = load_status(args.out)
+    shutil.copy(args.workdir / COMPARISON_FILE, args.out / COMPARISON_FILE)
+    obj = load_comparison(args.out / COMPARISON_FILE)
+    status = load_reanalyzed_status(args.workdir, obj.spec)
+    assert status is not None, f"no status in {args.workdir}"
+    StatusFile(args.out).save(status)  # results derived by this version: what the report and RESULTS.md show
     build_report(obj.spec, obj.metadata.name, status, args.out)
     old = RESULTS.read_text() if RESULTS.exists() else ""
     reading = old.split("\n## Reading\n", 1)[1] if "\n## Reading\n" in old else "(write the reading here)"

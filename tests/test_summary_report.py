@@ -1,14 +1,17 @@
-"""The summary tables: rows built once (proxyrank.summary), rendered as rich (proxyrank run) and markdown."""
+"""The summary tables: rows built once (proxyrank.summary), rendered as rich (proxyrank run) and markdown; the report
+renders the status it is given."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import yaml
 from rich.console import Console
 
 from proxyrank.api import Agreement, RecipeComparison, RecipeComparisonStatus
+from proxyrank.report import build_report
 from proxyrank.summary import (
     Rows,
     agreement_cells,
@@ -91,3 +94,16 @@ def test_rich_and_markdown_render_the_same_cells() -> None:
     assert table.title == "t" and [c.header for c in table.columns] == ["a", "b"]
     assert [list(c.cells) for c in table.columns] == [["1", "2"], ["x|y", "-"]]
     Console(file=open("/dev/null", "w"), width=40).print(table)  # noqa: SIM115
+
+
+def test_the_report_renders_the_status_it_is_given(study: tuple[RecipeComparison, RecipeComparisonStatus],
+                                                   tmp_path: Path) -> None:
+    obj, status = study
+    changed = status.model_copy(deep=True)
+    assert changed.verdict is not None and changed.protocols[0].agreement is not None
+    changed.verdict.message = "a verdict the analysis would not write"
+    changed.protocols[0].agreement.spearman = 0.123
+    text = build_report(obj.spec, obj.metadata.name, changed, tmp_path).read_text()
+    assert "a verdict the analysis would not write" in text
+    assert "| 0.123 [" in text
+    assert status.protocols[0].agreement is not None and status.protocols[0].agreement.spearman != 0.123

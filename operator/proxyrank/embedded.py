@@ -24,7 +24,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from proxyrank.api import Phase, RecipeComparison, RecipeComparisonStatus, RunState
+from proxyrank.analysis import analyze
+from proxyrank.api import Phase, RecipeComparison, RecipeComparisonSpec, RecipeComparisonStatus, RunState
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.errors import EXIT_FAILURE, EXIT_INVALID, EXIT_OK, UserError
 from proxyrank.launchers.base import ComparisonRef, Launcher
@@ -53,6 +54,22 @@ def load_status(workdir: Path) -> RecipeComparisonStatus | None:
         return None
     data = yaml.safe_load(path.read_text()) or {}
     return RecipeComparisonStatus.model_validate(data)
+
+
+def reanalyzed(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> RecipeComparisonStatus:
+    """``status`` with its results (protocols, target, agreements, verdict) derived again from its runs by this
+    version's analysis. The runs are the record and the results are derived from them, so a status.yaml written by an
+    older proxyrank (results it lacked, older verdict wording) shows what its runs say now; for a current one this
+    changes nothing. The one place outside the reconciler that recomputes results."""
+    fresh = analyze(spec, status.runs)
+    return status.model_copy(update={"protocols": fresh.protocols, "target": fresh.target,
+                                     "agreements": fresh.agreements, "verdict": fresh.verdict})
+
+
+def load_reanalyzed_status(workdir: Path, spec: RecipeComparisonSpec) -> RecipeComparisonStatus | None:
+    """:func:`load_status`, then :func:`reanalyzed`: what ``proxyrank report`` and the study script render."""
+    status = load_status(workdir)
+    return None if status is None else reanalyzed(spec, status)
 
 
 class StatusFile:

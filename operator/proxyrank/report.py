@@ -2,8 +2,9 @@
 
 Plots: proxy-vs-reference rank scatter per protocol, the correlation of each protocol with its 95% bootstrap CI, and
 loss-vs-learning-rate curves per recipe for every sweep (target included) with the learning-rate brackets where
-recipe pairs flip order marked. Everything is recomputed from the per-run losses in status.yaml by the same code the
-reconciler uses, so the report and the status can not disagree.
+recipe pairs flip order marked. The report renders the status it is given; ``proxyrank report`` loads it with
+:func:`proxyrank.embedded.load_reanalyzed_status`, so a status.yaml written by an older proxyrank still reports what
+its runs say.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from proxyrank import stats
-from proxyrank.analysis import analyze
 from proxyrank.api import DONE_STATES, Agreement, RecipeComparisonSpec, RecipeComparisonStatus, RunState
-from proxyrank.embedded import COMPARISON_FILE, STATUS_FILE, load_status
+from proxyrank.embedded import COMPARISON_FILE, STATUS_FILE, load_reanalyzed_status
 from proxyrank.errors import EXIT_INVALID, EXIT_OK, UserError
 from proxyrank.planner import TARGET, format_lr
 from proxyrank.validation import SpecError, load_comparison
@@ -150,10 +150,8 @@ def _plots(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, out: Path
 
 
 def build_report(spec: RecipeComparisonSpec, name: str, status: RecipeComparisonStatus, out: Path) -> Path:
+    """Write ``out/report.md`` and its plots from ``status`` as it is."""
     out.mkdir(parents=True, exist_ok=True)
-    fresh = analyze(spec, status.runs)  # recomputed from the per-run losses
-    status = status.model_copy(update={"protocols": fresh.protocols, "target": fresh.target,
-                                       "agreements": fresh.agreements, "verdict": fresh.verdict})
     images = _plots(spec, status, out)
     c = status.run_counts
     lines = [f"# proxyrank report: {name}", "",
@@ -236,7 +234,7 @@ def cmd_report(workdir: str, out: str | None) -> int:
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_INVALID
-    status = load_status(wd)
+    status = load_reanalyzed_status(wd, obj.spec)
     assert status is not None
     path = build_report(obj.spec, obj.metadata.name, status, Path(out) if out else wd)
     print(f"wrote {path}")

@@ -1,24 +1,31 @@
-"""A work directory's status.yaml has one writer, StatusFile.save. Fast: the fake launcher, no trainer processes."""
+"""A work directory's status.yaml: one writer (StatusFile.save), and the one place that re-derives the results of an
+older status (load_reanalyzed_status). Fast: the fake launcher, no trainer processes."""
 
 from __future__ import annotations
 
 import copy
 import os
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from rich.console import Console
 
 from proxyrank.api import Phase, RecipeComparisonStatus
-from proxyrank.embedded import StatusFile, load_status, run_comparison
+from proxyrank.cli import main
+from proxyrank.embedded import STATUS_FILE, StatusFile, load_reanalyzed_status, load_status, run_comparison
 from proxyrank.launchers.base import ComparisonRef
 from proxyrank.launchers.fake import FakeLauncher, Outcome, synthetic_result
 from proxyrank.planner import Plan, PlannedRun
 from proxyrank.reconciler import Observation
-from proxyrank.validation import parse_comparison
-from tests.conftest import GOOD_COMPARISON
+from proxyrank.validation import load_comparison, parse_comparison
+from tests.conftest import GOOD_COMPARISON, ROOT
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+STUDY = ROOT / "docs" / "results" / "study"
+RESULTS = ("protocols", "target", "agreements", "verdict")
 
 
 def _outcome(run: PlannedRun, attempt: int) -> Outcome:
@@ -62,3 +69,34 @@ def test_a_run_and_an_interrupted_run_leave_the_status_they_reached(tmp_path: Pa
                        launcher=InterruptedLauncher(passes=3), poll_seconds=0, console=QUIET)
     stopped = load_status(tmp_path / "stopped")
     assert stopped is not None and stopped.phase == Phase.running and 0 < stopped.run_counts.done < 24
+
+
+def _old_workdir(tmp_path: Path) -> Path:
+    """The committed study as an older proxyrank would have left it: runs recorded, results not (yet) derived."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    shutil.copy(STUDY / "comparison.yaml", wd / "comparison.yaml")
+    data: dict[str, Any] = yaml.safe_load((STUDY / STATUS_FILE).read_text())
+    for key in RESULTS:
+        data.pop(key)
+    (wd / STATUS_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
+    return wd
+
+
+def test_an_old_status_is_reanalysed_by_the_loader_not_by_the_report(tmp_path: Path) -> None:
+    wd = _old_workdir(tmp_path)
+    spec = load_comparison(wd / "comparison.yaml").spec
+    stored = load_status(wd)
+    assert stored is not None and stored.verdict is None and stored.protocols == []
+    current = load_reanalyzed_status(wd, spec)
+    committed = RecipeComparisonStatus.model_validate(yaml.safe_load((STUDY / STATUS_FILE).read_text()))
+    assert current is not None and current.model_dump() == committed.model_dump()
+    assert load_status(wd) == stored, "loading does not rewrite status.yaml"
+
+
+def test_proxyrank_report_on_an_old_work_directory_shows_the_derived_results(tmp_path: Path) -> None:
+    wd = _old_workdir(tmp_path)
+    assert main(["report", str(wd), "--out", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    committed = RecipeComparisonStatus.model_validate(yaml.safe_load((STUDY / STATUS_FILE).read_text()))
+    assert committed.verdict is not None and committed.verdict.message in report
