@@ -1,10 +1,13 @@
-"""The summary tables: rows built once (proxyrank.summary), rendered as rich (proxyrank run) and markdown; the report
-renders the status it is given."""
+"""The summary tables: rows built once (proxyrank.summary), rendered as rich (proxyrank run) and markdown (proxyrank
+report, scripts/study_results.py) with the same cells; the report renders the status it is given."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 import yaml
@@ -33,6 +36,26 @@ STUDY = ROOT / "docs" / "results" / "study"
 def study() -> tuple[RecipeComparison, RecipeComparisonStatus]:
     status = RecipeComparisonStatus.model_validate(yaml.safe_load((STUDY / "status.yaml").read_text()))
     return load_comparison(STUDY / "comparison.yaml"), status
+
+
+def _study_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("study_results", ROOT / "scripts" / "study_results.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _md_tables(text: str) -> list[str]:
+    """Every markdown table in a document, as text."""
+    tables, current = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append("\n".join(current))
+            current = []
+    return tables
 
 
 def test_every_row_has_a_cell_per_column(study: tuple[RecipeComparison, RecipeComparisonStatus]) -> None:
@@ -107,3 +130,18 @@ def test_the_report_renders_the_status_it_is_given(study: tuple[RecipeComparison
     assert "a verdict the analysis would not write" in text
     assert "| 0.123 [" in text
     assert status.protocols[0].agreement is not None and status.protocols[0].agreement.spearman != 0.123
+
+
+def test_report_and_results_md_show_the_same_rows(study: tuple[RecipeComparison, RecipeComparisonStatus],
+                                                  tmp_path: Path) -> None:
+    obj, status = study
+    expected = [markdown_table(rows) for rows in (protocol_rows(obj.spec, status), agreement_rows(obj.spec, status),
+                                                 ranking_rows(obj.spec, status)) if rows is not None]
+    report = build_report(obj.spec, obj.metadata.name, status, tmp_path).read_text()
+    results: Any = _study_script().results_md(obj.spec, status, "reading")
+    assert _md_tables(report) == expected
+    assert _md_tables(results) == expected
+    for rows in summary_rows(obj.spec, status):
+        assert f"## {rows.title}" in report
+    assert {p.name for p in tmp_path.iterdir()} == {"report.md", "rank_scatter.png", "correlation.png",
+                                                    "lr_curves_proxy-tuned.png", "lr_curves_target.png"}

@@ -1,10 +1,11 @@
 """``proxyrank report DIR``: report.md and PNG plots from a work directory's comparison.yaml + status.yaml.
 
-Plots: proxy-vs-reference rank scatter per protocol, the correlation of each protocol with its 95% bootstrap CI, and
-loss-vs-learning-rate curves per recipe for every sweep (target included) with the learning-rate brackets where
-recipe pairs flip order marked. The report renders the status it is given; ``proxyrank report`` loads it with
-:func:`proxyrank.embedded.load_reanalyzed_status`, so a status.yaml written by an older proxyrank still reports what
-its runs say.
+The report renders the status it is given: the tables are :mod:`proxyrank.summary`'s rows as markdown, the same cells
+``proxyrank run`` prints. Plots: proxy-vs-reference rank scatter per protocol, the correlation of each protocol with
+its 95% bootstrap CI, and loss-vs-learning-rate curves per recipe for every sweep (target included) with the
+learning-rate brackets where recipe pairs flip order marked (drawn from the per-run losses in the status).
+``proxyrank report`` loads the status with :func:`proxyrank.embedded.load_reanalyzed_status`, so a status.yaml
+written by an older proxyrank still reports what its runs say.
 """
 
 from __future__ import annotations
@@ -15,30 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from proxyrank import stats
-from proxyrank.api import DONE_STATES, Agreement, RecipeComparisonSpec, RecipeComparisonStatus, RunState
+from proxyrank.api import DONE_STATES, RecipeComparisonSpec, RecipeComparisonStatus, RunState
 from proxyrank.embedded import COMPARISON_FILE, STATUS_FILE, load_reanalyzed_status
 from proxyrank.errors import EXIT_INVALID, EXIT_OK, UserError
-from proxyrank.planner import TARGET, format_lr
+from proxyrank.planner import TARGET
+from proxyrank.summary import Rows, agreement_rows, fmt, markdown_table, protocol_rows, ranking_rows
 from proxyrank.validation import SpecError, load_comparison
 
-
-def _f(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def _ci(a: Agreement | None, field: str) -> str:
-    if a is None:
-        return ""
-    ci = getattr(a, f"{field}_ci")
-    if ci is None or ci.low is None or ci.high is None:
-        return ""
-    return f" [{ci.low:.2f}, {ci.high:.2f}]"
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+AGREEMENTS_INTRO = ("Cross-scale: the same learning rate at proxy and target scale. Within scale: the judged protocol "
+                    "vs the proxy-scale tuned sweep. End to end: the judged protocol vs the tuned target. They can "
+                    "fail separately.")
+Image = tuple[str, str]  # (caption, file name)
 
 
 def losses_by_lr_from_status(status: RecipeComparisonStatus, group: str) -> dict[float, dict[str, float]]:
@@ -48,13 +36,13 @@ def losses_by_lr_from_status(status: RecipeComparisonStatus, group: str) -> dict
     return stats.losses_by_lr(runs, group)
 
 
-def _plots(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, out: Path) -> list[tuple[str, str]]:
+def _plots(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, out: Path) -> list[Image]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    images: list[tuple[str, str]] = []
+    images: list[Image] = []
     reference = status.verdict.against if status.verdict is not None else None
     ref_ranking: list[str] = []
     if reference == TARGET and status.target is not None:
@@ -75,7 +63,7 @@ def _plots(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, out: Path
             n = max(len(ref_ranking), len(p.ranking))
             ax.plot([1, n], [1, n], linestyle="--", color="grey", linewidth=0.8)
             rho = p.agreement.spearman if p.agreement is not None else None
-            ax.set_title(f"{p.name} (Spearman {_f(rho, 2)})")
+            ax.set_title(f"{p.name} (Spearman {fmt(rho, 2)})")
             ax.set_xlabel(f"{reference} rank")
             ax.set_ylabel(f"{p.name} rank")
             ax.invert_xaxis()
@@ -133,9 +121,9 @@ def _plots(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, out: Path
                 ax.axvspan(lo, hi, color="orange", alpha=0.12)
                 ax.annotate(f"{count} flip{'s' * (count != 1)}", (mid, 1.0), xycoords=("data", "axes fraction"),
                             ha="center", va="top", fontsize=8, color="darkorange")
-            share = _f(report.share, 2)
+            share = fmt(report.share, 2)
         else:
-            share = "n/a"
+            share = "-"
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("validation loss (mean over eval sets)")
@@ -147,6 +135,13 @@ def _plots(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, out: Path
         plt.close(fig)
         images.append((f"{group}: loss vs learning rate per recipe; shaded brackets hold order flips", fname))
     return images
+
+
+def _section(rows: Rows | None, *intro: str) -> list[str]:
+    if rows is None or not rows.rows:
+        return []
+    return [f"## {rows.title}", "", *(line for paragraph in intro for line in (paragraph, "")),
+            markdown_table(rows), ""]
 
 
 def build_report(spec: RecipeComparisonSpec, name: str, status: RecipeComparisonStatus, out: Path) -> Path:
@@ -161,59 +156,9 @@ def build_report(spec: RecipeComparisonSpec, name: str, status: RecipeComparison
         v = status.verdict
         badge = {True: "RELIABLE", False: "UNRELIABLE", None: "NO VERDICT YET"}[v.reliable]
         lines += [f"**Verdict: {badge}.** {v.message}", "", f"Recipe to bet on: **{v.winner or 'n/a'}**.", ""]
-    reference = status.verdict.against if status.verdict is not None else None
-    rows = []
-    target_cost = (status.target.gpu_seconds + status.target.cpu_seconds) if status.target is not None else 0.0
-    for p in status.protocols:
-        a = p.agreement
-        cost = p.gpu_seconds + p.cpu_seconds
-        rows.append([p.name, ", ".join(format_lr(x) for x in p.learning_rates), p.winner or "-",
-                     _f(a.spearman if a else None) + _ci(a, "spearman"),
-                     _f(a.kendall if a else None) + _ci(a, "kendall"),
-                     _f(a.pearson if a else None),
-                     _f(a.pairwise_accuracy if a else None) + _ci(a, "pairwise_accuracy"),
-                     "-" if a is None or a.top1_match is None else ("yes" if a.top1_match else "no"),
-                     _f(a.top_k_regret if a else None, 4) + (f" (k={a.k})" if a and a.k else ""),
-                     _f(p.flip_share, 2) if p.flip_share is not None else "-",
-                     f"{cost:.0f} {'GPU' if p.gpu_seconds else 'CPU'}-s"
-                     + (f" ({cost / target_cost:.1%} of target)" if target_cost else "")])
-    lines += [f"## Protocols vs {reference or 'no reference'}", "",
-              _md_table(["protocol", "lr", "winner", "Spearman [95% CI]", "Kendall [CI]", "Pearson",
-                         "pairwise acc. [CI]", "top-1", "top-k regret", "flip share", "cost"], rows), ""]
-    if status.agreements is not None:
-        ag_rows = []
-        ag = status.agreements
-        entries = [("cross-scale (same lr)", a) for a in ag.cross_scale]
-        entries += [("within scale", ag.within_scale)] if ag.within_scale else []
-        entries += [("end to end", ag.end_to_end)] if ag.end_to_end else []
-        for kind, a in entries:
-            ag_rows.append([kind, a.of, a.against, str(a.n), _f(a.spearman) + _ci(a, "spearman"), _f(a.kendall),
-                            _f(a.pairwise_accuracy)])
-        if ag_rows:
-            lines += ["## The three agreements", "",
-                      "Cross-scale: the same learning rate at proxy and target scale. Within scale: the judged "
-                      "protocol vs the proxy-scale tuned sweep. End to end: the judged protocol vs the tuned target. "
-                      "They can fail separately.", "",
-                      _md_table(["agreement", "ranking", "against", "n", "Spearman [CI]", "Kendall", "pairwise acc."],
-                                ag_rows), ""]
-    rank_rows = []
-    groups = [(p.name, p.losses, p.ranking) for p in status.protocols]
-    if status.target is not None:
-        groups.append((TARGET, status.target.losses, status.target.ranking))
-    recipes = [r.name for r in spec.recipes]
-    if status.target is not None and status.target.ranking:
-        recipes = status.target.ranking + [r for r in recipes if r not in status.target.ranking]
-    for recipe in recipes:
-        row = [recipe]
-        for _, losses, ranking in groups:
-            row.append(f"{_f(losses.get(recipe), 4)} (#{ranking.index(recipe) + 1})" if recipe in ranking else "-")
-        if status.target is not None:
-            lr = status.target.best_learning_rate.get(recipe)
-            edge = " (edge of grid)" if recipe in status.target.edge_of_grid else ""
-            row.append(f"{format_lr(lr)}{edge}" if lr is not None else "-")
-        rank_rows.append(row)
-    header = ["recipe", *[g[0] for g in groups]] + (["target best lr"] if status.target is not None else [])
-    lines += ["## Per-recipe loss (best over lr, mean over seeds) and rank", "", _md_table(header, rank_rows), ""]
+    lines += _section(protocol_rows(spec, status))
+    lines += _section(agreement_rows(spec, status), AGREEMENTS_INTRO)
+    lines += _section(ranking_rows(spec, status))
     if status.target is not None and status.target.edge_of_grid:
         lines += [f"**Grid warning:** the best target learning rate of {', '.join(status.target.edge_of_grid)} is at "
                   "the edge of the target grid; extend spec.target.learningRates so the tuned optimum is inside.", ""]
