@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from proxyrank import stats
-from proxyrank.api import DONE_STATES, RecipeComparisonSpec, RecipeComparisonStatus, RunState
+from proxyrank.api import DONE_STATES, RecipeComparisonSpec, RecipeComparisonStatus, RunState, finite
 from proxyrank.embedded import COMPARISON_FILE, STATUS_FILE, load_reanalyzed_status
 from proxyrank.errors import EXIT_INVALID, EXIT_OK, UserError
 from proxyrank.planner import TARGET
@@ -36,105 +36,121 @@ def losses_by_lr_from_status(status: RecipeComparisonStatus, group: str) -> dict
     return stats.losses_by_lr(runs, group)
 
 
+def _reference_ranking(status: RecipeComparisonStatus) -> tuple[str | None, list[str]]:
+    """The reference the verdict compares against, and its ranking (empty while unknown)."""
+    reference = status.verdict.against if status.verdict is not None else None
+    if reference == TARGET and status.target is not None:
+        return reference, status.target.ranking
+    if reference:
+        return reference, next((p.ranking for p in status.protocols if p.name == reference), [])
+    return reference, []
+
+
+def _rank_scatter(plt: Any, status: RecipeComparisonStatus, out: Path) -> Image | None:
+    reference, ref_ranking = _reference_ranking(status)
+    compared = [p for p in status.protocols if p.name != reference and p.ranking and ref_ranking]
+    if not compared:
+        return None
+    fig, axes = plt.subplots(1, len(compared), figsize=(4 * len(compared), 4), squeeze=False)
+    for ax, p in zip(axes[0], compared, strict=True):
+        common = [r for r in p.ranking if r in ref_ranking]
+        x = [ref_ranking.index(r) + 1 for r in common]
+        y = [p.ranking.index(r) + 1 for r in common]
+        ax.scatter(x, y)
+        for r, xi, yi in zip(common, x, y, strict=True):
+            ax.annotate(r, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        n = max(len(ref_ranking), len(p.ranking))
+        ax.plot([1, n], [1, n], linestyle="--", color="grey", linewidth=0.8)
+        rho = p.agreement.spearman if p.agreement is not None else None
+        ax.set_title(f"{p.name} (Spearman {fmt(rho, 2)})")
+        ax.set_xlabel(f"{reference} rank")
+        ax.set_ylabel(f"{p.name} rank")
+        ax.invert_xaxis()
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(out / "rank_scatter.png", dpi=110)
+    plt.close(fig)
+    return "Proxy rank vs reference rank (1 = best; the dashed line is perfect agreement)", "rank_scatter.png"
+
+
+def _correlation_bars(plt: Any, spec: RecipeComparisonSpec, status: RecipeComparisonStatus, out: Path) -> Image | None:
+    with_agreement = [(p.name, p.agreement) for p in status.protocols
+                      if p.agreement is not None and p.agreement.spearman is not None]
+    if not with_agreement:
+        return None
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(with_agreement) + 2), 3.6))
+    values = [float(a.spearman or 0.0) for _, a in with_agreement]
+    lows, highs = [], []
+    for (_, a), v in zip(with_agreement, values, strict=True):
+        ci = a.spearman_ci
+        lo = ci.low if ci is not None and ci.low is not None else v
+        hi = ci.high if ci is not None and ci.high is not None else v
+        lows.append(max(0.0, v - lo))
+        highs.append(max(0.0, hi - v))
+    ax.bar([name for name, _ in with_agreement], values, yerr=[lows, highs], capsize=5, color="#4c72b0")
+    ax.axhline(spec.reliability.threshold, color="red", linestyle="--", linewidth=1,
+               label=f"threshold {spec.reliability.threshold:g}")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_ylabel(f"Spearman vs {_reference_ranking(status)[0]}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "correlation.png", dpi=110)
+    plt.close(fig)
+    return "Spearman correlation with the reference ranking, 95% bootstrap CI", "correlation.png"
+
+
+def _flip_brackets(ax: Any, by_lr: dict[float, dict[str, float]]) -> None:
+    """Shade the learning-rate brackets where recipe pairs flip order, with how many flip there."""
+    names, columns = stats.align_sweep(by_lr)
+    if len(names) < 2:
+        return
+    brackets: dict[tuple[float, float], int] = {}
+    for _, _, lo, hi in stats.flip_share(columns).flipped_pairs:
+        brackets[(lo, hi)] = brackets.get((lo, hi), 0) + 1
+    for (lo, hi), count in brackets.items():
+        ax.axvspan(lo, hi, color="orange", alpha=0.12)
+        ax.annotate(f"{count} flip{'s' * (count != 1)}", (math.sqrt(lo * hi), 1.0),
+                    xycoords=("data", "axes fraction"), ha="center", va="top", fontsize=8, color="darkorange")
+
+
+def _lr_curves(plt: Any, status: RecipeComparisonStatus, group: str, flip_share: float | None,
+               out: Path) -> Image | None:
+    by_lr = losses_by_lr_from_status(status, group)
+    if len(by_lr) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    lrs = sorted(by_lr)
+    for recipe in sorted({r for row in by_lr.values() for r in row}):
+        xs = [lr for lr in lrs if recipe in by_lr[lr] and finite(by_lr[lr][recipe]) is not None]
+        ax.plot(xs, [by_lr[lr][recipe] for lr in xs], marker="o", label=recipe, linewidth=1)
+    _flip_brackets(ax, by_lr)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("validation loss (mean over eval sets)")
+    ax.set_title(f"{group}: loss vs learning rate (flip share {fmt(flip_share, 2)})")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fname = f"lr_curves_{group}.png"
+    fig.savefig(out / fname, dpi=110)
+    plt.close(fig)
+    return f"{group}: loss vs learning rate per recipe; shaded brackets hold order flips", fname
+
+
 def _plots(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, out: Path) -> list[Image]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    images: list[Image] = []
-    reference = status.verdict.against if status.verdict is not None else None
-    ref_ranking: list[str] = []
-    if reference == TARGET and status.target is not None:
-        ref_ranking = status.target.ranking
-    elif reference:
-        ref_ranking = next((p.ranking for p in status.protocols if p.name == reference), [])
-
-    compared = [p for p in status.protocols if p.name != reference and p.ranking and ref_ranking]
-    if compared:
-        fig, axes = plt.subplots(1, len(compared), figsize=(4 * len(compared), 4), squeeze=False)
-        for ax, p in zip(axes[0], compared, strict=True):
-            common = [r for r in p.ranking if r in ref_ranking]
-            x = [ref_ranking.index(r) + 1 for r in common]
-            y = [p.ranking.index(r) + 1 for r in common]
-            ax.scatter(x, y)
-            for r, xi, yi in zip(common, x, y, strict=True):
-                ax.annotate(r, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-            n = max(len(ref_ranking), len(p.ranking))
-            ax.plot([1, n], [1, n], linestyle="--", color="grey", linewidth=0.8)
-            rho = p.agreement.spearman if p.agreement is not None else None
-            ax.set_title(f"{p.name} (Spearman {fmt(rho, 2)})")
-            ax.set_xlabel(f"{reference} rank")
-            ax.set_ylabel(f"{p.name} rank")
-            ax.invert_xaxis()
-            ax.invert_yaxis()
-        fig.tight_layout()
-        fig.savefig(out / "rank_scatter.png", dpi=110)
-        plt.close(fig)
-        images.append(("Proxy rank vs reference rank (1 = best; the dashed line is perfect agreement)",
-                       "rank_scatter.png"))
-
-    with_agreement = [p for p in status.protocols if p.agreement is not None and p.agreement.spearman is not None]
-    if with_agreement:
-        fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(with_agreement) + 2), 3.6))
-        names = [p.name for p in with_agreement]
-        values = [float(p.agreement.spearman or 0.0) for p in with_agreement if p.agreement is not None]
-        lows, highs = [], []
-        for p, v in zip(with_agreement, values, strict=True):
-            ci = p.agreement.spearman_ci if p.agreement is not None else None
-            lo = ci.low if ci is not None and ci.low is not None else v
-            hi = ci.high if ci is not None and ci.high is not None else v
-            lows.append(max(0.0, (v or 0.0) - (lo or 0.0)))
-            highs.append(max(0.0, (hi or 0.0) - (v or 0.0)))
-        ax.bar(names, values, yerr=[lows, highs], capsize=5, color="#4c72b0")
-        ax.axhline(spec.reliability.threshold, color="red", linestyle="--", linewidth=1,
-                   label=f"threshold {spec.reliability.threshold:g}")
-        ax.set_ylim(-1.05, 1.05)
-        ax.set_ylabel(f"Spearman vs {reference}")
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "correlation.png", dpi=110)
-        plt.close(fig)
-        images.append(("Spearman correlation with the reference ranking, 95% bootstrap CI", "correlation.png"))
-
-    sweeps: list[tuple[str, Any]] = [(p.name, p) for p in spec.proxy.protocols if p.is_sweep]
+    images = [_rank_scatter(plt, status, out), _correlation_bars(plt, spec, status, out)]
+    flip_shares = {p.name: p.flip_share for p in status.protocols}
+    if status.target is not None:
+        flip_shares[TARGET] = status.target.flip_share
+    sweeps = [p.name for p in spec.proxy.protocols if p.is_sweep]
     if spec.target is not None and len(spec.target.rates) > 1:
-        sweeps.append((TARGET, spec.target))
-    for group, _ in sweeps:
-        by_lr = losses_by_lr_from_status(status, group)
-        if len(by_lr) < 2:
-            continue
-        names, columns = stats.align_sweep(by_lr)
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        lrs = sorted(by_lr)
-        for recipe in sorted({r for row in by_lr.values() for r in row}):
-            xs = [lr for lr in lrs if recipe in by_lr[lr] and math.isfinite(by_lr[lr][recipe])]
-            ys = [by_lr[lr][recipe] for lr in xs]
-            ax.plot(xs, ys, marker="o", label=recipe, linewidth=1)
-        if len(names) >= 2:
-            report = stats.flip_share(columns)
-            brackets: dict[tuple[float, float], int] = {}
-            for _, _, lo, hi in report.flipped_pairs:
-                brackets[(lo, hi)] = brackets.get((lo, hi), 0) + 1
-            for (lo, hi), count in brackets.items():
-                mid = math.sqrt(lo * hi)
-                ax.axvspan(lo, hi, color="orange", alpha=0.12)
-                ax.annotate(f"{count} flip{'s' * (count != 1)}", (mid, 1.0), xycoords=("data", "axes fraction"),
-                            ha="center", va="top", fontsize=8, color="darkorange")
-            share = fmt(report.share, 2)
-        else:
-            share = "-"
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
-        ax.set_ylabel("validation loss (mean over eval sets)")
-        ax.set_title(f"{group}: loss vs learning rate (flip share {share})")
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        fname = f"lr_curves_{group}.png"
-        fig.savefig(out / fname, dpi=110)
-        plt.close(fig)
-        images.append((f"{group}: loss vs learning rate per recipe; shaded brackets hold order flips", fname))
-    return images
+        sweeps.append(TARGET)
+    images += [_lr_curves(plt, status, group, flip_shares.get(group), out) for group in sweeps]
+    return [image for image in images if image is not None]
 
 
 def _section(rows: Rows | None, *intro: str) -> list[str]:
