@@ -4,13 +4,21 @@ Each subcommand lives in the module that owns the behaviour, which exposes ``reg
 command's parser and sets ``handler`` (a function of the parsed arguments returning the exit code). This file only
 calls the registrations and maps errors to exit codes in one place (:func:`main`), so user errors never surface as
 tracebacks.
+
+The workstation tooling (``proxyrank data``, ``proxyrank theory``) is not part of this package: it lives in
+``proxyrank_lab``, which the operator image leaves out. It is found through the ``proxyrank.commands`` entry points
+(declared in pyproject.toml) and never imported by name here; a missing package becomes a command that says which
+extra to install.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 from proxyrank import commands, crd, embedded, operator_main, report
 from proxyrank.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, UserError
@@ -18,6 +26,30 @@ from proxyrank.validation import SpecError
 
 # In the order `proxyrank --help` lists them.
 BUILTIN_COMMANDS = (commands.register, embedded.register, report.register, crd.register, operator_main.register)
+
+ENTRY_POINT_GROUP = "proxyrank.commands"
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A command of this distribution that lives outside the operator package."""
+
+    name: str
+    target: str  # the entry point's value, "module:register"
+    extra: str  # `pip install 'proxyrank[extra]'` brings the package's dependencies
+    help: str  # shown by `proxyrank --help` when the package is missing
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install 'proxyrank[{self.extra}]'"
+
+
+# After the built-in commands, in this order. pyproject.toml declares the same targets as entry points (a test checks
+# that); the table is what a checkout whose installed metadata predates them falls back on.
+TOOLS = (
+    Tool("data", "proxyrank_lab.data.cli:register", "data", "tokenize text, train a tokenizer, build demo recipes"),
+    Tool("theory", "proxyrank_lab.theory.cli:register", "theory", "simulations of the paper's theory"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,14 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in BUILTIN_COMMANDS:
         register(sub)
-
-    from proxyrank.datatools.cli import register as register_data
-
-    register_data(sub)
-
-    from proxyrank.theory.cli import register as register_theory
-
-    register_theory(sub)
+    register_plugins(sub)
     return parser
 
 
@@ -53,6 +78,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# commands from entry points
+
+
+def installed_entry_points() -> list[EntryPoint]:
+    """The ``proxyrank.commands`` entry points of the installed distributions (tests replace this)."""
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
+def register_plugins(sub: Any) -> None:
+    """Register the known tools, then any other ``proxyrank.commands`` entry point (sorted by name).
+
+    A known tool whose entry point is not in the installed metadata (an editable install from before the entry points
+    existed) is loaded from its known target. An entry point that fails to load, or names a built-in command, never
+    breaks the other commands: the first becomes a command that explains, the second is ignored.
+    """
+    found = {ep.name: ep for ep in installed_entry_points()}
+    for tool in TOOLS:
+        ep = found.pop(tool.name, None) or EntryPoint(tool.name, tool.target, ENTRY_POINT_GROUP)
+        _register_entry_point(sub, ep, tool)
+    for name in sorted(set(found) - set(sub.choices)):
+        _register_entry_point(sub, found[name], None)
+
+
+def _register_entry_point(sub: Any, ep: EntryPoint, tool: Tool | None) -> None:
+    try:
+        register = ep.load()
+    except Exception as exc:
+        module = ep.value.split(":", 1)[0]
+        missing = getattr(exc, "name", None)
+        if tool is not None and isinstance(exc, ImportError) and missing and f"{module}.".startswith(f"{missing}."):
+            package = module.split(".", 1)[0]
+            _register_unavailable(sub, ep.name, f"{tool.help} [not installed: {tool.install_hint}]",
+                                  f"`proxyrank {ep.name}` is not installed here: the {package} package is missing "
+                                  f"(the operator image leaves it out). Install it with {tool.install_hint}")
+        else:
+            hint = f"; {tool.install_hint} may fix it" if tool is not None else ""
+            _register_unavailable(sub, ep.name, f"{tool.help if tool else ep.value} [could not be loaded]",
+                                  f"`proxyrank {ep.name}` could not be loaded from {ep.value} "
+                                  f"({type(exc).__name__}: {exc}){hint}")
+        return
+    register(sub)
+
+
+def _register_unavailable(sub: Any, name: str, help_line: str, reason: str) -> None:
+    """A command that only explains why it is not available (exit code 2), whatever arguments it is given."""
+    # no options (not even --help): every argument, dashed or not, lands in `args` and the handler explains
+    p = sub.add_parser(name, help=help_line, add_help=False, prefix_chars="\0")
+    p.add_argument("args", nargs="*")
+    p.set_defaults(handler=_raise(reason))
+
+
+def _raise(reason: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        raise UserError(reason)
+
+    return handler
 
 
 if __name__ == "__main__":
