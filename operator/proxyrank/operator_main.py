@@ -7,7 +7,6 @@ handlers module is imported; everything else is configured in :func:`proxyrank.h
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 from typing import Any
@@ -49,6 +48,8 @@ def load_kubernetes_config() -> None:
 def cmd_operator(namespaces: list[str], *, peering: str | None, metrics_port: int, health_port: int,
                  log_format: str, verbose: bool, interval: float) -> int:
     os.environ["PROXYRANK_RECONCILE_INTERVAL"] = str(interval)
+    import asyncio  # with kopf: loaded only by this command, not by every `proxyrank` invocation
+
     import kopf
 
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN)
