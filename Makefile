@@ -1,6 +1,6 @@
 # proxyrank: two commands for a fresh machine.
 #   make demo   installs into .venv, builds the demo recipes from offline corpora, runs examples/demo.yaml, reports
-#   make test   installs (project + test tools), then ruff, mypy and every test
+#   make test   installs (project + test tools), then ruff, import-linter, mypy and every test
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -31,8 +31,11 @@ $(TOOLS)/helm:
 $(TOOLS)/promtool:
 	scripts/get-promtool.sh $(TOOLS)
 
+# ruff, then the architecture contracts in pyproject.toml [tool.importlinter] (layers, the pure core, what may import
+# what), checked on this checkout's sources whatever the venv's editable install points at.
 lint: install
 	$(BIN)/ruff check operator trainer_image tests bench scripts
+	PYTHONPATH="$(CURDIR)/operator:$(CURDIR)/trainer_image" $(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy
@@ -70,4 +73,4 @@ images:
 	docker build -f trainer_image/Dockerfile -t proxyrank-trainer:dev .
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .grimp_cache

@@ -1,16 +1,55 @@
 """The ``proxyrank`` command line. Exit codes: 0 ok, 1 runtime failure, 2 invalid input.
 
-Each subcommand lives in the module that owns the behaviour; this file only parses arguments and maps errors to
-exit codes, so user errors never surface as tracebacks.
+Each subcommand lives in the module that owns the behaviour, which exposes ``register(subparsers)``: it adds the
+command's parser and sets ``handler`` (a function of the parsed arguments returning the exit code). This file only
+calls the registrations and maps errors to exit codes in one place (:func:`main`), so user errors never surface as
+tracebacks.
+
+The workstation tooling (``proxyrank data``, ``proxyrank theory``) is not part of this package: it lives in
+``proxyrank_lab``, which the operator image leaves out. It is found through the ``proxyrank.commands`` entry points
+(declared in pyproject.toml) and never imported by name here; a missing package becomes a command that says which
+extra to install.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
+from proxyrank import commands, crd, embedded, operator_main, report
 from proxyrank.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, UserError
+from proxyrank.validation import SpecError
+
+# In the order `proxyrank --help` lists them.
+BUILTIN_COMMANDS = (commands.register, embedded.register, report.register, crd.register, operator_main.register)
+
+ENTRY_POINT_GROUP = "proxyrank.commands"
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A command of this distribution that lives outside the operator package."""
+
+    name: str
+    target: str  # the entry point's value, "module:register"
+    extra: str  # `pip install 'proxyrank[extra]'` brings the package's dependencies
+    help: str  # shown by `proxyrank --help` when the package is missing
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install 'proxyrank[{self.extra}]'"
+
+
+# After the built-in commands, in this order. pyproject.toml declares the same targets as entry points (a test checks
+# that); the table is what a checkout whose installed metadata predates them falls back on.
+TOOLS = (
+    Tool("data", "proxyrank_lab.data.cli:register", "data", "tokenize text, train a tokenizer, build demo recipes"),
+    Tool("theory", "proxyrank_lab.theory.cli:register", "theory", "simulations of the paper's theory"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,52 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="proxyrank", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"proxyrank {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("validate", help="check a RecipeComparison file; exit 2 with the field path if invalid")
-    p.add_argument("file")
-
-    p = sub.add_parser("plan", help="expand a RecipeComparison into its training runs")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
-
-    p = sub.add_parser("run", help="run a comparison on this machine (TorchX local_cwd); resumable")
-    p.add_argument("file")
-    p.add_argument("--workdir", help="work directory (default: runs/<name>); rerun on it to resume")
-    p.add_argument("--parallel", type=int, help="runs at once (overrides spec.policy.parallelism)")
-    p.add_argument("--poll", type=float, default=1.0, help="seconds between reconcile passes")
-
-    p = sub.add_parser("report", help="write report.md and PNG plots for a work directory")
-    p.add_argument("workdir")
-    p.add_argument("--out", help="output directory (default: the work directory)")
-
-    sub.add_parser("crd", help="print the generated CustomResourceDefinition YAML")
-
-    p = sub.add_parser("operator", help="run the Kubernetes operator (Kopf)")
-    p.add_argument("--namespace", action="append", default=[], metavar="NS",
-                   help="watch this namespace (repeatable); none = all namespaces")
-    p.add_argument("--peering", metavar="NAME", help="use Kopf peering with this name (default: standalone)")
-    p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0 = off)")
-    p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port, path /healthz (0 = off)")
-    p.add_argument("--log-format", choices=["plain", "json"], default="plain")
-    p.add_argument("--verbose", action="store_true")
-    p.add_argument("--reconcile-interval", type=float, default=15.0, metavar="SECONDS",
-                   help="seconds between reconcile passes of a running comparison")
-
-    from proxyrank.datatools.cli import register as register_data
-
-    register_data(sub)
-
-    from proxyrank.theory.cli import register as register_theory
-
-    register_theory(sub)
+    for register in BUILTIN_COMMANDS:
+        register(sub)
+    register_plugins(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Parse ``argv``, run the command's handler, and map errors to exit codes (messages on stderr)."""
+    args = build_parser().parse_args(argv)
     try:
-        return int(_dispatch(args) or EXIT_OK)
+        return int(args.handler(args) or EXIT_OK)
+    except SpecError as exc:  # an invalid RecipeComparison: its own header and one line per problem
+        print(str(exc), file=sys.stderr)
+        return EXIT_INVALID
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -73,40 +80,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _dispatch(args: argparse.Namespace) -> int | None:
-    if args.command == "validate":
-        from proxyrank.commands import cmd_validate
+# ----------------------------------------------------------------------------------------------------------------------
+# commands from entry points
 
-        return cmd_validate(args.file)
-    if args.command == "plan":
-        from proxyrank.commands import cmd_plan
 
-        return cmd_plan(args.file, as_json=args.json)
-    if args.command == "run":
-        from proxyrank.embedded import cmd_run
+def installed_entry_points() -> list[EntryPoint]:
+    """The ``proxyrank.commands`` entry points of the installed distributions (tests replace this)."""
+    return list(entry_points(group=ENTRY_POINT_GROUP))
 
-        if args.parallel is not None and args.parallel < 1:
-            raise UserError("--parallel must be >= 1")
-        return cmd_run(args.file, args.workdir, args.parallel, args.poll)
-    if args.command == "report":
-        from proxyrank.report import cmd_report
 
-        return cmd_report(args.workdir, args.out)
-    if args.command == "operator":
-        from proxyrank.operator_main import cmd_operator
+def register_plugins(sub: Any) -> None:
+    """Register the known tools, then any other ``proxyrank.commands`` entry point (sorted by name).
 
-        return cmd_operator(args.namespace, peering=args.peering, metrics_port=args.metrics_port,
-                            health_port=args.health_port, log_format=args.log_format, verbose=args.verbose,
-                            interval=args.reconcile_interval)
-    if args.command == "crd":
-        from proxyrank.crd import crd_yaml
+    A known tool whose entry point is not in the installed metadata (an editable install from before the entry points
+    existed) is loaded from its known target. An entry point that fails to load, or names a built-in command, never
+    breaks the other commands: the first becomes a command that explains, the second is ignored.
+    """
+    found = {ep.name: ep for ep in installed_entry_points()}
+    for tool in TOOLS:
+        ep = found.pop(tool.name, None) or EntryPoint(tool.name, tool.target, ENTRY_POINT_GROUP)
+        _register_entry_point(sub, ep, tool)
+    for name in sorted(set(found) - set(sub.choices)):
+        _register_entry_point(sub, found[name], None)
 
-        sys.stdout.write(crd_yaml())
-        return EXIT_OK
-    handler = getattr(args, "handler", None)
-    if handler is not None:
-        return int(handler(args) or EXIT_OK)
-    raise UserError(f"unknown command {args.command!r}")
+
+def _register_entry_point(sub: Any, ep: EntryPoint, tool: Tool | None) -> None:
+    try:
+        register = ep.load()
+    except Exception as exc:
+        module = ep.value.split(":", 1)[0]
+        missing = getattr(exc, "name", None)
+        if tool is not None and isinstance(exc, ImportError) and missing and f"{module}.".startswith(f"{missing}."):
+            package = module.split(".", 1)[0]
+            _register_unavailable(sub, ep.name, f"{tool.help} [not installed: {tool.install_hint}]",
+                                  f"`proxyrank {ep.name}` is not installed here: the {package} package is missing "
+                                  f"(the operator image leaves it out). Install it with {tool.install_hint}")
+        else:
+            hint = f"; {tool.install_hint} may fix it" if tool is not None else ""
+            _register_unavailable(sub, ep.name, f"{tool.help if tool else ep.value} [could not be loaded]",
+                                  f"`proxyrank {ep.name}` could not be loaded from {ep.value} "
+                                  f"({type(exc).__name__}: {exc}){hint}")
+        return
+    register(sub)
+
+
+def _register_unavailable(sub: Any, name: str, help_line: str, reason: str) -> None:
+    """A command that only explains why it is not available (exit code 2), whatever arguments it is given."""
+    # no options (not even --help): every argument, dashed or not, lands in `args` and the handler explains
+    p = sub.add_parser(name, help=help_line, add_help=False, prefix_chars="\0")
+    p.add_argument("args", nargs="*")
+    p.set_defaults(handler=_raise(reason))
+
+
+def _raise(reason: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        raise UserError(reason)
+
+    return handler
 
 
 if __name__ == "__main__":

@@ -1,28 +1,46 @@
-"""Implementations of the ``validate`` and ``plan`` commands (argument parsing lives in :mod:`proxyrank.cli`)."""
+"""The ``validate`` and ``plan`` commands: their parsers (:func:`register`) and implementations.
+
+An invalid file raises :class:`~proxyrank.validation.SpecError`, which :func:`proxyrank.cli.main` prints and turns
+into exit code 2.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from proxyrank.errors import EXIT_INVALID, EXIT_OK
+from proxyrank.errors import EXIT_OK
 from proxyrank.planner import Plan, format_lr, local_uid, plan_runs
-from proxyrank.validation import SpecError, load_comparison
+from proxyrank.validation import load_comparison
 
 
-def _print_spec_error(exc: SpecError) -> int:
-    print(str(exc), file=sys.stderr)
-    return EXIT_INVALID
+def register(sub: Any) -> None:
+    """Add ``validate`` and ``plan`` to the CLI's subparsers (see :func:`proxyrank.cli.build_parser`)."""
+    p = sub.add_parser("validate", help="check a RecipeComparison file; exit 2 with the field path if invalid")
+    p.add_argument("file")
+    p.set_defaults(handler=_validate)
+
+    p = sub.add_parser("plan", help="expand a RecipeComparison into its training runs")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(handler=_plan)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    return cmd_validate(args.file)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    return cmd_plan(args.file, as_json=args.json)
 
 
 def cmd_validate(path: str) -> int:
-    try:
-        obj = load_comparison(path)
-    except SpecError as exc:
-        return _print_spec_error(exc)
+    obj = load_comparison(path)
     spec = obj.spec
     n_runs = len(plan_runs(spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name)).runs)
     print(f"{path}: valid RecipeComparison {obj.metadata.name!r}: {len(spec.recipes)} recipes, "
@@ -51,10 +69,7 @@ def render_plan(plan: Plan, console: Console) -> None:
 
 
 def cmd_plan(path: str, *, as_json: bool = False) -> int:
-    try:
-        obj = load_comparison(path)
-    except SpecError as exc:
-        return _print_spec_error(exc)
+    obj = load_comparison(path)
     plan = plan_runs(obj.spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name))
     if as_json:
         json.dump(plan.to_json(), sys.stdout, indent=2)

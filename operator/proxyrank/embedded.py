@@ -27,7 +27,7 @@ from rich.text import Text
 from proxyrank.analysis import analyze
 from proxyrank.api import Phase, RecipeComparison, RecipeComparisonSpec, RecipeComparisonStatus, RunState
 from proxyrank.driver import reconcile_and_apply
-from proxyrank.errors import EXIT_FAILURE, EXIT_INVALID, EXIT_OK, UserError
+from proxyrank.errors import EXIT_FAILURE, EXIT_OK, UserError
 from proxyrank.launchers.base import ComparisonRef, Launcher
 from proxyrank.launchers.local import LocalLauncher
 from proxyrank.planner import format_lr, local_uid, plan_runs
@@ -258,11 +258,7 @@ MAX_SUMMARY_WIDTH = 400
 
 
 def cmd_run(path: str, workdir: str | None, parallel: int | None, poll: float) -> int:
-    try:
-        obj = load_comparison(path)
-    except SpecError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_INVALID
+    obj = load_comparison(path)  # a SpecError becomes exit code 2 in proxyrank.cli.main
     wd = Path(workdir) if workdir else Path("runs") / obj.metadata.name
     status = run_comparison(obj, wd, parallel=parallel, poll_seconds=poll, console=Console(stderr=True))
     tables = summary_tables(obj.spec, status)
@@ -277,3 +273,19 @@ def cmd_run(path: str, workdir: str | None, parallel: int | None, poll: float) -
         console.print(f"verdict: {status.verdict.message}", highlight=False)
     console.print(f"status: {wd / STATUS_FILE}   report: proxyrank report {wd}")
     return EXIT_OK if status.phase == Phase.succeeded else EXIT_FAILURE
+
+
+def register(sub: Any) -> None:
+    """Add ``proxyrank run`` to the CLI's subparsers (see :func:`proxyrank.cli.build_parser`)."""
+    p = sub.add_parser("run", help="run a comparison on this machine (TorchX local_cwd); resumable")
+    p.add_argument("file")
+    p.add_argument("--workdir", help="work directory (default: runs/<name>); rerun on it to resume")
+    p.add_argument("--parallel", type=int, help="runs at once (overrides spec.policy.parallelism)")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between reconcile passes")
+
+    def handler(args: Any) -> int:
+        if args.parallel is not None and args.parallel < 1:
+            raise UserError("--parallel must be >= 1")
+        return cmd_run(args.file, args.workdir, args.parallel, args.poll)
+
+    p.set_defaults(handler=handler)

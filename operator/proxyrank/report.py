@@ -11,17 +11,16 @@ written by an older proxyrank still reports what its runs say.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 from proxyrank import stats
 from proxyrank.api import DONE_STATES, RecipeComparisonSpec, RecipeComparisonStatus, RunState, finite
 from proxyrank.embedded import COMPARISON_FILE, STATUS_FILE, load_reanalyzed_status
-from proxyrank.errors import EXIT_INVALID, EXIT_OK, UserError
+from proxyrank.errors import EXIT_OK, UserError
 from proxyrank.planner import TARGET
 from proxyrank.summary import Rows, agreement_rows, fmt, markdown_table, protocol_rows, ranking_rows
-from proxyrank.validation import SpecError, load_comparison
+from proxyrank.validation import load_comparison
 
 AGREEMENTS_INTRO = ("Cross-scale: the same learning rate at proxy and target scale. Within scale: the judged protocol "
                     "vs the proxy-scale tuned sweep. End to end: the judged protocol vs the tuned target. They can "
@@ -190,13 +189,17 @@ def cmd_report(workdir: str, out: str | None) -> int:
     if not (wd / COMPARISON_FILE).exists() or not (wd / STATUS_FILE).exists():
         raise UserError(f"{wd} is not a proxyrank work directory (needs {COMPARISON_FILE} and {STATUS_FILE}; "
                         "create one with `proxyrank run FILE --workdir DIR`)")
-    try:
-        obj = load_comparison(wd / COMPARISON_FILE)
-    except SpecError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_INVALID
+    obj = load_comparison(wd / COMPARISON_FILE)  # a SpecError becomes exit code 2 in proxyrank.cli.main
     status = load_reanalyzed_status(wd, obj.spec)
     assert status is not None
     path = build_report(obj.spec, obj.metadata.name, status, Path(out) if out else wd)
     print(f"wrote {path}")
     return EXIT_OK
+
+
+def register(sub: Any) -> None:
+    """Add ``proxyrank report`` to the CLI's subparsers (see :func:`proxyrank.cli.build_parser`)."""
+    p = sub.add_parser("report", help="write report.md and PNG plots for a work directory")
+    p.add_argument("workdir")
+    p.add_argument("--out", help="output directory (default: the work directory)")
+    p.set_defaults(handler=lambda args: cmd_report(args.workdir, args.out))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from datafixtures import VOCAB, FakeRegistry, demo_corpus_docs
 
-from proxyrank.datatools.corpora import LEXICON_PATH, LEXICON_PKG, CorpusStore, InMemoryCorpus
-from proxyrank.datatools.fetch import PackageCache
+from proxyrank_lab.data.corpora import LEXICON_PATH, LEXICON_PKG, CorpusStore, InMemoryCorpus
+from proxyrank_lab.data.fetch import PackageCache
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from proxyrank.datatools.corpora import SOURCES
-from proxyrank.datatools.documents import Document
+from proxyrank_lab.data.corpora import SOURCES
+from proxyrank_lab.data.documents import Document
 
 _VOCAB_TEXT = ("the people of this nation have built a government that serves them well and the river runs past old "
          "houses where children read books about history science music and art every morning before school while "

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from datafixtures import FakeRegistry
 
-from proxyrank.datatools.corpora import (
+from proxyrank_lab.data.corpora import (
     BROWN_PKG,
     FORTUNES_PKG,
     PYTHON_STDLIB_PKG,
@@ -28,7 +28,7 @@ from proxyrank.datatools.corpora import (
     email_body,
     sword_entries,
 )
-from proxyrank.datatools.documents import (
+from proxyrank_lab.data.documents import (
     Document,
     chunk_text,
     clean_text,
@@ -36,7 +36,7 @@ from proxyrank.datatools.documents import (
     is_held_out,
     stable_hash,
 )
-from proxyrank.datatools.fetch import FetchError, PackageCache, PackageRef, Registry, run_command
+from proxyrank_lab.data.fetch import FetchError, PackageCache, PackageRef, Registry, run_command
 
 # ---------------------------------------------------------------------------------------------------------------
 # fetch

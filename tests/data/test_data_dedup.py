@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from datafixtures import prose
 
-from proxyrank.datatools.dedup import (
+from proxyrank_lab.data.dedup import (
     MinHasher,
     PlantPlan,
     exact_duplicates,
@@ -16,7 +16,7 @@ from proxyrank.datatools.dedup import (
     near_variant,
     plant_duplicates,
 )
-from proxyrank.datatools.documents import Document
+from proxyrank_lab.data.documents import Document
 
 
 def distinct_texts(n: int, seed: int = 0, words: tuple[int, int] = (80, 400)) -> list[str]:

@@ -12,12 +12,12 @@ import pytest
 from datafixtures import VOCAB, FakeRegistry, demo_corpus_docs
 
 from proxyrank.cli import main
-from proxyrank.datatools import fetch
-from proxyrank.datatools.corpora import LEXICON_PATH, LEXICON_PKG, CorpusStore
-from proxyrank.datatools.demo import MIN_DEMO_RECIPES, build_demo
-from proxyrank.datatools.fetch import PackageCache
-from proxyrank.datatools.recipes import DEMO_EVAL_SETS, DEMO_RECIPES, BuildContext
-from proxyrank.datatools.tokenize import ByteTokenizer
+from proxyrank_lab.data import fetch
+from proxyrank_lab.data.corpora import LEXICON_PATH, LEXICON_PKG, CorpusStore
+from proxyrank_lab.data.demo import MIN_DEMO_RECIPES, build_demo
+from proxyrank_lab.data.fetch import PackageCache
+from proxyrank_lab.data.recipes import DEMO_EVAL_SETS, DEMO_RECIPES, BuildContext
+from proxyrank_lab.data.tokenize import ByteTokenizer
 from proxyrank_trainer.shards import TokenSource
 
 ARGS = ["--tokens-per-recipe", "3000", "--eval-tokens", "500"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from datafixtures import VOCAB, make_docs, prose
 
-from proxyrank.datatools.quality import (
+from proxyrank_lab.data.quality import (
     BOILERPLATE,
     LOOSE,
     STRICT,

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from datafixtures import VOCAB, make_docs
 
-from proxyrank.datatools.corpora import SOURCES, InMemoryCorpus
-from proxyrank.datatools.dedup import exact_duplicates
-from proxyrank.datatools.documents import Document, is_held_out
-from proxyrank.datatools.quality import LOOSE, STRICT, score_text
-from proxyrank.datatools.recipes import (
+from proxyrank_lab.data.corpora import SOURCES, InMemoryCorpus
+from proxyrank_lab.data.dedup import exact_duplicates
+from proxyrank_lab.data.documents import Document, is_held_out
+from proxyrank_lab.data.quality import LOOSE, STRICT, score_text
+from proxyrank_lab.data.recipes import (
     DEMO_EVAL_SETS,
     DEMO_RECIPES,
     BuildContext,
@@ -28,7 +28,7 @@ from proxyrank.datatools.recipes import (
     build_recipe,
     select_recipe_pieces,
 )
-from proxyrank.datatools.tokenize import ByteTokenizer
+from proxyrank_lab.data.tokenize import ByteTokenizer
 from proxyrank_trainer.shards import TokenSource, read_manifest
 
 SPEC_BY_NAME = {r.name: r for r in DEMO_RECIPES}

@@ -12,7 +12,7 @@ import pytest
 from datafixtures import prose
 
 from proxyrank.cli import main
-from proxyrank.datatools.tokenize import ByteTokenizer, staged_output
+from proxyrank_lab.data.tokenize import ByteTokenizer, staged_output
 from proxyrank_trainer.shards import TokenSource, read_manifest
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from proxyrank.cli import main
-from proxyrank.theory import rf
+from proxyrank_lab.theory import rf
 
 TINY = rf.RFConfig(n_datasets=5, input_dim=6, n_train=64, n_val=96, proxy_width=48, target_width=256,
                    lr_multipliers=(0.01, 0.3, 3.0), steps=(5, 50), repeats=2, seed=3)
@@ -198,7 +198,7 @@ def test_cli_unparsable_args_exit_2(bad: list[str]) -> None:
 
 
 def test_cli_module_does_not_import_numpy() -> None:
-    """The operator image has no numpy and ``proxyrank.cli`` imports the theory CLI at startup."""
+    """``proxyrank.cli`` loads the theory CLI (entry point) to build the parser of every command, numpy or not."""
     import subprocess
     import sys
 

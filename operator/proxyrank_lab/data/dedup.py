@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from pydantic.alias_generators import to_camel
 
-from proxyrank.datatools.documents import Document, stable_hash
+from proxyrank_lab.data.documents import Document, stable_hash
 
 _WS = re.compile(r"\s+")
 _WORD = re.compile(r"[a-z0-9]+")

@@ -1,7 +1,8 @@
 """``proxyrank theory ...``: simulations that check the paper's theory.
 
-Only argparse and the standard library are imported here, because ``proxyrank.cli`` imports this module at startup
-and the operator image has no numpy; the simulation (``proxyrank.theory.rf``, numpy) loads when the command runs.
+Only argparse and the standard library are imported here, because ``proxyrank.cli`` loads this module (entry point
+``proxyrank.commands: theory``) to build its parser for every command, numpy or not; the simulation
+(``proxyrank_lab.theory.rf``, numpy) loads when the command runs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from proxyrank.errors import EXIT_OK, UserError
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from proxyrank.theory.rf import Agreements, RFConfig, RFResult
+    from proxyrank_lab.theory.rf import Agreements, RFConfig, RFResult
 
 _FACTORS = ("shift", "scale", "noise")  # mirrors rf.FACTORS without importing numpy
 _INFINITE = ("inf", "infinite", "kernel")
@@ -71,10 +72,10 @@ def _width(text: str) -> int | None:
 def config_from_args(args: argparse.Namespace) -> RFConfig:
     """Build and validate the simulation config; every problem is a ``UserError`` (exit code 2)."""
     try:
-        from proxyrank.theory import rf
+        from proxyrank_lab.theory import rf
     except ModuleNotFoundError as exc:
         if exc.name == "numpy":
-            raise UserError("`proxyrank theory rf` needs numpy: pip install 'proxyrank[trainer]'") from None
+            raise UserError("`proxyrank theory rf` needs numpy: pip install 'proxyrank[theory]'") from None
         raise
     proxy, target = (_width(w) for w in args.widths)
     cfg = rf.RFConfig(
@@ -112,7 +113,7 @@ def _single_threaded_blas() -> None:
 def cmd_rf(args: argparse.Namespace) -> int:
     _single_threaded_blas()
     cfg = config_from_args(args)
-    from proxyrank.theory import rf
+    from proxyrank_lab.theory import rf
 
     result = rf.simulate(cfg)
     agr = rf.agreements(result)

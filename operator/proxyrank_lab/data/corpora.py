@@ -30,9 +30,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Protocol
 
-from proxyrank.datatools.documents import CLEAN_VERSION, Document, finish_documents, read_jsonl, write_jsonl
-from proxyrank.datatools.fetch import FetchedPackage, PackageCache, PackageRef, Registry
-from proxyrank.datatools.quality import Lexicon, load_lexicon_file
+from proxyrank_lab.data.documents import CLEAN_VERSION, Document, finish_documents, read_jsonl, write_jsonl
+from proxyrank_lab.data.fetch import FetchedPackage, PackageCache, PackageRef, Registry
+from proxyrank_lab.data.quality import Lexicon, load_lexicon_file
 
 # ---------------------------------------------------------------------------------------------------------------
 # Packages (npm and PyPI pinned; Debian unpinned because security updates replace old versions: the fetched

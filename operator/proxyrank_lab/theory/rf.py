@@ -37,8 +37,8 @@ training residual after ``t`` steps is ``U diag((1 - eta l)^t) U^T y`` and the v
 is what makes a full lr x T grid over several worlds fit in seconds. The result is exactly what ``T`` GD steps
 produce (tested against an explicit loop).
 
-numpy is imported at module level here on purpose: ``proxyrank.theory.cli`` imports this module only when the
-command runs, so the operator image (no numpy) never loads it.
+numpy is imported at module level here on purpose: ``proxyrank_lab.theory.cli`` imports this module only when the
+command runs, so building the ``proxyrank`` parser never loads numpy.
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proxyrank.datatools.corpora import SourceError
-from proxyrank.datatools.fetch import FetchError
-from proxyrank.datatools.recipes import (
+from proxyrank_lab.data.corpora import SourceError
+from proxyrank_lab.data.fetch import FetchError
+from proxyrank_lab.data.recipes import (
     DEMO_EVAL_SETS,
     DEMO_RECIPES,
     BuildContext,

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from proxyrank.datatools.documents import Document, clean_text
+from proxyrank_lab.data.documents import Document, clean_text
 from proxyrank_trainer.shards import DEFAULT_SHARD_TOKENS, MANIFEST, Manifest, ShardWriter
 
 EOS_TEXT = "<|endoftext|>"

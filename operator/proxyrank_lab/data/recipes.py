@@ -33,11 +33,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from proxyrank.datatools.corpora import CorpusResources, SourceInfo
-from proxyrank.datatools.dedup import PlantPlan, exact_duplicates, near_duplicates, plant_duplicates
-from proxyrank.datatools.documents import Document, is_held_out, stable_hash
-from proxyrank.datatools.quality import LOOSE, STRICT, QualityThresholds, corrupt, score_text
-from proxyrank.datatools.tokenize import Tokenizer, staged_output
+from proxyrank_lab.data.corpora import CorpusResources, SourceInfo
+from proxyrank_lab.data.dedup import PlantPlan, exact_duplicates, near_duplicates, plant_duplicates
+from proxyrank_lab.data.documents import Document, is_held_out, stable_hash
+from proxyrank_lab.data.quality import LOOSE, STRICT, QualityThresholds, corrupt, score_text
+from proxyrank_lab.data.tokenize import Tokenizer, staged_output
 from proxyrank_trainer.shards import Manifest, ShardWriter
 
 BUILDER_VERSION = 2
@@ -130,7 +130,7 @@ class Step(Protocol):
 
 @dataclass(frozen=True)
 class Corrupt:
-    """Seeded synthetic degradation of every document (see :func:`proxyrank.datatools.quality.corrupt`)."""
+    """Seeded synthetic degradation of every document (see :func:`proxyrank_lab.data.quality.corrupt`)."""
     p: float
     kind: str = field(default="corrupt", init=False)
     uses_lexicon: bool = field(default=False, init=False)

@@ -1,6 +1,7 @@
 """``proxyrank data ...``: tokenize text into shards, train a BPE tokenizer, build the demo recipes.
 
-Only argparse is imported here; the data modules (numpy, tokenizers) load when a data command runs, so the rest
+Only argparse is imported here (``proxyrank.cli`` loads this module, entry point ``proxyrank.commands: data``, to
+build its parser for every command); the data modules (numpy, tokenizers) load when a data command runs, so the rest
 of the CLI works without them.
 """
 
@@ -75,7 +76,7 @@ def _load(module: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name in ("numpy", "tokenizers"):
             raise UserError(f"`proxyrank data` needs the {exc.name} package: "
-                            "pip install 'proxyrank[trainer]'") from None
+                            "pip install 'proxyrank[data]'") from None
         raise
 
 
@@ -90,7 +91,7 @@ def _progress() -> Callable[[str], None]:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    tok = _load("proxyrank.datatools.tokenize")
+    tok = _load("proxyrank_lab.data.tokenize")
     shards = _load("proxyrank_trainer.shards")
     try:
         manifest = tok.tokenize_to_shards(args.inputs, args.out, tokenizer_path=args.tokenizer, name=args.name,
@@ -103,7 +104,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
-    tok = _load("proxyrank.datatools.tokenize")
+    tok = _load("proxyrank_lab.data.tokenize")
     try:
         info = tok.train_bpe(args.inputs, args.out, args.vocab_size, min_frequency=args.min_frequency)
     except tok.InputError as exc:
@@ -118,8 +119,8 @@ def default_cache() -> Path:
 
 
 def cmd_build_demo(args: argparse.Namespace) -> int:
-    demo = _load("proxyrank.datatools.demo")
-    recipes = _load("proxyrank.datatools.recipes")
+    demo = _load("proxyrank_lab.data.demo")
+    recipes = _load("proxyrank_lab.data.recipes")
     if args.list:
         _print_catalog(recipes)
         return EXIT_OK
@@ -127,8 +128,8 @@ def cmd_build_demo(args: argparse.Namespace) -> int:
         demo.select(args.only)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    corpora = _load("proxyrank.datatools.corpora")
-    tok = _load("proxyrank.datatools.tokenize")
+    corpora = _load("proxyrank_lab.data.corpora")
+    tok = _load("proxyrank_lab.data.tokenize")
     cache = args.cache or default_cache()
     log = _progress()
     store = corpora.CorpusStore(cache, log=log)
