@@ -1,9 +1,11 @@
 """The training run: config in, result out.
 
-:func:`run` opens the data, builds the model and optimizer, evaluates once before training (``valLossInitial``), trains
-``tokens // batchTokens`` optimizer steps of ``batchTokens`` tokens each (gradient accumulation over micro-batches),
-evaluates again and publishes the result (rank 0). A non-finite training loss stops the run early with status
-``diverged``: that is a result (it ranks last for its learning rate), not a crash.
+:func:`run` goes through named stages: :func:`setup_runtime` (threads, device, process group), :func:`prepare_data`
+(open and check the data, fix the sequence plan), :func:`build_model` (model, optimizer, schedule), :func:`start_state`
+(evaluate once before training, ``valLossInitial``), :func:`train_loop` (``tokens // batchTokens`` optimizer steps of
+``batchTokens`` tokens each, gradient accumulation over micro-batches), :func:`final_eval` and :func:`make_result`
+(a :class:`~proxyrank_trainer.contract.RunResult`, which rank 0 publishes). A non-finite training loss stops the run
+early with status ``diverged``: that is a result (it ranks last for its learning rate), not a crash.
 
 :func:`train_step` is the inner step, shared with ``bench/trainer_throughput.py``.
 """
@@ -25,13 +27,14 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from proxyrank_trainer import __version__
-from proxyrank_trainer.config import DEFAULT_TERMINATION_LOG, ConfigError, RunConfig
+from proxyrank_trainer.config import DEFAULT_TERMINATION_LOG, ConfigError
+from proxyrank_trainer.contract import STATUS_DIVERGED, STATUS_SUCCEEDED, RunConfig, RunResult
 from proxyrank_trainer.data import EvalData, TrainData, check_compatible, open_source
 from proxyrank_trainer.distributed import DistContext, init_distributed, shutdown
 from proxyrank_trainer.model import GPT, count_parameters
 from proxyrank_trainer.optim import LRSchedule, build_optimizer
 from proxyrank_trainer.presets import ModelShape
-from proxyrank_trainer.results import STATUS_DIVERGED, STATUS_SUCCEEDED, new_result, publish
+from proxyrank_trainer.results import publish
 
 AmpContext = Callable[[], contextlib.AbstractContextManager[Any]]
 TRAIN_LOSS_TAIL = 10  # trainLossFinal = mean training loss over the last this many steps
@@ -214,15 +217,18 @@ class TrainState:
     train_seconds: float = 0.0
 
 
-def run(cfg: RunConfig, *, stdout: TextIO | None = None) -> dict[str, Any]:
-    """Train as configured and return the result (rank 0 also publishes it). Raises ConfigError / ShardError."""
+def run(cfg: RunConfig, *, stdout: TextIO | None = None) -> RunResult:
+    """Train as configured and return the result on every rank (rank 0 also publishes it).
+
+    Raises ConfigError / ShardError for invalid input.
+    """
     try:
         return _run(cfg, stdout if stdout is not None else sys.stdout)
     finally:
         shutdown()
 
 
-def _run(cfg: RunConfig, stream: TextIO) -> dict[str, Any]:
+def _run(cfg: RunConfig, stream: TextIO) -> RunResult:
     rt = setup_runtime(cfg, stream)
     data = prepare_data(rt)  # first: a missing or incompatible source fails in seconds, before any model is built
     net = build_model(rt)
@@ -397,39 +403,40 @@ def final_eval(rt: Runtime, data: RunData, net: Trainable, state: TrainState) ->
 
 
 def make_result(rt: Runtime, data: RunData, net: Trainable, state: TrainState,
-                val_final: dict[str, float]) -> dict[str, Any]:
-    """The result object from everything the run measured."""
+                val_final: dict[str, float]) -> RunResult:
+    """The result from everything the run measured (non-finite losses become ``None``)."""
     cfg = rt.cfg
     mean_final, mean_initial = _mean(val_final.values()), _mean(state.val_initial.values())
-    tokens = state.step * cfg.batch_tokens
-    result = new_result(cfg.run_key)
-    result.update({
-        "status": STATUS_SUCCEEDED if state.diverged_at is None else STATUS_DIVERGED,
-        "valLossMean": mean_final,
-        "valLoss": val_final,
-        "valLossInitial": mean_initial,
-        "valLossInitialBySet": state.val_initial,
-        "trainLossFinal": _mean(state.losses[-TRAIN_LOSS_TAIL:]),
-        "lossFell": bool(math.isfinite(mean_final) and mean_final < mean_initial),
-        "tokens": tokens,
-        "steps": state.step,
-        "seconds": round(time.perf_counter() - rt.started, 3),
-        "trainSeconds": round(state.train_seconds, 3),
-        "tokensPerSecond": round(tokens / state.train_seconds, 1) if state.train_seconds > 0 else None,
-        "params": net.params,
-        "learningRate": cfg.learning_rate,
-        "seed": cfg.seed,
-        "device": rt.ctx.describe(),
-        "dtype": rt.dtype_name,
-        "model": {"name": cfg.model_name, **cfg.shape.to_dict()},
-        "batchTokens": cfg.batch_tokens,
-        "schedule": cfg.schedule,
-        "repeatedTokens": data.train.repeated_tokens,
-        "epochs": {a.uri: round(a.epochs, 4) for a in data.train.allocations},
-        "trainerVersion": __version__,
-    })
-    if state.diverged_at is not None:
-        result["divergedAtStep"] = state.diverged_at + 1
-    if data.warnings:
-        result["warnings"] = data.warnings
-    return result
+    return RunResult(
+        run_key=cfg.run_key,
+        status=STATUS_SUCCEEDED if state.diverged_at is None else STATUS_DIVERGED,
+        val_loss=dict(val_final),
+        val_loss_mean=mean_final,
+        val_loss_initial=mean_initial,
+        val_loss_initial_by_set=dict(state.val_initial),
+        train_loss_final=_mean(state.losses[-TRAIN_LOSS_TAIL:]),
+        loss_fell=bool(math.isfinite(mean_final) and mean_final < mean_initial),
+        tokens=state.step * cfg.batch_tokens,
+        steps=state.step,
+        seconds=round(time.perf_counter() - rt.started, 3),
+        train_seconds=round(state.train_seconds, 3),
+        tokens_per_second=_rate(state.step * cfg.batch_tokens, state.train_seconds),
+        params=net.params,
+        learning_rate=cfg.learning_rate,
+        seed=cfg.seed,
+        device=rt.ctx.describe(),
+        world_size=rt.ctx.world,
+        dtype=rt.dtype_name,
+        model={"name": cfg.model_name, **cfg.shape.to_dict()},
+        batch_tokens=cfg.batch_tokens,
+        schedule=cfg.schedule,
+        repeated_tokens=data.train.repeated_tokens,
+        epochs={a.uri: round(a.epochs, 4) for a in data.train.allocations},
+        trainer_version=__version__,
+        diverged_at_step=None if state.diverged_at is None else state.diverged_at + 1,
+        warnings=list(data.warnings) or None,
+    )
+
+
+def _rate(tokens: int, seconds: float) -> float | None:
+    return round(tokens / seconds, 1) if seconds > 0 and tokens > 0 else None
