@@ -2,10 +2,11 @@
 
 :func:`run` goes through named stages: :func:`setup_runtime` (threads, device, process group), :func:`prepare_data`
 (open and check the data, fix the sequence plan), :func:`build_model` (model, optimizer, schedule), :func:`start_state`
-(evaluate once before training, ``valLossInitial``), :func:`train_loop` (``tokens // batchTokens`` optimizer steps of
-``batchTokens`` tokens each, gradient accumulation over micro-batches), :func:`final_eval` and :func:`make_result`
-(a :class:`~proxyrank_trainer.contract.RunResult`, which rank 0 publishes). A non-finite training loss stops the run
-early with status ``diverged``: that is a result (it ranks last for its learning rate), not a crash.
+(resume the run's checkpoint, else evaluate once before training, ``valLossInitial``), :func:`train_loop`
+(``tokens // batchTokens`` optimizer steps of ``batchTokens`` tokens each, gradient accumulation over micro-batches,
+checkpoints when due: :mod:`proxyrank_trainer.checkpoint`), :func:`final_eval` and :func:`make_result` (a
+:class:`~proxyrank_trainer.contract.RunResult`, which rank 0 publishes). A non-finite training loss stops the run early
+with status ``diverged``: that is a result (it ranks last for its learning rate), not a crash.
 
 :func:`train_step` is the inner step, shared with ``bench/trainer_throughput.py``.
 """
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from proxyrank_trainer import __version__
+from proxyrank_trainer.checkpoint import Checkpointer, Snapshot, restore_rng, rng_state
 from proxyrank_trainer.config import DEFAULT_TERMINATION_LOG, ConfigError
 from proxyrank_trainer.contract import STATUS_DIVERGED, STATUS_SUCCEEDED, RunConfig, RunResult
 from proxyrank_trainer.data import EvalData, TrainData, check_compatible, open_source
@@ -214,7 +216,9 @@ class TrainState:
     step: int = 0  # optimizer steps done
     losses: list[float] = field(default_factory=list)
     diverged_at: int | None = None  # 0-based step of the first non-finite loss
-    train_seconds: float = 0.0
+    resumed_from: int | None = None  # the checkpoint's step, when this attempt resumed one
+    train_seconds: float = 0.0  # this attempt's training loop
+    warnings: list[str] = field(default_factory=list)  # about checkpoints (the data's are in RunData)
 
 
 def run(cfg: RunConfig, *, stdout: TextIO | None = None) -> RunResult:
@@ -233,8 +237,9 @@ def _run(cfg: RunConfig, stream: TextIO) -> RunResult:
     data = prepare_data(rt)  # first: a missing or incompatible source fails in seconds, before any model is built
     net = build_model(rt)
     announce(rt, data, net)
-    state = start_state(rt, data, net)
-    train_loop(rt, data, net, state)
+    ckpt = Checkpointer(cfg, writer=rt.ctx.is_main)
+    state = start_state(rt, data, net, ckpt)
+    train_loop(rt, data, net, state, ckpt)
     val_final = final_eval(rt, data, net, state)
     result = make_result(rt, data, net, state, val_final)
     if rt.ctx.is_main:
@@ -242,6 +247,7 @@ def _run(cfg: RunConfig, stream: TextIO) -> RunResult:
         publish(result, output=cfg.output,
                 termination_log=cfg.termination_log_path if explicit else DEFAULT_TERMINATION_LOG,
                 create_termination_log=explicit, stdout=stream)
+        ckpt.remove()  # the result is out: nothing will resume from it
     return result
 
 
@@ -336,21 +342,47 @@ def _val_line(label: str, losses: dict[str, float]) -> str:
     return f"{label} val loss " + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
 
 
-def start_state(rt: Runtime, data: RunData, net: Trainable) -> TrainState:
-    """The state before the first step: the untrained model's val losses."""
-    val_initial = evaluate(net.model, data.evals, rt.ctx, batch_size=net.micro, amp=rt.amp)
-    rt.say(_val_line("initial", val_initial))
-    return TrainState(val_initial=val_initial)
+def start_state(rt: Runtime, data: RunData, net: Trainable, ckpt: Checkpointer) -> TrainState:
+    """Resume from the run's checkpoint when there is a usable one; else the untrained model's val losses."""
+    snap, warning = ckpt.load()
+    warnings = [warning] if warning else []
+    if not rt.ctx.all_same(snap.step if snap else 0):  # every rank must start from the same step
+        warnings.append(f"not every rank could read checkpoint {ckpt.path} (checkpointDir must be on a volume "
+                        "shared by all ranks); ignored, training from step 0")
+        snap = None
+    for w in warnings:
+        rt.say(f"warning: {w}")
+    if snap is None:
+        val_initial = evaluate(net.model, data.evals, rt.ctx, batch_size=net.micro, amp=rt.amp)
+        rt.say(_val_line("initial", val_initial))
+        return TrainState(val_initial=val_initial, warnings=warnings)
+    net.raw.load_state_dict(snap.model)
+    net.optimizer.load_state_dict(snap.optimizer)
+    restore_rng(snap.rng, rt.ctx.device)
+    rt.say(f"resumed from checkpoint {ckpt.path} at step {snap.step}/{rt.cfg.steps}")
+    rt.say(_val_line("initial (from the checkpoint)", snap.val_initial))
+    return TrainState(val_initial=snap.val_initial, step=snap.step, losses=snap.losses, resumed_from=snap.step,
+                      warnings=warnings)
 
 
-def train_loop(rt: Runtime, data: RunData, net: Trainable, state: TrainState) -> None:
-    """Train from ``state.step`` to the last step (or the first non-finite loss), updating ``state``."""
+def save_checkpoint(rt: Runtime, net: Trainable, state: TrainState, ckpt: Checkpointer) -> None:
+    """Write a checkpoint of the state after ``state.step`` steps (rank 0)."""
+    ckpt.save(Snapshot(step=state.step, losses=state.losses[-TRAIN_LOSS_TAIL:], val_initial=state.val_initial,
+                       model=net.raw.state_dict(), optimizer=net.optimizer.state_dict(), rng=rng_state(rt.ctx.device)))
+    rt.say(f"checkpoint at step {state.step} written to {ckpt.path} in {ckpt.last_write_s:.2f} s")
+
+
+def train_loop(rt: Runtime, data: RunData, net: Trainable, state: TrainState, ckpt: Checkpointer) -> None:
+    """Train from ``state.step`` to the last step (or the first non-finite loss), updating ``state``; checkpoint
+    when due (only after the losses are on the host, so a checkpoint holds them)."""
     cfg, ctx = rt.cfg, rt.ctx
     log_every = cfg.log_every or max(1, min(100, cfg.steps // 50))
     sync_every = 1 if ctx.device.type == "cpu" else min(log_every, 10)
     pending: list[Tensor] = []
     started = time.perf_counter()
+    first = state.step + 1
     last_log_time, last_log_step = started, state.step
+    ckpt.start_clock()
     for step in range(state.step, cfg.steps):
         lr = net.schedule.lr(step)
         batches = (to_device(b, ctx.device) for b in data.train.micro_batches(step, net.micro, ctx.rank, ctx.world))
@@ -358,11 +390,13 @@ def train_loop(rt: Runtime, data: RunData, net: Trainable, state: TrainState) ->
                                   grad_clip=cfg.grad_clip, amp=rt.amp))
         done = step + 1
         last = done == cfg.steps
-        if done % sync_every and done % log_every and not last and done != 1:
+        if done % sync_every and done % log_every and not last and done != first and not ckpt.step_due(done):
             continue  # no host sync: the GPU keeps queueing work
         if not _record_losses(rt, state, pending, done):
             break
-        if done % log_every == 0 or last or done == 1:
+        if ckpt.due(done):
+            save_checkpoint(rt, net, state, ckpt)
+        if done % log_every == 0 or last or done == first:
             now = time.perf_counter()
             rate = (done - last_log_step) * cfg.batch_tokens / max(now - last_log_time, 1e-9)
             rt.say(f"step {done}/{cfg.steps} | tokens {done * cfg.batch_tokens:,} | loss {state.losses[-1]:.4f} | "
@@ -420,7 +454,7 @@ def make_result(rt: Runtime, data: RunData, net: Trainable, state: TrainState,
         steps=state.step,
         seconds=round(time.perf_counter() - rt.started, 3),
         train_seconds=round(state.train_seconds, 3),
-        tokens_per_second=_rate(state.step * cfg.batch_tokens, state.train_seconds),
+        tokens_per_second=_rate((state.step - (state.resumed_from or 0)) * cfg.batch_tokens, state.train_seconds),
         params=net.params,
         learning_rate=cfg.learning_rate,
         seed=cfg.seed,
@@ -434,7 +468,8 @@ def make_result(rt: Runtime, data: RunData, net: Trainable, state: TrainState,
         epochs={a.uri: round(a.epochs, 4) for a in data.train.allocations},
         trainer_version=__version__,
         diverged_at_step=None if state.diverged_at is None else state.diverged_at + 1,
-        warnings=list(data.warnings) or None,
+        resumed_from_step=state.resumed_from,
+        warnings=[*data.warnings, *state.warnings] or None,
     )
 
 
