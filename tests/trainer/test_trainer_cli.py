@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from trainer_helpers import REPO_ROOT, ByteCorpus, make_config, run_trainer_cli, trainer_env
 
-from proxyrank_trainer import RESULT_SENTINEL
+from proxyrank_trainer import RESULT_SCHEMA_VERSION, RESULT_SENTINEL
 from proxyrank_trainer.results import TERMINATION_LOG_LIMIT, parse_result_line, read_result_file
 
 pytestmark = pytest.mark.slow  # each test starts a Python process that imports torch (a few seconds)
@@ -47,7 +47,8 @@ def test_result_is_identical_on_stdout_output_file_and_termination_log(corpus: B
     assert from_stdout is not None and from_stdout == from_file == from_termination
     assert (tmp_path / "termination-log").read_text() == last.removeprefix(RESULT_SENTINEL)
     assert len((tmp_path / "termination-log").read_bytes()) < TERMINATION_LOG_LIMIT
-    assert from_stdout["schemaVersion"] == 1 and from_stdout["runKey"] == "test-run"
+    assert from_stdout["schemaVersion"] == RESULT_SCHEMA_VERSION and from_stdout["runKey"] == "test-run"
+    assert from_stdout["worldSize"] == 1
     assert from_stdout["status"] == "succeeded" and from_stdout["steps"] == 10
     assert set(from_stdout["valLoss"]) == {"email", "logging"}
     assert "[proxyrank_trainer] step 10/10" in proc.stdout  # human-readable progress before the result
@@ -122,6 +123,7 @@ def test_ddp_gloo_two_process_torchrun_matches_single_process(corpus: ByteCorpus
     ref = parse_result_line(single.stdout)
     assert ddp is not None and ref is not None
     assert ddp["device"] == "cpu x2" and ref["device"] == "cpu"
+    assert ddp["worldSize"] == 2 and ref["worldSize"] == 1
     assert ddp == read_result_file(tmp_path / "ddp.json")
     assert ddp["tokens"] == ref["tokens"] == 12 * 2048
     assert ddp["valLossInitial"] == pytest.approx(ref["valLossInitial"], rel=1e-6)  # same init, sharded eval

@@ -129,3 +129,19 @@ def test_publish_writes_file_termination_log_and_last_stdout_line_identically(tm
     assert out.getvalue().endswith("\n") and out.getvalue().splitlines()[-1].startswith(RESULT_SENTINEL)
     assert from_stdout == read_result_file(tmp_path / "a" / "b" / "result.json") == read_result_file(tmp_path / "tl")
     assert not list((tmp_path / "a" / "b").glob("*.tmp"))  # the atomic write left no temp file
+
+
+def test_publish_writes_a_run_result_as_its_json(tmp_path: Path) -> None:
+    import io
+
+    from proxyrank_trainer.contract import RunResult
+
+    result = RunResult(run_key="r1", status="succeeded", val_loss={"web": 3.25}, val_loss_mean=3.25, world_size=2,
+                       device="cpu x2")
+    out = io.StringIO()
+    publish(result, output=tmp_path / "result.json", termination_log=tmp_path / "tl", create_termination_log=True,
+            stdout=out)
+    expected = json.loads(result.dumps())
+    assert parse_result_line(out.getvalue()) == expected == result.to_json()
+    assert read_result_file(tmp_path / "result.json") == expected == read_result_file(tmp_path / "tl")
+    assert expected["worldSize"] == 2 and expected["schemaVersion"] == 2

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from trainer_helpers import ByteCorpus, make_config
 
+from proxyrank_trainer import RESULT_SCHEMA_VERSION
 from proxyrank_trainer.config import validate_config
+from proxyrank_trainer.contract import RunResult, parse_result
 from proxyrank_trainer.data import EvalData
 from proxyrank_trainer.shards import TokenSource
 from proxyrank_trainer.train import auto_micro_batch, run
@@ -22,9 +24,11 @@ from proxyrank_trainer.train import auto_micro_batch, run
 def train(corpus: ByteCorpus, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     """Run the trainer in this process and return the published result (as its JSON readers see it)."""
     out = io.StringIO()
-    run(validate_config(make_config(corpus, tmp_path, **overrides)), stdout=out)
+    result = run(validate_config(make_config(corpus, tmp_path, **overrides)), stdout=out)
     last = out.getvalue().splitlines()[-1]
-    return dict(json.loads(last.removeprefix("PROXYRANK_RESULT ")))
+    published = dict(json.loads(last.removeprefix("PROXYRANK_RESULT ")))
+    assert isinstance(result, RunResult) and published == result.to_json()  # what run() returns is what it publishes
+    return published
 
 
 def unigram_cross_entropy(train_uri: Path, eval_uri: Path, tokens: int) -> float:
@@ -109,11 +113,19 @@ def test_other_schedules_train(corpus: ByteCorpus, tmp_path: Path, schedule: str
     assert result["schedule"] == schedule and result["lossFell"] is True
 
 
+def test_run_returns_a_run_result_for_one_process(corpus: ByteCorpus, tmp_path: Path) -> None:
+    result = run(validate_config(make_config(corpus, tmp_path, tokens=2 * 1024)), stdout=io.StringIO())
+    assert isinstance(result, RunResult)
+    assert result.schema_version == RESULT_SCHEMA_VERSION == 2 and result.world_size == 1
+    assert result.status == "succeeded" and result.steps == 2 and result.resumed_from_step is None
+    assert parse_result(json.loads(result.dumps())) == result  # the readers get back the same object
+
+
 def test_result_reports_shape_params_and_device(corpus: ByteCorpus, tmp_path: Path) -> None:
     result = train(corpus, tmp_path, tokens=2 * 1024)
     assert result["model"] == {"name": "nano", "layers": 2, "width": 64, "heads": 2, "seqLen": 64, "vocabSize": 256}
     assert result["params"] == {"total": 100_096 + (256 + 64) * 64, "nonEmbedding": 100_096}
-    assert result["device"] == "cpu" and result["dtype"] == "float32"
+    assert result["device"] == "cpu" and result["worldSize"] == 1 and result["dtype"] == "float32"
     assert result["tokensPerSecond"] > 0 and result["seconds"] >= result["trainSeconds"] > 0
 
 

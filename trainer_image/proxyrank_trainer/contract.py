@@ -74,8 +74,12 @@ class RunConfig(_Strict):
     log_every: int | None = Field(default=None, ge=1)
     termination_log_path: str | None = None
     threads: int | None = Field(default=None, ge=1)
-    # Checkpoint every this many optimizer steps (None: the trainer's default for long runs; 0: never), into
-    # ``checkpointDir`` (default: beside ``output``). A restarted attempt with the same run key resumes from it.
+    # Checkpoint every this many optimizer steps; 0: never; None (the default): every 10 minutes of training (or 20x
+    # the last write's duration, if longer), so runs shorter than 10 minutes never write one. Into ``checkpointDir``
+    # (default: the directory of ``output``; neither: no checkpoints), one file per run key. A restarted attempt with
+    # the same run key and result-determining config resumes from it; it is deleted once the result is published.
+    # Launchers must give it a per-run (not per-attempt) directory that every rank can read: on Kubernetes, a shared
+    # volume. See docs/trainer.md, "Checkpoints".
     checkpoint_every: int | None = Field(default=None, ge=0)
     checkpoint_dir: str | None = None
 

@@ -41,6 +41,14 @@ class DistContext:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def all_same(self, value: int) -> bool:
+        """Whether every rank passed the same ``value`` (a collective: every rank must call it)."""
+        if not self.distributed:
+            return True
+        both = torch.tensor([value, -value], dtype=torch.int64, device=self.device)
+        dist.all_reduce(both, op=dist.ReduceOp.MAX)
+        return int(both[0]) == -int(both[1])
+
     @contextmanager
     def local_main_first(self) -> Iterator[None]:
         """Run the block on each node's local rank 0 before the other ranks (one download into a shared cache)."""

@@ -2,7 +2,8 @@
 
 Torch-free on purpose (the operator image has no torch and imports this module).
 
-Written by :func:`publish`:
+Written by :func:`publish` (the trainer passes a :class:`proxyrank_trainer.contract.RunResult`; its ``to_json()`` is
+what goes out):
 
 (a) as the last stdout line, ``PROXYRANK_RESULT {...}`` (compact separators; the launcher's fallback);
 (b) to the termination-log path when writable (Kubernetes copies it into the pod status; the kubelet keeps at most
@@ -20,9 +21,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from proxyrank_trainer import RESULT_SCHEMA_VERSION, RESULT_SENTINEL
+
+if TYPE_CHECKING:
+    from proxyrank_trainer.contract import RunResult
 
 TERMINATION_LOG_LIMIT = 4096
 STATUS_SUCCEEDED = "succeeded"
@@ -121,9 +125,12 @@ def write_termination_log(result: dict[str, Any], path: str | Path, *, create: b
         return False
 
 
-def publish(result: dict[str, Any], *, output: str | Path | None, termination_log: str | Path | None,
+def publish(result: RunResult | dict[str, Any], *, output: str | Path | None, termination_log: str | Path | None,
             create_termination_log: bool, stdout: TextIO | None = None) -> None:
-    """Write the result to the output file, the termination log, and (last) stdout."""
+    """Write the result (a :class:`RunResult`'s ``to_json()``) to the output file, the termination log, and (last)
+    stdout."""
+    if not isinstance(result, dict):
+        result = result.to_json()
     if output is not None:
         atomic_write(output, dumps(result) + "\n")
     if termination_log is not None:
@@ -168,5 +175,6 @@ def read_result_file(path: str | Path) -> dict[str, Any] | None:
 
 
 def new_result(run_key: str) -> dict[str, Any]:
-    """The fields every result starts with."""
+    """The fields every result starts with, as a plain dict (for tools and tests that write results by hand; the
+    trainer builds a :class:`~proxyrank_trainer.contract.RunResult`)."""
     return {"schemaVersion": RESULT_SCHEMA_VERSION, "runKey": run_key}

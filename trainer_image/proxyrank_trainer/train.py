@@ -1,9 +1,12 @@
 """The training run: config in, result out.
 
-:func:`run` opens the data, builds the model and optimizer, evaluates once before training (``valLossInitial``), trains
-``tokens // batchTokens`` optimizer steps of ``batchTokens`` tokens each (gradient accumulation over micro-batches),
-evaluates again and publishes the result (rank 0). A non-finite training loss stops the run early with status
-``diverged``: that is a result (it ranks last for its learning rate), not a crash.
+:func:`run` goes through named stages: :func:`setup_runtime` (threads, device, process group), :func:`prepare_data`
+(open and check the data, fix the sequence plan), :func:`build_model` (model, optimizer, schedule), :func:`start_state`
+(resume the run's checkpoint, else evaluate once before training, ``valLossInitial``), :func:`train_loop`
+(``tokens // batchTokens`` optimizer steps of ``batchTokens`` tokens each, gradient accumulation over micro-batches,
+checkpoints when due: :mod:`proxyrank_trainer.checkpoint`), :func:`final_eval` and :func:`make_result` (a
+:class:`~proxyrank_trainer.contract.RunResult`, which rank 0 publishes). A non-finite training loss stops the run early
+with status ``diverged``: that is a result (it ranks last for its learning rate), not a crash.
 
 :func:`train_step` is the inner step, shared with ``bench/trainer_throughput.py``.
 """
@@ -15,6 +18,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import numpy as np
@@ -24,13 +28,15 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from proxyrank_trainer import __version__
-from proxyrank_trainer.config import DEFAULT_TERMINATION_LOG, ConfigError, RunConfig
+from proxyrank_trainer.checkpoint import Checkpointer, Snapshot, restore_rng, rng_state
+from proxyrank_trainer.config import DEFAULT_TERMINATION_LOG, ConfigError
+from proxyrank_trainer.contract import STATUS_DIVERGED, STATUS_SUCCEEDED, RunConfig, RunResult
 from proxyrank_trainer.data import EvalData, TrainData, check_compatible, open_source
 from proxyrank_trainer.distributed import DistContext, init_distributed, shutdown
 from proxyrank_trainer.model import GPT, count_parameters
 from proxyrank_trainer.optim import LRSchedule, build_optimizer
 from proxyrank_trainer.presets import ModelShape
-from proxyrank_trainer.results import STATUS_DIVERGED, STATUS_SUCCEEDED, new_result, publish
+from proxyrank_trainer.results import publish
 
 AmpContext = Callable[[], contextlib.AbstractContextManager[Any]]
 TRAIN_LOSS_TAIL = 10  # trainLossFinal = mean training loss over the last this many steps
@@ -162,34 +168,113 @@ class Progress:
             self.stream.flush()
 
 
-def run(cfg: RunConfig, *, stdout: TextIO | None = None) -> dict[str, Any]:
-    """Train as configured and return the result (rank 0 also publishes it). Raises ConfigError / ShardError."""
+@dataclass
+class Runtime:
+    """Where and how this process trains: its config, rank and device, numerics and progress output."""
+
+    cfg: RunConfig
+    ctx: DistContext
+    say: Progress
+    stream: TextIO
+    amp: AmpContext
+    compute_dtype: torch.dtype
+    per_rank: int  # sequences this rank trains per optimizer step
+    started: float  # time.perf_counter() at the start of the run
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.compute_dtype).removeprefix("torch.")
+
+
+@dataclass
+class RunData:
+    """The opened data: the training plan, the eval sets, and what the plan warns about."""
+
+    train: TrainData
+    evals: list[EvalData]
+    warnings: list[str]
+
+
+@dataclass
+class Trainable:
+    """The model (raw, as evaluated, as trained) with its optimizer, schedule and micro-batch size."""
+
+    raw: GPT
+    model: nn.Module  # compiled when configured; evaluation uses it
+    train_model: nn.Module  # ``model`` under DDP when distributed
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    micro: int  # sequences per forward/backward pass
+    params: dict[str, int]
+
+
+@dataclass
+class TrainState:
+    """Where training stands: steps done, losses, divergence, and what the final result reports about them."""
+
+    val_initial: dict[str, float]
+    step: int = 0  # optimizer steps done
+    losses: list[float] = field(default_factory=list)
+    diverged_at: int | None = None  # 0-based step of the first non-finite loss
+    resumed_from: int | None = None  # the checkpoint's step, when this attempt resumed one
+    train_seconds: float = 0.0  # this attempt's training loop
+    warnings: list[str] = field(default_factory=list)  # about checkpoints (the data's are in RunData)
+
+
+def run(cfg: RunConfig, *, stdout: TextIO | None = None) -> RunResult:
+    """Train as configured and return the result on every rank (rank 0 also publishes it).
+
+    Raises ConfigError / ShardError for invalid input.
+    """
     try:
         return _run(cfg, stdout if stdout is not None else sys.stdout)
     finally:
         shutdown()
 
 
-def _run(cfg: RunConfig, stream: TextIO) -> dict[str, Any]:
+def _run(cfg: RunConfig, stream: TextIO) -> RunResult:
+    rt = setup_runtime(cfg, stream)
+    data = prepare_data(rt)  # first: a missing or incompatible source fails in seconds, before any model is built
+    net = build_model(rt)
+    announce(rt, data, net)
+    ckpt = Checkpointer(cfg, writer=rt.ctx.is_main)
+    state = start_state(rt, data, net, ckpt)
+    train_loop(rt, data, net, state, ckpt)
+    val_final = final_eval(rt, data, net, state)
+    result = make_result(rt, data, net, state, val_final)
+    if rt.ctx.is_main:
+        explicit = cfg.termination_log_path is not None
+        publish(result, output=cfg.output,
+                termination_log=cfg.termination_log_path if explicit else DEFAULT_TERMINATION_LOG,
+                create_termination_log=explicit, stdout=stream)
+        ckpt.remove()  # the result is out: nothing will resume from it
+    return result
+
+
+def setup_runtime(cfg: RunConfig, stream: TextIO) -> Runtime:
+    """Threads, device and process group, numerics; checks that the batch splits over the ranks."""
     started = time.perf_counter()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif (limit := cgroup_cpu_limit()) is not None and limit < torch.get_num_threads():
         torch.set_num_threads(limit)  # torch sizes its pool by the node's cores; oversubscribing a pod's quota crawls
     ctx = init_distributed(cfg.device)
-    say = Progress(ctx, stream)
-    shape = cfg.shape
     if cfg.sequences_per_step % ctx.world:
         raise ConfigError("batchTokens", f"{cfg.sequences_per_step} sequences per step (batchTokens / seqLen) do not "
-                                         f"split over {ctx.world} ranks; use a multiple of {ctx.world * shape.seq_len}")
-    per_rank = cfg.sequences_per_step // ctx.world
+                                         f"split over {ctx.world} ranks; use a multiple of "
+                                         f"{ctx.world * cfg.shape.seq_len}")
     if ctx.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     amp, compute_dtype = autocast_for(ctx.device, cfg.dtype)
+    return Runtime(cfg=cfg, ctx=ctx, say=Progress(ctx, stream), stream=stream, amp=amp, compute_dtype=compute_dtype,
+                   per_rank=cfg.sequences_per_step // ctx.world, started=started)
 
-    # Data first: a missing or incompatible source fails in seconds, before any model is built.
-    with ctx.local_main_first():  # remote sources are fetched into the node's cache once
+
+def prepare_data(rt: Runtime) -> RunData:
+    """Open and cross-check every source and eval set, fix the run's sequence plan, and say what it warns about."""
+    cfg, shape = rt.cfg, rt.cfg.shape
+    with rt.ctx.local_main_first():  # remote sources are fetched into the node's cache once
         sources = [open_source(f"sources[{i}].uri", s.uri) for i, s in enumerate(cfg.sources)]
         evals_raw = [open_source(f"evalSets[{i}].uri", e.uri) for i, e in enumerate(cfg.eval_sets)]
     opened = [(f"sources[{i}].uri", s) for i, s in enumerate(sources)]
@@ -199,131 +284,194 @@ def _run(cfg: RunConfig, stream: TextIO) -> dict[str, Any]:
                            sequences_per_step=cfg.sequences_per_step, seed=cfg.seed, vocab_size=vocab)
     eval_sets = [EvalData(e.name, src, seq_len=shape.seq_len, eval_tokens=cfg.eval_tokens, field=f"evalSets[{i}].uri")
                  for i, (e, src) in enumerate(zip(cfg.eval_sets, evals_raw, strict=True))]
+    warnings = data_warnings(cfg, train_data, eval_sets)
+    for w in warnings:
+        rt.say(f"warning: {w}")
+    return RunData(train=train_data, evals=eval_sets, warnings=warnings)
 
+
+def data_warnings(cfg: RunConfig, train_data: TrainData, eval_sets: list[EvalData]) -> list[str]:
+    """An uneven token budget, exhausted sources, eval sets shorter than ``evalTokens``."""
     warnings: list[str] = []
     if cfg.tokens % cfg.batch_tokens:
         warnings.append(f"tokens {cfg.tokens} is not a multiple of batchTokens {cfg.batch_tokens}; "
                         f"trained {cfg.steps * cfg.batch_tokens}")
     for i, a in enumerate(train_data.allocations):
         if a.repeated_sequences:
-            warnings.append(f"sources[{i}] exhausted: {a.epochs:.2f} epochs, {a.repeated_sequences * shape.seq_len} "
-                            "repeated tokens")
+            warnings.append(f"sources[{i}] exhausted: {a.epochs:.2f} epochs, "
+                            f"{a.repeated_sequences * train_data.seq_len} repeated tokens")
     for i, es in enumerate(eval_sets):
         if es.available_tokens < cfg.eval_tokens:
             warnings.append(f"evalSets[{i}] ({es.name}) holds {es.available_tokens} tokens, fewer than evalTokens "
                             f"{cfg.eval_tokens}; scoring {es.tokens}")
-    for w in warnings:
-        say(f"warning: {w}")
+    return warnings
 
+
+def build_model(rt: Runtime) -> Trainable:
+    """The seeded GPT, its optimizer and schedule, the micro-batch size, compiled and DDP-wrapped as configured."""
+    cfg, ctx = rt.cfg, rt.ctx
     torch.manual_seed(cfg.seed)
-    raw_model = GPT(shape).to(ctx.device)
-    params = count_parameters(raw_model)
+    raw_model = GPT(cfg.shape).to(ctx.device)
     optimizer = build_optimizer(raw_model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                 betas=(cfg.beta1, cfg.beta2), device_type=ctx.device.type)
-    micro = cfg.micro_batch_size or auto_micro_batch(shape, per_rank, ctx.device, compute_dtype)
-    micro = min(micro, per_rank)
+    micro = cfg.micro_batch_size or auto_micro_batch(cfg.shape, rt.per_rank, ctx.device, rt.compute_dtype)
     model: nn.Module = torch.compile(raw_model) if cfg.compile else raw_model  # type: ignore[assignment]
     train_model: nn.Module = model
     if ctx.distributed:
         train_model = DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
     schedule = LRSchedule(peak=cfg.learning_rate, steps=cfg.steps, warmup_fraction=cfg.warmup_fraction,
                           kind=cfg.schedule, min_ratio=cfg.min_lr_ratio, decay_fraction=cfg.decay_fraction)
+    return Trainable(raw=raw_model, model=model, train_model=train_model, optimizer=optimizer, schedule=schedule,
+                     micro=min(micro, rt.per_rank), params=count_parameters(raw_model))
+
+
+def announce(rt: Runtime, data: RunData, net: Trainable) -> None:
+    """The run's shape, device, batch split, schedule and sources, as progress lines."""
+    cfg, ctx, params = rt.cfg, rt.ctx, net.params
+    rt.say(f"run {cfg.run_key}: model {cfg.model_name} {cfg.shape.to_dict()} params total {params['total']:,} "
+           f"non-embedding {params['nonEmbedding']:,}; device {ctx.describe()}, {rt.dtype_name}"
+           f"{', compiled' if cfg.compile else ''}")
+    rt.say(f"{cfg.steps} steps x {cfg.batch_tokens:,} tokens ({cfg.sequences_per_step} sequences = {ctx.world} "
+           f"rank(s) x {math.ceil(rt.per_rank / net.micro)} micro-batch(es) of <= {net.micro}); lr "
+           f"{cfg.learning_rate:g} {cfg.schedule}, warmup {net.schedule.warmup_steps} steps, seed {cfg.seed}")
+    for a in data.train.allocations:
+        rt.say(f"source {a.uri}: weight {a.weight:g}, {a.sequences:,} sequences, {a.epochs:.3f} epochs")
+
+
+def _val_line(label: str, losses: dict[str, float]) -> str:
+    return f"{label} val loss " + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
+
+
+def start_state(rt: Runtime, data: RunData, net: Trainable, ckpt: Checkpointer) -> TrainState:
+    """Resume from the run's checkpoint when there is a usable one; else the untrained model's val losses."""
+    snap, warning = ckpt.load()
+    warnings = [warning] if warning else []
+    if not rt.ctx.all_same(snap.step if snap else 0):  # every rank must start from the same step
+        warnings.append(f"not every rank could read checkpoint {ckpt.path} (checkpointDir must be on a volume "
+                        "shared by all ranks); ignored, training from step 0")
+        snap = None
+    for w in warnings:
+        rt.say(f"warning: {w}")
+    if snap is None:
+        val_initial = evaluate(net.model, data.evals, rt.ctx, batch_size=net.micro, amp=rt.amp)
+        rt.say(_val_line("initial", val_initial))
+        return TrainState(val_initial=val_initial, warnings=warnings)
+    net.raw.load_state_dict(snap.model)
+    net.optimizer.load_state_dict(snap.optimizer)
+    restore_rng(snap.rng, rt.ctx.device)
+    rt.say(f"resumed from checkpoint {ckpt.path} at step {snap.step}/{rt.cfg.steps}")
+    rt.say(_val_line("initial (from the checkpoint)", snap.val_initial))
+    return TrainState(val_initial=snap.val_initial, step=snap.step, losses=snap.losses, resumed_from=snap.step,
+                      warnings=warnings)
+
+
+def save_checkpoint(rt: Runtime, net: Trainable, state: TrainState, ckpt: Checkpointer) -> None:
+    """Write a checkpoint of the state after ``state.step`` steps (rank 0)."""
+    ckpt.save(Snapshot(step=state.step, losses=state.losses[-TRAIN_LOSS_TAIL:], val_initial=state.val_initial,
+                       model=net.raw.state_dict(), optimizer=net.optimizer.state_dict(), rng=rng_state(rt.ctx.device)))
+    rt.say(f"checkpoint at step {state.step} written to {ckpt.path} in {ckpt.last_write_s:.2f} s")
+
+
+def train_loop(rt: Runtime, data: RunData, net: Trainable, state: TrainState, ckpt: Checkpointer) -> None:
+    """Train from ``state.step`` to the last step (or the first non-finite loss), updating ``state``; checkpoint
+    when due (only after the losses are on the host, so a checkpoint holds them)."""
+    cfg, ctx = rt.cfg, rt.ctx
     log_every = cfg.log_every or max(1, min(100, cfg.steps // 50))
     sync_every = 1 if ctx.device.type == "cpu" else min(log_every, 10)
-
-    dtype_name = str(compute_dtype).removeprefix("torch.")
-    say(f"run {cfg.run_key}: model {cfg.model_name} {shape.to_dict()} params total {params['total']:,} "
-        f"non-embedding {params['nonEmbedding']:,}; device {ctx.describe()}, {dtype_name}"
-        f"{', compiled' if cfg.compile else ''}")
-    say(f"{cfg.steps} steps x {cfg.batch_tokens:,} tokens ({cfg.sequences_per_step} sequences = {ctx.world} rank(s) "
-        f"x {math.ceil(per_rank / micro)} micro-batch(es) of <= {micro}); lr {cfg.learning_rate:g} {cfg.schedule}, "
-        f"warmup {schedule.warmup_steps} steps, seed {cfg.seed}")
-    for a in train_data.allocations:
-        say(f"source {a.uri}: weight {a.weight:g}, {a.sequences:,} sequences, {a.epochs:.3f} epochs")
-
-    val_initial = evaluate(model, eval_sets, ctx, batch_size=micro, amp=amp)
-    say("initial val loss " + " ".join(f"{k}={v:.4f}" for k, v in val_initial.items()))
-
-    losses: list[float] = []
     pending: list[Tensor] = []
-    diverged_at: int | None = None
-    steps_done = 0
-    train_started = time.perf_counter()
-    last_log_time, last_log_step = train_started, 0
-    for step in range(cfg.steps):
-        lr = schedule.lr(step)
-        batches = (to_device(b, ctx.device) for b in train_data.micro_batches(step, micro, ctx.rank, ctx.world))
-        pending.append(train_step(train_model, optimizer, batches, sequences=per_rank, lr=lr,
-                                  grad_clip=cfg.grad_clip, amp=amp))
-        steps_done = step + 1
-        last = steps_done == cfg.steps
-        if steps_done % sync_every and steps_done % log_every and not last and steps_done != 1:
+    started = time.perf_counter()
+    first = state.step + 1
+    last_log_time, last_log_step = started, state.step
+    ckpt.start_clock()
+    for step in range(state.step, cfg.steps):
+        lr = net.schedule.lr(step)
+        batches = (to_device(b, ctx.device) for b in data.train.micro_batches(step, net.micro, ctx.rank, ctx.world))
+        pending.append(train_step(net.train_model, net.optimizer, batches, sequences=rt.per_rank, lr=lr,
+                                  grad_clip=cfg.grad_clip, amp=rt.amp))
+        done = step + 1
+        last = done == cfg.steps
+        if done % sync_every and done % log_every and not last and done != first and not ckpt.step_due(done):
             continue  # no host sync: the GPU keeps queueing work
-        values = torch.stack(pending).float()
-        pending.clear()
-        ctx.all_reduce_sum(values)
-        got = (values / ctx.world).tolist()
-        bad = next((j for j, v in enumerate(got) if not math.isfinite(v)), None)
-        if bad is not None:
-            diverged_at = steps_done - len(got) + bad
-            losses.extend(got[:bad + 1])
-            say(f"step {diverged_at + 1}/{cfg.steps}: training loss {got[bad]}; stopping, the run diverged")
-            steps_done = diverged_at + 1
+        if not _record_losses(rt, state, pending, done):
             break
-        losses.extend(got)
-        if steps_done % log_every == 0 or last or steps_done == 1:
+        if ckpt.due(done):
+            save_checkpoint(rt, net, state, ckpt)
+        if done % log_every == 0 or last or done == first:
             now = time.perf_counter()
-            rate = (steps_done - last_log_step) * cfg.batch_tokens / max(now - last_log_time, 1e-9)
-            say(f"step {steps_done}/{cfg.steps} | tokens {steps_done * cfg.batch_tokens:,} | loss {losses[-1]:.4f} | "
-                f"lr {lr:.3e} | {rate:,.0f} tok/s")
-            last_log_time, last_log_step = now, steps_done
+            rate = (done - last_log_step) * cfg.batch_tokens / max(now - last_log_time, 1e-9)
+            rt.say(f"step {done}/{cfg.steps} | tokens {done * cfg.batch_tokens:,} | loss {state.losses[-1]:.4f} | "
+                   f"lr {lr:.3e} | {rate:,.0f} tok/s")
+            last_log_time, last_log_step = now, done
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
-    train_seconds = time.perf_counter() - train_started
+    state.train_seconds += time.perf_counter() - started
 
-    val_final: dict[str, float] = {e.name: math.nan for e in eval_sets}
-    if diverged_at is None:
-        val_final = evaluate(model, eval_sets, ctx, batch_size=micro, amp=amp)
+
+def _record_losses(rt: Runtime, state: TrainState, pending: list[Tensor], done: int) -> bool:
+    """Move the pending step losses (averaged over ranks) into ``state``; False at the first non-finite one."""
+    values = torch.stack(pending).float()
+    pending.clear()
+    rt.ctx.all_reduce_sum(values)
+    got = (values / rt.ctx.world).tolist()
+    bad = next((j for j, v in enumerate(got) if not math.isfinite(v)), None)
+    if bad is None:
+        state.losses.extend(got)
+        state.step = done
+        return True
+    state.diverged_at = done - len(got) + bad
+    state.losses.extend(got[:bad + 1])
+    state.step = state.diverged_at + 1
+    rt.say(f"step {state.step}/{rt.cfg.steps}: training loss {got[bad]}; stopping, the run diverged")
+    return False
+
+
+def final_eval(rt: Runtime, data: RunData, net: Trainable, state: TrainState) -> dict[str, float]:
+    """The trained model's val losses (NaN for a diverged run; a non-finite eval loss marks it diverged)."""
+    val_final: dict[str, float] = {e.name: math.nan for e in data.evals}
+    if state.diverged_at is None:
+        val_final = evaluate(net.model, data.evals, rt.ctx, batch_size=net.micro, amp=rt.amp)
         if not all(math.isfinite(v) for v in val_final.values()):
-            diverged_at = cfg.steps - 1
-    say("final val loss " + " ".join(f"{k}={v:.4f}" for k, v in val_final.items()))
+            state.diverged_at = rt.cfg.steps - 1
+    rt.say(_val_line("final", val_final))
+    return val_final
 
-    mean_final = _mean(val_final.values())
-    mean_initial = _mean(val_initial.values())
-    tokens = steps_done * cfg.batch_tokens
-    result = new_result(cfg.run_key)
-    result.update({
-        "status": STATUS_SUCCEEDED if diverged_at is None else STATUS_DIVERGED,
-        "valLossMean": mean_final,
-        "valLoss": val_final,
-        "valLossInitial": mean_initial,
-        "valLossInitialBySet": val_initial,
-        "trainLossFinal": _mean(losses[-TRAIN_LOSS_TAIL:]),
-        "lossFell": bool(math.isfinite(mean_final) and mean_final < mean_initial),
-        "tokens": tokens,
-        "steps": steps_done,
-        "seconds": round(time.perf_counter() - started, 3),
-        "trainSeconds": round(train_seconds, 3),
-        "tokensPerSecond": round(tokens / train_seconds, 1) if train_seconds > 0 else None,
-        "params": params,
-        "learningRate": cfg.learning_rate,
-        "seed": cfg.seed,
-        "device": ctx.describe(),
-        "dtype": dtype_name,
-        "model": {"name": cfg.model_name, **shape.to_dict()},
-        "batchTokens": cfg.batch_tokens,
-        "schedule": cfg.schedule,
-        "repeatedTokens": train_data.repeated_tokens,
-        "epochs": {a.uri: round(a.epochs, 4) for a in train_data.allocations},
-        "trainerVersion": __version__,
-    })
-    if diverged_at is not None:
-        result["divergedAtStep"] = diverged_at + 1
-    if warnings:
-        result["warnings"] = warnings
-    if ctx.is_main:
-        explicit = cfg.termination_log_path is not None
-        publish(result, output=cfg.output,
-                termination_log=cfg.termination_log_path if explicit else DEFAULT_TERMINATION_LOG,
-                create_termination_log=explicit, stdout=stream)
-    return result
+
+def make_result(rt: Runtime, data: RunData, net: Trainable, state: TrainState,
+                val_final: dict[str, float]) -> RunResult:
+    """The result from everything the run measured (non-finite losses become ``None``)."""
+    cfg = rt.cfg
+    mean_final, mean_initial = _mean(val_final.values()), _mean(state.val_initial.values())
+    return RunResult(
+        run_key=cfg.run_key,
+        status=STATUS_SUCCEEDED if state.diverged_at is None else STATUS_DIVERGED,
+        val_loss=dict(val_final),
+        val_loss_mean=mean_final,
+        val_loss_initial=mean_initial,
+        val_loss_initial_by_set=dict(state.val_initial),
+        train_loss_final=_mean(state.losses[-TRAIN_LOSS_TAIL:]),
+        loss_fell=bool(math.isfinite(mean_final) and mean_final < mean_initial),
+        tokens=state.step * cfg.batch_tokens,
+        steps=state.step,
+        seconds=round(time.perf_counter() - rt.started, 3),
+        train_seconds=round(state.train_seconds, 3),
+        tokens_per_second=_rate((state.step - (state.resumed_from or 0)) * cfg.batch_tokens, state.train_seconds),
+        params=net.params,
+        learning_rate=cfg.learning_rate,
+        seed=cfg.seed,
+        device=rt.ctx.describe(),
+        world_size=rt.ctx.world,
+        dtype=rt.dtype_name,
+        model={"name": cfg.model_name, **cfg.shape.to_dict()},
+        batch_tokens=cfg.batch_tokens,
+        schedule=cfg.schedule,
+        repeated_tokens=data.train.repeated_tokens,
+        epochs={a.uri: round(a.epochs, 4) for a in data.train.allocations},
+        trainer_version=__version__,
+        diverged_at_step=None if state.diverged_at is None else state.diverged_at + 1,
+        resumed_from_step=state.resumed_from,
+        warnings=[*data.warnings, *state.warnings] or None,
+    )
+
+
+def _rate(tokens: int, seconds: float) -> float | None:
+    return round(tokens / seconds, 1) if seconds > 0 and tokens > 0 else None
