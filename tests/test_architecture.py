@@ -91,10 +91,6 @@ def test_no_import_cycles() -> None:
 
 # -- function length ---------------------------------------------------------------------------------------------------
 
-# Being split in other branches; remove these marks once they are merged.
-_BEING_SPLIT = {
-    "trainer_image/proxyrank_trainer/train.py": "train._run is being split in another branch",
-}
 SOURCES = sorted(str(p.relative_to(ROOT)) for d in ("operator", "trainer_image") for p in (ROOT / d).rglob("*.py"))
 
 
@@ -119,9 +115,6 @@ def test_the_length_check_counts_from_def_to_end(tmp_path: Path) -> None:
     assert long_functions(tmp_path / "long.py") == ["long.py:2 g: 81 lines"]
 
 
-@pytest.mark.parametrize("source", [
-    pytest.param(s, marks=pytest.mark.xfail(reason=_BEING_SPLIT[s], strict=False)) if s in _BEING_SPLIT else s
-    for s in SOURCES
-])
+@pytest.mark.parametrize("source", SOURCES)
 def test_no_function_is_longer_than_80_lines(source: str) -> None:
     assert not long_functions(ROOT / source), f"split these functions (at most {MAX_FUNCTION_LINES} lines each)"
