@@ -18,7 +18,7 @@ from proxyrank_trainer.data import (
     open_source,
     windows_in,
 )
-from proxyrank_trainer.shards import ShardWriter, TokenSource
+from proxyrank_trainer.shards import ShardError, ShardWriter, TokenSource
 
 SEQ = 64
 
@@ -211,3 +211,33 @@ def test_unreachable_remote_source_is_a_data_error(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("PROXYRANK_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataError, match=r"^sources\[0\]\.uri: memory://nowhere/: cannot fetch"):
         open_source("sources[0].uri", "memory://nowhere/")
+
+
+@pytest.mark.parametrize("name", ["../../../../../etc/group", "/etc/group", "sub/shard.bin", "..", "", "a\\b"])
+def test_a_manifest_cannot_name_a_file_outside_its_source(corpus: ByteCorpus, tmp_path: Path, name: str) -> None:
+    import shutil
+
+    src = tmp_path / "crafted"
+    shutil.copytree(corpus.tiny, src)
+    manifest = json.loads((src / "manifest.json").read_text())
+    manifest["shards"][0]["file"] = name
+    (src / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ShardError, match=r"shards\[0\]\.file: .* is not a plain file name"):
+        TokenSource(str(src))
+
+
+def test_a_crafted_remote_manifest_writes_nothing_outside_the_cache(corpus: ByteCorpus, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsspec
+
+    monkeypatch.setenv("PROXYRANK_CACHE", str(tmp_path / "cache"))
+    fs = fsspec.filesystem("memory")
+    manifest = json.loads((corpus.tiny / "manifest.json").read_text())
+    first = manifest["shards"][0]["file"]
+    fs.pipe(f"/evil/{first}", (corpus.tiny / first).read_bytes())
+    fs.pipe("/escaped.bin", (corpus.tiny / first).read_bytes())
+    manifest["shards"][0]["file"] = "../../../escaped.bin"
+    fs.pipe("/evil/manifest.json", json.dumps(manifest).encode())
+    with pytest.raises(DataError, match=r"is not a plain file name"):
+        open_source("sources[0].uri", "memory://evil/")
+    assert not list(tmp_path.glob("escaped.bin*")) and not list(tmp_path.rglob("escaped.bin*"))

@@ -83,6 +83,8 @@ class Manifest:
             raise ShardError(f"{where}: 'dtype' must be uint16 or uint32, got {dtype!r}")
         if dtype == "uint16" and vocab > 65536:
             raise ShardError(f"{where}: vocabSize {vocab} does not fit uint16 shards; use uint32")
+        for i, shard in enumerate(shards):
+            _check_shard_entry(shard, f"{where}: shards[{i}]")
         known = {"format", "version", "vocabSize", "dtype", "eosToken", "tokenizer", "shards", "tokens", "documents"}
         return cls(
             vocab_size=vocab,
@@ -93,6 +95,24 @@ class Manifest:
             documents=int(data.get("documents", 0)),
             extra={k: v for k, v in data.items() if k not in known},
         )
+
+
+def _check_shard_entry(shard: Any, where: str) -> None:
+    """A shard entry names a plain file inside the source directory: no path separators, no ``..``.
+
+    The manifest comes from wherever the source lives (a bucket anyone with write access can change), and its file
+    names are joined to the source directory and to the local cache: a name like ``../../etc/group`` would read
+    outside the source as training data, or write outside the cache when a remote source is copied.
+    """
+    if not isinstance(shard, dict):
+        raise ShardError(f"{where}: must be an object {{file, tokens}}, got {type(shard).__name__}")
+    name = shard.get("file")
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ShardError(f"{where}.file: {name!r} is not a plain file name; shard files must sit directly in the "
+                         "source directory (no '/', '\\' or '..')")
+    tokens = shard.get("tokens")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+        raise ShardError(f"{where}.tokens: must be a non-negative integer, got {tokens!r}")
 
 
 class ShardWriter:
