@@ -1,4 +1,4 @@
-"""The launcher interface shared by the embedded runner and the operator."""
+"""The launcher port: what the embedded runner, the operator's handlers and the shared driver call on a back end."""
 
 from __future__ import annotations
 
@@ -9,15 +9,24 @@ from proxyrank.api import RecipeComparisonSpec
 from proxyrank.planner import Plan, PlannedRun
 from proxyrank.reconciler import Observation
 
+DEFAULT_NAMESPACE = "default"
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class ComparisonRef:
-    """Which comparison a launcher acts for."""
+    """Which comparison a launcher acts for. ``namespace`` is resolved here, once: ``None`` (a comparison outside
+    Kubernetes, or a cluster-scoped call) means ``"default"``."""
 
     name: str
     uid: str
-    namespace: str | None
+    namespace: str
     spec: RecipeComparisonSpec
+
+    def __init__(self, name: str, uid: str, namespace: str | None, spec: RecipeComparisonSpec) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "uid", uid)
+        object.__setattr__(self, "namespace", namespace or DEFAULT_NAMESPACE)
+        object.__setattr__(self, "spec", spec)
 
 
 class LaunchError(RuntimeError):

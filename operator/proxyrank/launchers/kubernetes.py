@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from proxyrank import API_VERSION, KIND
 from proxyrank.api import RecipeComparisonSpec, Resources
 from proxyrank.launchers.base import ComparisonRef, LaunchError
-from proxyrank.planner import LABEL_COMPARISON_UID, LABEL_RUN, Plan, PlannedRun, label_value
+from proxyrank.planner import LABEL_COMPARISON_UID, LABEL_RUN, Plan, PlannedRun, config_json, label_value
 from proxyrank.reconciler import LaunchState, Observation
 from proxyrank_trainer.results import parse_result_line
 
@@ -141,9 +141,9 @@ class KubernetesLauncher:
 
         spec = ref.spec
         trainer = spec.trainer
-        config = dict(run.config)
-        config["output"] = RESULT_PATH
-        env = {"PROXYRANK_RUN_CONFIG": json.dumps(config, separators=(",", ":")), "PYTHONUNBUFFERED": "1",
+        # no checkpointDir: a relaunched attempt is a new pod with no volume shared with the last one (yet)
+        config = run.config.model_copy(update={"output": RESULT_PATH})
+        env = {"PROXYRANK_RUN_CONFIG": json.dumps(config_json(config), separators=(",", ":")), "PYTHONUNBUFFERED": "1",
                **(trainer.env or {})}
         if trainer.named_resource is not None:
             from torchx import specs
@@ -156,7 +156,7 @@ class KubernetesLauncher:
             app = torchrun(m=TRAINER_MODULE, image=str(trainer.image), name=job_name(run.key, attempt),
                            cpu=res.cpu, gpu=res.gpu, memMB=res.mem_mb, j=f"{trainer.replicas}x{max(1, res.gpu)}",
                            env=env)
-        cfg: dict[str, Any] = {"queue": trainer.queue, "namespace": ref.namespace or "default",
+        cfg: dict[str, Any] = {"queue": trainer.queue, "namespace": ref.namespace,
                                "validate_spec": False}
         if trainer.service_account_name:
             cfg["service_account"] = trainer.service_account_name
@@ -166,7 +166,7 @@ class KubernetesLauncher:
 
         labels = {**run.labels, LABEL_ATTEMPT: str(attempt)}
         name = job_name(run.key, attempt)
-        job["metadata"] = {"name": name, "namespace": ref.namespace or "default", "labels": labels,
+        job["metadata"] = {"name": name, "namespace": ref.namespace, "labels": labels,
                            "annotations": {"proxyrank.io/run-title": run.title[:253]}}
         if self.owner:
             job["metadata"]["ownerReferences"] = [{**self.owner, "controller": True, "blockOwnerDeletion": False}]
@@ -184,7 +184,7 @@ class KubernetesLauncher:
             for container in pod_spec.get("containers", []):
                 for var in container.get("env") or []:
                     if var.get("name") == "TORCHX_JOB_ID":  # TorchX named the job before we renamed it
-                        var["value"] = f"kubernetes://torchx/{ref.namespace or 'default'}:{name}"
+                        var["value"] = f"kubernetes://torchx/{ref.namespace}:{name}"
                 container["terminationMessagePolicy"] = "FallbackToLogsOnError"
                 container["terminationMessagePath"] = "/dev/termination-log"
         job["spec"]["maxRetry"] = 0  # retries are the reconciler's (policy.runRetries), counted in status
@@ -192,7 +192,7 @@ class KubernetesLauncher:
 
     # -------------------------------------------------------------------------------------------------- launcher
     def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
-        ns = ref.namespace or "default"
+        ns = ref.namespace
         job = self.build_job(ref, run, attempt)
         name = job["metadata"]["name"]
         api_exception = _api_exception()
@@ -227,7 +227,7 @@ class KubernetesLauncher:
 
     def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
         latest: dict[str, tuple[int, dict[str, Any]]] = {}
-        for job in self.list_jobs(ref.namespace or "default", ref.uid):
+        for job in self.list_jobs(ref.namespace, ref.uid):
             labels = job.get("metadata", {}).get("labels") or {}
             key = labels.get(LABEL_RUN)
             try:
@@ -241,7 +241,7 @@ class KubernetesLauncher:
                     and job["metadata"]["name"] not in self._results]
         pods_by_job: dict[str, list[dict[str, Any]]] = {}
         if finished:
-            for pod in self._list(ref.uid, "pods", self.core.list_namespaced_pod, ref.namespace or "default"):
+            for pod in self._list(ref.uid, "pods", self.core.list_namespaced_pod, ref.namespace):
                 labels = pod.get("metadata", {}).get("labels") or {}
                 name = job_name(labels.get(LABEL_RUN, ""), int(labels.get(LABEL_ATTEMPT, "0") or 0))
                 pods_by_job.setdefault(name, []).append(pod)
@@ -253,7 +253,7 @@ class KubernetesLauncher:
     def _observation(self, ref: ComparisonRef, key: str, attempt: int, job: dict[str, Any],
                      pods_by_job: dict[str, list[dict[str, Any]]]) -> Observation:
         name = job["metadata"]["name"]
-        handle = f"kubernetes://torchx/{ref.namespace or 'default'}:{name}"
+        handle = f"kubernetes://torchx/{ref.namespace}:{name}"
         state = _PHASES.get(_phase(job), LaunchState.pending)
         started = _time(job.get("metadata", {}).get("creationTimestamp"))
         if state in (LaunchState.pending, LaunchState.running):
@@ -293,7 +293,7 @@ class KubernetesLauncher:
                 continue
             try:
                 text = with_retries(lambda n=name: self.core.read_namespaced_pod_log(  # type: ignore[misc]
-                    n, ref.namespace or "default", tail_lines=20), f"read log of {name}", sleep=self.sleep)
+                    n, ref.namespace, tail_lines=20), f"read log of {name}", sleep=self.sleep)
             except _api_exception() as exc:
                 log.info("reading the log of %s failed: %s", name, getattr(exc, "status", exc))
                 continue
@@ -303,7 +303,7 @@ class KubernetesLauncher:
         return None, "no termination message and no PROXYRANK_RESULT line in the log"
 
     def cancel(self, ref: ComparisonRef, key: str, attempt: int, handle: str | None) -> None:
-        self._delete(ref.namespace or "default", job_name(key, attempt))
+        self._delete(ref.namespace, job_name(key, attempt))
 
     def _delete(self, namespace: str, name: str) -> None:
         api_exception = _api_exception()
@@ -316,7 +316,7 @@ class KubernetesLauncher:
                 raise
 
     def delete_all(self, ref: ComparisonRef) -> None:
-        self.delete_children(ref.namespace or "default", ref.uid)
+        self.delete_children(ref.namespace, ref.uid)
 
     def delete_children(self, namespace: str, uid: str) -> int:
         """Delete every job of a comparison (by its uid label); returns how many were deleted."""

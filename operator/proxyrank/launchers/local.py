@@ -5,6 +5,7 @@ Work directory layout (``proxyrank run --workdir DIR``)::
     DIR/runs/<key>/attempt-<n>/config.json       the trainer's run config
     DIR/runs/<key>/attempt-<n>/result.json       the trainer's result (its ``output``)
     DIR/runs/<key>/attempt-<n>/logs/...          TorchX logs: <session>/<app_id>/trainer/0/{stdout,stderr}.log, SUCCESS
+    DIR/runs/<key>/checkpoint/                   the trainer's checkpoints (``checkpointDir``): shared by the attempts
 
 Results come from the result file, so a run that finished while ``proxyrank run`` was not watching (or before a
 SIGKILL) is still collected on resume; the exit code comes from TorchX's ``SUCCESS`` record. A run whose process this
@@ -20,10 +21,9 @@ import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from proxyrank.launchers.base import ComparisonRef, LaunchError
-from proxyrank.planner import Plan, PlannedRun
+from proxyrank.planner import Plan, PlannedRun, config_json
 from proxyrank.reconciler import LaunchState, Observation
 from proxyrank_trainer.results import read_result_file
 
@@ -67,6 +67,9 @@ class LocalLauncher:
     def attempt_dir(self, key: str, attempt: int) -> Path:
         return self.run_dir(key) / f"attempt-{attempt}"
 
+    def checkpoint_dir(self, key: str) -> Path:
+        return self.run_dir(key) / "checkpoint"
+
     # -------------------------------------------------------------------------------------------------- launcher
     def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
         from torchx import specs
@@ -75,15 +78,18 @@ class LocalLauncher:
         if adir.exists():  # a previous, interrupted try of the same attempt: start clean
             shutil.rmtree(adir)
         adir.mkdir(parents=True)
-        config: dict[str, Any] = dict(run.config)
         # relative data paths mean "relative to where proxyrank runs": make the run config self-contained
-        config["sources"] = [{**s, "uri": _absolute(s["uri"])} for s in config["sources"]]
-        config["evalSets"] = [{**e, "uri": _absolute(e["uri"])} for e in config["evalSets"]]
-        config["output"] = str(adir / "result.json")
-        config["terminationLogPath"] = str(adir / "termination-log")
-        if self.threads_per_run:
-            config["threads"] = self.threads_per_run
-        (adir / "config.json").write_text(json.dumps(config, indent=2))
+        base = run.config
+        config = base.model_copy(update={
+            "sources": [s.model_copy(update={"uri": _absolute(s.uri)}) for s in base.sources],
+            "eval_sets": [e.model_copy(update={"uri": _absolute(e.uri)}) for e in base.eval_sets],
+            "output": str(adir / "result.json"),
+            "termination_log_path": str(adir / "termination-log"),
+            "threads": self.threads_per_run or None,
+            # per run, not per attempt: a relaunched attempt resumes from the last attempt's checkpoint
+            "checkpoint_dir": str(self.checkpoint_dir(run.key)),
+        })
+        (adir / "config.json").write_text(json.dumps(config_json(config), indent=2))
         # PROXYRANK_DIE_WITH_PARENT: the trainer asks the kernel to stop it when this process dies (even by
         # SIGKILL), so an interrupted `proxyrank run` leaves no orphans competing with the resumed one.
         env = {"PYTHONUNBUFFERED": "1", "PROXYRANK_DIE_WITH_PARENT": "1", **self.env}
