@@ -37,7 +37,9 @@ import jsonpatch
 import kmock
 
 from proxyrank.planner import LABEL_COMPARISON_UID, LABEL_PROTOCOL, LABEL_RECIPE, LABEL_RUN, LABEL_SCALE
-from proxyrank_trainer.results import compact_for_termination, new_result, result_line
+from proxyrank.testing import make_result
+from proxyrank_trainer.contract import RunResult
+from proxyrank_trainer.results import compact_for_termination, result_line
 
 TEST_AGENT = "proxyrank-tests"
 API = "/apis/proxyrank.io/v1alpha1"
@@ -317,10 +319,15 @@ Kind = Literal["result", "log", "missing", "fail", "diverged", "hold"]
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one job attempt ends. ``hold`` keeps it Running until the script says otherwise."""
+    """How one job attempt ends. ``hold`` keeps it Running until the script says otherwise. A result reports
+    ``world_size`` ranks on ``device`` for ``seconds`` each; ``run_key`` makes it carry another run's key."""
 
     kind: Kind = "result"
     loss: float = 3.0
+    world_size: int = 1
+    device: str = "cuda:0"
+    seconds: float = 12.5
+    run_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -339,20 +346,12 @@ class JobInfo:
 Script = Callable[[JobInfo], Outcome]
 
 
-def trainer_result(info: JobInfo, kind: Kind, loss: float, eval_sets: tuple[str, ...] = ("web",)) -> dict[str, Any]:
-    """A result as the trainer writes it (see proxyrank_trainer.results and train.py)."""
-    result = new_result(info.run)
-    diverged = kind == "diverged"
-    result.update({
-        "status": "diverged" if diverged else "succeeded",
-        "valLoss": {} if diverged else {s: round(loss + 0.01 * i, 6) for i, s in enumerate(eval_sets)},
-        "valLossMean": None if diverged else round(loss + 0.005 * (len(eval_sets) - 1), 6),
-        "valLossInitial": 10.8, "trainLossFinal": None if diverged else round(loss - 0.05, 6),
-        "lossFell": not diverged, "tokens": 524288, "steps": 1, "seconds": 12.5, "tokensPerSecond": 41943.0,
-        "params": 124_000_000, "nonEmbeddingParams": 85_000_000, "learningRate": info.learning_rate,
-        "seed": info.seed, "device": "cuda:0", "worldSize": 1,
-    })
-    return result
+def trainer_result(info: JobInfo, outcome: Outcome, eval_sets: tuple[str, ...] = ("web",)) -> RunResult:
+    """The result the trainer of this job reports, as the script's outcome says."""
+    return make_result(outcome.run_key or info.run, outcome.loss,
+                       status="diverged" if outcome.kind == "diverged" else "succeeded", world_size=outcome.world_size,
+                       device=outcome.device, eval_sets=eval_sets, seconds=outcome.seconds, tokens=524288,
+                       learning_rate=info.learning_rate, seed=info.seed)
 
 
 @dataclass
@@ -410,7 +409,7 @@ class VolcanoSimulator:
                            {"status": {"state": {"phase": phase}}})
 
     def _finish(self, job: dict[str, Any], info: JobInfo, outcome: Outcome) -> None:
-        result = trainer_result(info, outcome.kind, outcome.loss, self.eval_sets)
+        result = trainer_result(info, outcome, self.eval_sets).to_json()
         terminated: dict[str, Any] = {"exitCode": 0, "reason": "Completed"}
         log = f"step 1 loss {outcome.loss + 1:.3f}\n"
         if outcome.kind in ("result", "diverged"):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from proxyrank.api import RecipeComparisonSpec
 from proxyrank.planner import Plan, PlannedRun
 from proxyrank.reconciler import Observation
+from proxyrank_trainer.contract import ResultError, RunResult, parse_result
 
 DEFAULT_NAMESPACE = "default"
 
@@ -27,6 +28,15 @@ class ComparisonRef:
         object.__setattr__(self, "uid", uid)
         object.__setattr__(self, "namespace", namespace or DEFAULT_NAMESPACE)
         object.__setattr__(self, "spec", spec)
+
+
+def parse_run_result(payload: Any, where: str) -> tuple[RunResult | None, str | None]:
+    """What a trainer wrote (decoded JSON) as a typed result, or ``None`` and a message naming the problem and where
+    the payload was read; the reconciler turns the latter into ``ResultMissing``."""
+    try:
+        return parse_result(payload), None
+    except ResultError as exc:
+        return None, f"the result in {where} is unusable ({exc})"
 
 
 class LaunchError(RuntimeError):

@@ -24,9 +24,10 @@ from typing import Any, TypeVar
 
 from proxyrank import API_VERSION, KIND
 from proxyrank.api import RecipeComparisonSpec, Resources
-from proxyrank.launchers.base import ComparisonRef, LaunchError
+from proxyrank.launchers.base import ComparisonRef, LaunchError, parse_run_result
 from proxyrank.planner import LABEL_COMPARISON_UID, LABEL_RUN, Plan, PlannedRun, config_json, label_value
 from proxyrank.reconciler import LaunchState, Observation
+from proxyrank_trainer.contract import RunResult
 from proxyrank_trainer.results import parse_result_line
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class KubernetesLauncher:
         self.core = core_api
         self.owner = dict(owner) if owner else None
         self.sleep = sleep
-        self._results: dict[str, tuple[dict[str, Any] | None, str | None]] = {}  # job name -> (result, message)
+        self._results: dict[str, tuple[RunResult | None, str | None]] = {}  # job name -> (result, message)
 
     # -------------------------------------------------------------------------------------------------- build
     def build_job(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> dict[str, Any]:
@@ -267,26 +268,14 @@ class KubernetesLauncher:
                            started_at=started)
 
     def _read_result(self, ref: ComparisonRef, pods: list[dict[str, Any]],
-                     state: LaunchState) -> tuple[dict[str, Any] | None, str | None]:
+                     state: LaunchState) -> tuple[RunResult | None, str | None]:
         """The rank-0 trainer's result: its termination message, else the PROXYRANK_RESULT log line."""
         pods = sorted(pods, key=lambda p: p.get("metadata", {}).get("name", ""))
-        for pod in pods:
-            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-                term = ((cs.get("state") or {}).get("terminated")) or {}
-                message = (term.get("message") or "").strip()
-                if state == LaunchState.failed:
-                    detail = term.get("reason") or "Error"
-                    tail = message.splitlines()[-1] if message else ""
-                    return None, f"exit code {term.get('exitCode')} ({detail}){': ' + tail if tail else ''}"
-                if message:
-                    try:
-                        parsed = json.loads(message)
-                    except ValueError:
-                        parsed = parse_result_line(message)
-                    if isinstance(parsed, dict):
-                        return parsed, None
         if state == LaunchState.failed:
-            return None, "the job failed and no pod status was found"
+            return None, failure_message(pods)
+        found = result_from_termination_messages(pods)
+        if found is not None:
+            return found
         for pod in pods:  # fallback: the sentinel line in the log
             name = pod.get("metadata", {}).get("name")
             if not name:
@@ -297,9 +286,9 @@ class KubernetesLauncher:
             except _api_exception() as exc:
                 log.info("reading the log of %s failed: %s", name, getattr(exc, "status", exc))
                 continue
-            parsed = parse_result_line(text if isinstance(text, str) else str(text))
-            if parsed is not None:
-                return parsed, None
+            payload = parse_result_line(text if isinstance(text, str) else str(text))
+            if payload is not None:
+                return parse_run_result(payload, f"the log of pod {name}")
         return None, "no termination message and no PROXYRANK_RESULT line in the log"
 
     def cancel(self, ref: ComparisonRef, key: str, attempt: int, handle: str | None) -> None:
@@ -324,6 +313,36 @@ class KubernetesLauncher:
         for job in jobs:
             self._delete(namespace, job["metadata"]["name"])
         return len(jobs)
+
+
+def _container_terminations(pods: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(pod name, ``state.terminated``) of every container status, in pod order (``{}`` while not terminated)."""
+    return [(pod.get("metadata", {}).get("name", "?"), ((cs.get("state") or {}).get("terminated")) or {})
+            for pod in pods for cs in (pod.get("status") or {}).get("containerStatuses") or []]
+
+
+def failure_message(pods: list[dict[str, Any]]) -> str:
+    """Why a job failed: the first container's exit code, reason and last termination-message line."""
+    for _, term in _container_terminations(pods):
+        message = (term.get("message") or "").strip()
+        tail = message.splitlines()[-1] if message else ""
+        return f"exit code {term.get('exitCode')} ({term.get('reason') or 'Error'}){': ' + tail if tail else ''}"
+    return "the job failed and no pod status was found"
+
+
+def result_from_termination_messages(pods: list[dict[str, Any]]) -> tuple[RunResult | None, str | None] | None:
+    """The result in the first termination message that holds one (rank 0 writes it), parsed; None if none does."""
+    for pod_name, term in _container_terminations(pods):
+        message = (term.get("message") or "").strip()
+        if not message:
+            continue
+        try:
+            payload = json.loads(message)
+        except ValueError:
+            payload = parse_result_line(message)
+        if isinstance(payload, dict):
+            return parse_run_result(payload, f"the termination message of pod {pod_name}")
+    return None
 
 
 def owner_reference(name: str, uid: str) -> dict[str, Any]:

@@ -22,10 +22,10 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from proxyrank.launchers.base import ComparisonRef, LaunchError
+from proxyrank.launchers.base import ComparisonRef, LaunchError, parse_run_result
 from proxyrank.planner import Plan, PlannedRun, config_json
 from proxyrank.reconciler import LaunchState, Observation
-from proxyrank_trainer.results import read_result_file
+from proxyrank_trainer.contract import RunResult
 
 log = logging.getLogger(__name__)
 ROLE = "trainer"
@@ -123,9 +123,9 @@ class LocalLauncher:
         started = datetime.fromtimestamp((adir / "config.json").stat().st_mtime, UTC) \
             if (adir / "config.json").exists() else None
         if handle is None:
-            result = read_result_file(result_path)
-            if result is not None:  # finished while nobody watched (resume after a kill)
-                return Observation(key, attempt, LaunchState.succeeded, handle=None, result=result,
+            result, problem = read_result(result_path)
+            if result is not None or problem is not None:  # finished while nobody watched (resume after a kill)
+                return Observation(key, attempt, LaunchState.succeeded, handle=None, result=result, message=problem,
                                    started_at=started, finished_at=_mtime(result_path))
             return Observation(key, attempt, LaunchState.unknown, message="no process and no result")
         from torchx.specs import AppState
@@ -137,10 +137,11 @@ class LocalLauncher:
         if state == AppState.RUNNING:
             return Observation(key, attempt, LaunchState.running, handle, started_at=started)
         exit_code, stderr = self._exit_record(adir)
-        result = read_result_file(result_path)
         if state == AppState.SUCCEEDED:
-            msg = None if result is not None else f"no result at {result_path}; stderr: {stderr or '(empty)'}"
-            return Observation(key, attempt, LaunchState.succeeded, handle, result=result, message=msg,
+            result, problem = read_result(result_path)
+            if result is None and problem is None:
+                problem = f"no result at {result_path}; stderr: {stderr or '(empty)'}"
+            return Observation(key, attempt, LaunchState.succeeded, handle, result=result, message=problem,
                                started_at=started, finished_at=_mtime(result_path) or datetime.now(UTC))
         if state in (AppState.FAILED, AppState.CANCELLED):
             code = f"exit code {exit_code}" if exit_code is not None else state.name.lower()
@@ -188,6 +189,22 @@ class LocalLauncher:
             self._runner.close()
         except Exception as exc:
             log.debug("closing the TorchX runner: %s", exc)
+
+
+def read_result(path: Path) -> tuple[RunResult | None, str | None]:
+    """The trainer's result file (its ``output``), parsed: (result, None); (None, what is wrong with it); or
+    (None, None) when there is no file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"the result at {path} is unreadable ({exc})"
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        return None, f"the result at {path} is not JSON ({exc})"
+    return parse_run_result(payload, str(path))
 
 
 def _absolute(uri: str) -> str:
