@@ -114,8 +114,9 @@ def _model_name(scale: ScaleSpec) -> str:
 
 
 def config_json(config: RunConfig) -> dict[str, Any]:
-    """A run config as the trainer reads it: camelCase JSON, unset optional fields left out."""
-    return config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    """A run config as the trainer reads it: camelCase JSON of the fields the planner and the launchers set. Fields
+    left at their defaults are left out, so the trainer image's own defaults apply (as before the config was typed)."""
+    return config.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True)
 
 
 def _run_config(spec: RecipeComparisonSpec, scale: ScaleSpec, key: str, recipe_name: str, lr: float,

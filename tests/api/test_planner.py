@@ -93,6 +93,7 @@ def test_run_config_json_is_camel_case_and_reads_back_as_the_same_config() -> No
     assert data["runKey"] == run.key and data["evalSets"][0]["name"] == "pile-cc" and "batchTokens" in data
     assert not any("_" in k for k in data), data
     assert "output" not in data and "seqLen" not in data  # unset optional fields are left out
+    assert "beta1" not in data and "evalTokens" not in data  # and defaults: the trainer's own apply
     assert RunConfig.model_validate(data) == run.config
     assert plan.to_json()["runs"][0]["config"] == data
 
