@@ -98,7 +98,7 @@ class PassRecord:
     seconds: float  # wall clock of the whole pass, status PATCH included
     cpu: float  # CPU time of the operator's thread (the API server runs on another thread)
     observe: float  # wall clock in launcher.observe (job list, pod list, log reads)
-    launch: float  # wall clock in launcher.launch (TorchX dryrun + create)
+    launch: float  # wall clock in launcher.launch (TorchX app -> job, build_volcano_job, create)
     write: float  # wall clock of the status PATCH
     requests: Counter[str] = field(default_factory=Counter)
     launched: int = 0

@@ -9,7 +9,8 @@ from typing import Any
 
 from proxyrank.api import RunState
 from proxyrank.launchers.base import ComparisonRef
-from proxyrank.launchers.kubernetes import LABEL_ATTEMPT, KubernetesLauncher, job_name
+from proxyrank.launchers.kubernetes import KubernetesLauncher
+from proxyrank.launchers.volcano import LABEL_ATTEMPT, job_name
 from proxyrank.planner import LABEL_COMPARISON_UID, LABEL_RUN, Plan, PlannedRun, label_value, plan_runs
 from proxyrank.reconciler import LaunchState, reconcile
 from proxyrank.testing import make_result

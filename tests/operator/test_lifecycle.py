@@ -6,7 +6,7 @@ import re
 import time
 from typing import Any
 
-from proxyrank.launchers.kubernetes import job_name
+from proxyrank.launchers.volcano import job_name
 from tests.operator.conftest import (
     NAMESPACE,
     TARGET_LOSS,

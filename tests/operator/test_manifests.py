@@ -14,7 +14,8 @@ from proxyrank.api import MAX_RECIPES, Phase, RecipeComparisonStatus
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
 from proxyrank.launchers.fake import FakeLauncher, Outcome
-from proxyrank.launchers.kubernetes import KubernetesLauncher, job_name, owner_reference
+from proxyrank.launchers.kubernetes import KubernetesLauncher
+from proxyrank.launchers.volcano import job_name, owner_reference
 from proxyrank.planner import PlannedRun, plan_runs
 from proxyrank.reconciler import LaunchState
 from proxyrank.testing import make_result

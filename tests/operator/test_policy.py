@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxyrank.launchers.kubernetes import job_name
+from proxyrank.launchers.volcano import job_name
 from tests.operator.conftest import (
     NAMESPACE,
     Cluster,

@@ -6,7 +6,7 @@ import copy
 import uuid
 from collections import Counter
 
-from proxyrank.launchers.kubernetes import job_name
+from proxyrank.launchers.volcano import job_name
 from proxyrank.planner import plan_runs
 from proxyrank.validation import parse_spec
 from tests.operator.conftest import (
