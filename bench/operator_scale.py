@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.operator.h
 
 import kubernetes
 
-from proxyrank.api import Phase, RecipeComparisonStatus
+from proxyrank.api import Phase, RecipeComparisonSpec, RecipeComparisonStatus
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
 from proxyrank.launchers.kubernetes import KubernetesLauncher, owner_reference
@@ -134,8 +134,14 @@ class TimedLauncher:
     def cancel(self, ref: ComparisonRef, key: str, attempt: int, handle: str | None) -> None:
         self.inner.cancel(ref, key, attempt, handle)
 
-    def delete_all(self, ref: ComparisonRef) -> None:
-        self.inner.delete_all(ref)
+    def delete_all(self, namespace: str, uid: str) -> int:
+        return self.inner.delete_all(namespace, uid)
+
+    def validate(self, spec: RecipeComparisonSpec) -> list[str]:
+        return self.inner.validate(spec)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def classify(request: Any) -> str:

@@ -23,8 +23,9 @@ import kopf
 from proxyrank import GROUP, PLURAL, VERSION
 from proxyrank.api import Phase, RecipeComparisonStatus
 from proxyrank.driver import reconcile_and_apply
-from proxyrank.launchers.base import ComparisonRef
-from proxyrank.launchers.kubernetes import KubernetesLauncher, owner_reference, validate_for_kubernetes
+from proxyrank.launchers.base import ComparisonRef, Launcher, resolve_namespace
+from proxyrank.launchers.kubernetes import KubernetesLauncher
+from proxyrank.launchers.volcano import owner_reference
 from proxyrank.metrics import ComparisonSnapshot
 from proxyrank.planner import plan_runs
 from proxyrank.reconciler import Event, set_condition
@@ -78,7 +79,7 @@ _passes: dict[str, threading.Lock] = {}
 _registry_lock = threading.Lock()
 
 
-def launcher_for(name: str, uid: str) -> KubernetesLauncher:
+def launcher_for(name: str, uid: str) -> Launcher:
     global _launcher
     with _registry_lock:
         if _launcher is None:
@@ -164,13 +165,14 @@ def _invalid(body: kopf.Body, patch: kopf.Patch, uid: str, generation: int | Non
 
 
 def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], name: str,
-                     namespace: str, uid: str, generation: int | None, patch: kopf.Patch) -> None:
+                     namespace: str | None, uid: str, generation: int | None, patch: kopf.Patch) -> None:
     try:
         parsed = parse_spec(dict(spec))
     except SpecError as exc:
         _invalid(body, patch, uid, generation, exc.problems, status)
         return
-    problems = validate_for_kubernetes(parsed)
+    launcher = launcher_for(name, uid)
+    problems = launcher.validate(parsed)
     if problems:
         _invalid(body, patch, uid, generation, problems, status)
         return
@@ -180,7 +182,7 @@ def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[s
         return  # finished and nothing changed since: no API calls
     plan = plan_runs(parsed, name, uid)
     ref = ComparisonRef(name=name, uid=uid, namespace=namespace, spec=parsed)
-    result = reconcile_and_apply(ref, plan, launcher_for(name, uid), previous, datetime.now(UTC), generation)
+    result = reconcile_and_apply(ref, plan, launcher, previous, datetime.now(UTC), generation)
     new = result.status
     if previous is None or new.model_dump() != previous.model_dump():
         patch.status.update(new.dump())
@@ -194,7 +196,7 @@ def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[s
 def on_spec(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str | None,
             uid: str, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
     with pass_lock(uid):  # a spec change must be seen: wait for a timer pass in progress
-        reconcile_object(body, spec, status, name, namespace or "default", uid, meta.get("generation"), patch)
+        reconcile_object(body, spec, status, name, namespace, uid, meta.get("generation"), patch)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL, initial_delay=RECONCILE_INTERVAL)
@@ -206,7 +208,7 @@ def on_timer(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, n
     if not lock.acquire(blocking=False):
         return  # another pass over this comparison is in progress; the next tick catches up
     try:
-        reconcile_object(body, spec, status, name, namespace or "default", uid, meta.get("generation"), patch)
+        reconcile_object(body, spec, status, name, namespace, uid, meta.get("generation"), patch)
     finally:
         lock.release()
 
@@ -214,14 +216,14 @@ def on_timer(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, n
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def on_delete(name: str, namespace: str | None, uid: str, logger: logging.Logger | logging.LoggerAdapter[Any],
               **_: Any) -> None:
-    namespace = namespace or "default"
+    namespace = resolve_namespace(namespace)
     with pass_lock(uid):  # a pass in progress could otherwise launch a job after the children were listed
-        deleted = launcher_for(name, uid).delete_children(namespace, uid)
+        deleted = launcher_for(name, uid).delete_all(namespace, uid)
     logger.info("deleted %d child jobs of %s/%s", deleted, namespace, name)
     forget(uid)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def on_event(event: kopf.RawEvent, name: str, namespace: str | None, status: kopf.Status, **_: Any) -> None:
-    STATE.observe_event(event.get("type"), namespace or "default", name, status)
+    STATE.observe_event(event.get("type"), resolve_namespace(namespace), name, status)
 

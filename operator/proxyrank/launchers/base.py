@@ -1,4 +1,9 @@
-"""The launcher port: what the embedded runner, the operator's handlers and the shared driver call on a back end."""
+"""The launcher port: what the embedded runner, the operator's handlers and the shared driver call on a back end.
+
+Implementations: :class:`~proxyrank.launchers.local.LocalLauncher` (``proxyrank run``),
+:class:`~proxyrank.launchers.kubernetes.KubernetesLauncher` (the operator) and
+:class:`~proxyrank.launchers.fake.FakeLauncher` (tests).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,11 @@ from proxyrank.reconciler import Observation
 from proxyrank_trainer.contract import ResultError, RunResult, parse_result
 
 DEFAULT_NAMESPACE = "default"
+
+
+def resolve_namespace(namespace: str | None) -> str:
+    """The namespace a comparison lives in: ``None`` (outside Kubernetes) means ``"default"``."""
+    return namespace or DEFAULT_NAMESPACE
 
 
 @dataclass(frozen=True, init=False)
@@ -26,7 +36,7 @@ class ComparisonRef:
     def __init__(self, name: str, uid: str, namespace: str | None, spec: RecipeComparisonSpec) -> None:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "uid", uid)
-        object.__setattr__(self, "namespace", namespace or DEFAULT_NAMESPACE)
+        object.__setattr__(self, "namespace", resolve_namespace(namespace))
         object.__setattr__(self, "spec", spec)
 
 
@@ -44,6 +54,14 @@ class LaunchError(RuntimeError):
 
 
 class Launcher(Protocol):
+    """Exactly what callers use: the driver observes, launches and cancels; the operator's handlers validate and
+    delete; whoever created a launcher closes it."""
+
+    def validate(self, spec: RecipeComparisonSpec) -> list[str]:
+        """What this back end cannot run although the API model accepts it (field path and fix per problem); the
+        operator reports them as phase ``Invalid``, reason ``InvalidSpec``."""
+        ...
+
     def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
         """The latest attempt of every run the launcher knows for this comparison, by run key (one bulk call)."""
         ...
@@ -56,6 +74,11 @@ class Launcher(Protocol):
         """Stop a run attempt; a run that is already gone is not an error."""
         ...
 
-    def delete_all(self, ref: ComparisonRef) -> None:
-        """Remove every child of the comparison (used on deletion)."""
+    def delete_all(self, namespace: str, uid: str) -> int:
+        """Remove every child of the comparison ``uid`` (on its deletion) and return how many there were. Takes the
+        comparison's identity, not a :class:`ComparisonRef`: a comparison whose spec no longer parses is deleted too."""
+        ...
+
+    def close(self) -> None:
+        """Stop what this launcher started and release its resources (end of ``proxyrank run``, Ctrl-C)."""
         ...

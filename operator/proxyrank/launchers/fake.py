@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from proxyrank.api import RecipeComparisonSpec
 from proxyrank.launchers.base import ComparisonRef, LaunchError
 from proxyrank.planner import Plan, PlannedRun
 from proxyrank.reconciler import LaunchState, Observation
@@ -39,7 +40,12 @@ class FakeLauncher:
     attempts: dict[str, _Attempt] = field(default_factory=dict)
     launched: list[tuple[str, int]] = field(default_factory=list)
     cancelled: list[tuple[str, int]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what validate() reports
     deleted: bool = False
+    closed: bool = False
+
+    def validate(self, spec: RecipeComparisonSpec) -> list[str]:
+        return list(self.problems)
 
     def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
         out = {}
@@ -70,6 +76,11 @@ class FakeLauncher:
             self.attempts[key].cancelled = True
         self.cancelled.append((key, attempt))
 
-    def delete_all(self, ref: ComparisonRef) -> None:
+    def delete_all(self, namespace: str, uid: str) -> int:
+        count = len(self.attempts)
         self.attempts.clear()
         self.deleted = True
+        return count
+
+    def close(self) -> None:
+        self.closed = True

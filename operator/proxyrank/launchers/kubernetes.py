@@ -270,15 +270,19 @@ class KubernetesLauncher:
             if getattr(exc, "status", None) != 404:
                 raise
 
-    def delete_all(self, ref: ComparisonRef) -> None:
-        self.delete_children(ref.namespace, ref.uid)
-
-    def delete_children(self, namespace: str, uid: str) -> int:
+    def delete_all(self, namespace: str, uid: str) -> int:
         """Delete every job of a comparison (by its uid label); returns how many were deleted."""
         jobs = self.list_jobs(namespace, uid)
         for job in jobs:
             self._delete(namespace, job["metadata"]["name"])
         return len(jobs)
+
+    def validate(self, spec: RecipeComparisonSpec) -> list[str]:
+        return validate_for_kubernetes(spec)
+
+    def close(self) -> None:
+        """Nothing runs in this process and the API clients are shared: only the cached results are dropped."""
+        self._results.clear()
 
 
 def _container_terminations(pods: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

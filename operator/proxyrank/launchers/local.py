@@ -22,6 +22,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from proxyrank.api import RecipeComparisonSpec
 from proxyrank.launchers.base import ComparisonRef, LaunchError, parse_run_result
 from proxyrank.planner import Plan, PlannedRun, config_json
 from proxyrank.reconciler import LaunchState, Observation
@@ -170,9 +171,18 @@ class LocalLauncher:
             except Exception as exc:  # already gone
                 log.debug("cancel %s: %s", handle, exc)
 
-    def delete_all(self, ref: ComparisonRef) -> None:
+    def validate(self, spec: RecipeComparisonSpec) -> list[str]:
+        """Nothing beyond the API model: local paths are resolved against the working directory, and a missing one
+        fails its run with the trainer's message naming it."""
+        return []
+
+    def delete_all(self, namespace: str, uid: str) -> int:
+        """Stop this launcher's runs and remove their directories (the work directory holds one comparison)."""
         self.close()
-        shutil.rmtree(self.workdir / "runs", ignore_errors=True)
+        runs = self.workdir / "runs"
+        count = sum(1 for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else 0
+        shutil.rmtree(runs, ignore_errors=True)
+        return count
 
     def close(self) -> None:
         """Stop every run this launcher started (Ctrl-C) and release TorchX."""
