@@ -14,7 +14,7 @@ from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
 from proxyrank.launchers.fake import FakeLauncher, Outcome
 from proxyrank.planner import PlannedRun, plan_runs
-from proxyrank.reconciler import LaunchState, Observation, ReconcileResult, reconcile
+from proxyrank.reconciler import LaunchState, Observation, ReconcileResult, invalid_status, reconcile
 from proxyrank.testing import make_result
 from proxyrank.validation import parse_comparison
 from tests.conftest import GOOD_COMPARISON
@@ -310,3 +310,41 @@ def test_a_result_for_another_run_fails_the_run_with_result_mismatch() -> None:
     assert repr(entry.key) in (entry.message or "")
     assert any(e.reason == "RunFailed" and "ResultMismatch" in e.message for e in result.events)
     assert result.status.run_counts.failed == 1 and result.status.run_counts.succeeded == 0
+
+
+def test_an_invalid_spec_gets_phase_invalid_conditions_and_one_event() -> None:
+    result = invalid_status(None, ["spec.trainer.image: required", "spec.x: bad"], T0, generation=3)
+    status = result.status
+    assert status.phase == Phase.invalid and status.observed_generation == 3
+    conditions = {c.type: c for c in status.conditions}
+    assert (conditions["Ready"].status, conditions["Ready"].reason) == ("False", "InvalidSpec")
+    assert conditions["Ready"].message == "spec.trainer.image: required; spec.x: bad"
+    assert (conditions["Progressing"].status, conditions["Progressing"].reason) == ("False", "InvalidSpec")
+    assert [(e.type, e.reason, e.message) for e in result.events] == [
+        ("Warning", "InvalidSpec", "spec.trainer.image: required; spec.x: bad")]
+    assert result.actions == []
+
+
+def test_an_unchanged_invalid_spec_changes_nothing_and_posts_no_second_event() -> None:
+    first = invalid_status(None, ["spec.x: bad"], T0, generation=3).status
+    again = invalid_status(first, ["spec.x: bad"], T0 + timedelta(minutes=5), generation=3)
+    assert again.status.model_dump() == first.model_dump()  # the handler writes nothing
+    assert again.events == []
+    other = invalid_status(again.status, ["spec.y: worse"], T0 + timedelta(minutes=10), generation=4)
+    assert [e.message for e in other.events] == ["spec.y: worse"]
+    ready = next(c for c in other.status.conditions if c.type == "Ready")
+    assert ready.message == "spec.y: worse" and ready.last_transition_time == "2026-01-01T00:00:00Z"
+    assert ready.observed_generation == 4
+
+
+def test_an_invalid_spec_keeps_the_runs_and_results_of_the_previous_status() -> None:
+    h = Harness(_spec(parallelism=24))
+    for _ in range(3):
+        h.step()
+    assert h.status is not None and h.status.run_counts.done > 0
+    before = h.status.model_dump()
+    result = invalid_status(h.status, ["spec.x: bad"], h.now, generation=2)
+    assert h.status.model_dump() == before, "the previous status is not modified"
+    assert result.status.phase == Phase.invalid
+    assert result.status.model_dump()["runs"] == before["runs"]
+    assert result.status.run_counts == h.status.run_counts

@@ -1,7 +1,9 @@
 """Kopf handlers for RecipeComparison. Thin: load, reconcile through the shared driver, patch status, post events.
 
-- create / resume / spec update / timer: one reconcile pass (:func:`reconcile_object`). ``resume`` after an operator
-  restart needs nothing special: the pass lists the comparison's jobs by label and the reconciler adopts what it finds.
+- create / resume / spec update / timer: one reconcile pass (:func:`reconcile_object`): parse, validate through the
+  launcher, then the driver (or :func:`proxyrank.reconciler.invalid_status`) decides the status and events; the handler
+  patches what changed and posts the events. ``resume`` after an operator restart needs nothing special: the pass
+  lists the comparison's jobs by label and the reconciler adopts what it finds.
 - delete: the finalizer ``proxyrank.io/finalizer`` keeps the object until every child job is deleted.
 - every watch event: refresh the in-memory view the Prometheus collector reads at scrape time.
 
@@ -28,7 +30,7 @@ from proxyrank.launchers.kubernetes import KubernetesLauncher
 from proxyrank.launchers.volcano import owner_reference
 from proxyrank.metrics import ComparisonSnapshot
 from proxyrank.planner import plan_runs
-from proxyrank.reconciler import Event, set_condition
+from proxyrank.reconciler import Event, ReconcileResult, invalid_status
 from proxyrank.validation import SpecError, parse_spec
 
 FINALIZER = "proxyrank.io/finalizer"
@@ -147,47 +149,36 @@ def _previous_status(uid: str, status: Mapping[str, Any]) -> RecipeComparisonSta
         return None
 
 
-def _invalid(body: kopf.Body, patch: kopf.Patch, uid: str, generation: int | None, problems: list[str],
-             status: Mapping[str, Any]) -> None:
-    prev = _previous_status(uid, status) or RecipeComparisonStatus()
-    now = datetime.now(UTC)
-    message = "; ".join(problems)
-    conditions = set_condition(prev.conditions, "Ready", "False", "InvalidSpec", message, now, generation)
-    conditions = set_condition(conditions, "Progressing", "False", "InvalidSpec", "fix the spec", now, generation)
-    new = prev.model_copy(update={"phase": Phase.invalid, "conditions": conditions,
-                                  "observed_generation": generation})
-    was_invalid = prev.phase == Phase.invalid and any(c.message == message for c in prev.conditions)
-    if new.model_dump() != prev.model_dump():  # every timer pass lands here: write only what changed
-        patch.status.update(new.dump())
-    STATE.written[uid] = new
-    if not was_invalid:
-        _post(body, [Event("Warning", "InvalidSpec", message)])
-
-
-def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], name: str,
-                     namespace: str | None, uid: str, generation: int | None, patch: kopf.Patch) -> None:
-    try:
-        parsed = parse_spec(dict(spec))
-    except SpecError as exc:
-        _invalid(body, patch, uid, generation, exc.problems, status)
-        return
-    launcher = launcher_for(name, uid)
-    problems = launcher.validate(parsed)
-    if problems:
-        _invalid(body, patch, uid, generation, problems, status)
-        return
-    previous = _previous_status(uid, status)
-    if previous is not None and previous.phase in (Phase.succeeded, Phase.failed) and \
-            previous.observed_generation == generation:
-        return  # finished and nothing changed since: no API calls
-    plan = plan_runs(parsed, name, uid)
-    ref = ComparisonRef(name=name, uid=uid, namespace=namespace, spec=parsed)
-    result = reconcile_and_apply(ref, plan, launcher, previous, datetime.now(UTC), generation)
+def _write(body: kopf.Body, patch: kopf.Patch, uid: str, previous: RecipeComparisonStatus | None,
+           result: ReconcileResult) -> None:
+    """Patch the status only where it changed (every timer pass lands here), remember it, post the pass's events."""
     new = result.status
     if previous is None or new.model_dump() != previous.model_dump():
         patch.status.update(new.dump())
     STATE.written[uid] = new
     _post(body, result.events)
+
+
+def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], name: str,
+                     namespace: str | None, uid: str, generation: int | None, patch: kopf.Patch) -> None:
+    previous = _previous_status(uid, status)
+    try:
+        parsed = parse_spec(dict(spec))
+    except SpecError as exc:
+        _write(body, patch, uid, previous, invalid_status(previous, exc.problems, datetime.now(UTC), generation))
+        return
+    launcher = launcher_for(name, uid)
+    problems = launcher.validate(parsed)
+    if problems:
+        _write(body, patch, uid, previous, invalid_status(previous, problems, datetime.now(UTC), generation))
+        return
+    if previous is not None and previous.phase in (Phase.succeeded, Phase.failed) and \
+            previous.observed_generation == generation:
+        return  # finished and nothing changed since: no API calls
+    plan = plan_runs(parsed, name, uid)
+    ref = ComparisonRef(name=name, uid=uid, namespace=namespace, spec=parsed)
+    _write(body, patch, uid, previous, reconcile_and_apply(ref, plan, launcher, previous, datetime.now(UTC),
+                                                            generation))
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)

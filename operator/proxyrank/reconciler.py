@@ -315,6 +315,21 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
     return ReconcileResult(status=status, actions=step.actions, events=step.events)
 
 
+def invalid_status(previous: RecipeComparisonStatus | None, problems: Sequence[str], now: datetime,
+                   generation: int | None = None) -> ReconcileResult:
+    """The status of a spec that cannot run: phase ``Invalid``, ``Ready`` and ``Progressing`` False with reason
+    ``InvalidSpec``, everything else (runs, results) kept. One ``InvalidSpec`` event per distinct problem: a timer
+    pass over an unchanged invalid spec returns the previous status unchanged and no event."""
+    prev = previous if previous is not None else RecipeComparisonStatus()
+    message = "; ".join(problems)
+    conditions = set_condition(prev.conditions, "Ready", "False", "InvalidSpec", message, now, generation)
+    conditions = set_condition(conditions, "Progressing", "False", "InvalidSpec", "fix the spec", now, generation)
+    status = prev.model_copy(deep=True, update={"phase": Phase.invalid, "conditions": conditions,
+                                                "observed_generation": generation})
+    reported = prev.phase == Phase.invalid and any(c.message == message for c in prev.conditions)
+    return ReconcileResult(status=status, events=[] if reported else [Event("Warning", "InvalidSpec", message)])
+
+
 def _conditions(status: RecipeComparisonStatus, prev: RecipeComparisonStatus, spec: RecipeComparisonSpec,
                 failed_for_good: int, now: datetime, generation: int | None, events: list[Event]) -> None:
     c = status.conditions
