@@ -8,6 +8,7 @@ from collections import Counter
 
 from proxyrank.launchers.volcano import job_name
 from proxyrank.planner import plan_runs
+from proxyrank.testing.cluster import JobInfo, Outcome, wait_for
 from proxyrank.validation import parse_spec
 from tests.operator.conftest import (
     NAMESPACE,
@@ -19,7 +20,6 @@ from tests.operator.conftest import (
     run_where,
     sleep_passes,
 )
-from tests.operator.harness import JobInfo, Outcome, wait_for
 
 
 def _log_reads(cluster: Cluster) -> Counter[str]:

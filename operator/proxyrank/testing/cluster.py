@@ -1,4 +1,6 @@
-"""A fake cluster for operator tests and the operator-scale benchmark.
+"""A fake cluster for the operator tests (tests/operator) and the operator-scale benchmark (bench/operator_scale.py).
+
+Needs kmock and its dependencies (aiohttp, attrs, jsonpatch): the ``dev`` extra. Nothing in the operator imports it.
 
 * :class:`Emulator`: kmock's ``KubernetesEmulator`` plus the API-server behaviour the operator and Kopf rely on and
   kmock 0.8 lacks: ``201 Created``, uid/``creationTimestamp``/``generateName`` on create, a new ``resourceVersion`` on
@@ -31,11 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import aiohttp.web
-import attrs
-import jsonpatch
-import kmock
+try:
+    import aiohttp.web
+    import attrs
+    import jsonpatch
+    import kmock
+except ImportError as exc:  # pragma: no cover - the dev extra is missing
+    raise ImportError(f"proxyrank.testing.cluster needs the dev extra (pip install 'proxyrank[dev]'): {exc}") from exc
 
+from proxyrank.launchers.volcano import LABEL_ATTEMPT, VOLCANO_GROUP, VOLCANO_VERSION
 from proxyrank.planner import LABEL_COMPARISON_UID, LABEL_PROTOCOL, LABEL_RECIPE, LABEL_RUN, LABEL_SCALE
 from proxyrank.testing import make_result
 from proxyrank_trainer.contract import RunResult
@@ -43,7 +49,7 @@ from proxyrank_trainer.results import compact_for_termination, result_line
 
 TEST_AGENT = "proxyrank-tests"
 API = "/apis/proxyrank.io/v1alpha1"
-VOLCANO = "/apis/batch.volcano.sh/v1alpha1"
+VOLCANO = f"/apis/{VOLCANO_GROUP}/{VOLCANO_VERSION}"
 
 RESOURCES: dict[str, dict[str, Any]] = {
     "proxyrank.io/v1alpha1/recipecomparisons": dict(
@@ -454,7 +460,7 @@ def job_info(job: dict[str, Any]) -> JobInfo:
                 config = json.loads(var["value"])
     return JobInfo(name=meta["name"], namespace=meta["namespace"], run=labels[LABEL_RUN],
                    recipe=labels[LABEL_RECIPE], protocol=labels[LABEL_PROTOCOL], scale=labels[LABEL_SCALE],
-                   attempt=int(labels.get("proxyrank.io/attempt", "1")),
+                   attempt=int(labels.get(LABEL_ATTEMPT, "1")),
                    learning_rate=float(config.get("learningRate", 0.0)), seed=int(config.get("seed", 0)))
 
 
