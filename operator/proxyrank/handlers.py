@@ -103,8 +103,10 @@ def forget(uid: str) -> None:
     """Drop everything kept in memory for a deleted comparison."""
     STATE.forget(uid)
     with _registry_lock:
-        _launchers.pop(uid, None)
+        launcher = _launchers.pop(uid, None)
         _passes.pop(uid, None)
+    if launcher is not None:
+        launcher.close()
 
 
 @kopf.on.startup()
