@@ -179,8 +179,8 @@ def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[s
         return  # finished and nothing changed since: no API calls
     plan = plan_runs(parsed, name, uid)
     ref = ComparisonRef(name=name, uid=uid, namespace=namespace, spec=parsed)
-    _write(body, patch, uid, previous, reconcile_and_apply(ref, plan, launcher, previous, datetime.now(UTC),
-                                                            generation))
+    result = reconcile_and_apply(ref, plan, launcher, previous, datetime.now(UTC), generation)
+    _write(body, patch, uid, previous, result)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)

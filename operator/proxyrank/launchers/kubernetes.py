@@ -55,6 +55,7 @@ _PHASES: Mapping[str, LaunchState] = {
 
 T = TypeVar("T")
 
+
 def _api_exception() -> type[Exception]:
     from kubernetes.client.rest import ApiException
 
