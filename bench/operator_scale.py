@@ -3,7 +3,7 @@
 Every comparison gets the pass the operator's timer runs (:func:`proxyrank.driver.reconcile_and_apply` with a
 :class:`~proxyrank.launchers.kubernetes.KubernetesLauncher` kept per comparison, as ``proxyrank.handlers`` keeps it,
 plus the status PATCH that Kopf sends for the handler) against kmock, a Kubernetes API emulator served from a thread
-of this process (tests/operator/harness.py). Between rounds the Volcano simulator advances every job one step
+of this process (proxyrank.testing.cluster). Between rounds the Volcano simulator advances every job one step
 (Pending -> Running -> Completed/Failed, with the pod and its termination message, or only a log line).
 
 The passes are driven directly rather than through Kopf so that the numbers are the operator's work per pass and
@@ -34,17 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.operator.harness
-
 import kubernetes
 
-from proxyrank.api import Phase, RecipeComparisonStatus
+from proxyrank.api import Phase, RecipeComparisonSpec, RecipeComparisonStatus
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
 from proxyrank.launchers.kubernetes import KubernetesLauncher, owner_reference
 from proxyrank.planner import Plan, plan_runs
+from proxyrank.testing.cluster import JobInfo, Kube, Outcome, VolcanoSimulator
 from proxyrank.validation import parse_spec
-from tests.operator.harness import JobInfo, Kube, Outcome, VolcanoSimulator
 
 NAMESPACE = "bench"
 
@@ -98,7 +96,7 @@ class PassRecord:
     seconds: float  # wall clock of the whole pass, status PATCH included
     cpu: float  # CPU time of the operator's thread (the API server runs on another thread)
     observe: float  # wall clock in launcher.observe (job list, pod list, log reads)
-    launch: float  # wall clock in launcher.launch (TorchX dryrun + create)
+    launch: float  # wall clock in launcher.launch (TorchX app -> job, build_volcano_job, create)
     write: float  # wall clock of the status PATCH
     requests: Counter[str] = field(default_factory=Counter)
     launched: int = 0
@@ -134,8 +132,14 @@ class TimedLauncher:
     def cancel(self, ref: ComparisonRef, key: str, attempt: int, handle: str | None) -> None:
         self.inner.cancel(ref, key, attempt, handle)
 
-    def delete_all(self, ref: ComparisonRef) -> None:
-        self.inner.delete_all(ref)
+    def delete_all(self, namespace: str, uid: str) -> int:
+        return self.inner.delete_all(namespace, uid)
+
+    def validate(self, spec: RecipeComparisonSpec) -> list[str]:
+        return self.inner.validate(spec)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def classify(request: Any) -> str:
@@ -151,16 +155,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def run(comparisons: int, recipes: int, parallelism: int, max_rounds: int) -> dict[str, Any]:
-    logging.basicConfig(level=logging.WARNING)
-    for noisy in ("aiohttp.access", "torchx", "proxyrank"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    kube = Kube().start()
-    kubeconfig = kube.kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig")
-    kubernetes.config.load_kube_config(str(kubeconfig))
-    custom, core = kubernetes.client.CustomObjectsApi(), kubernetes.client.CoreV1Api()
-    sim = VolcanoSimulator(kube, script, eval_sets=("web", "code"))
-
+def _create_comparisons(kube: Kube, custom: Any, core: Any, comparisons: int, recipes: int,
+                        parallelism: int) -> list[Comparison]:
     items: list[Comparison] = []
     for i in range(comparisons):
         name = f"cmp-{i:03d}"
@@ -171,74 +167,93 @@ def run(comparisons: int, recipes: int, parallelism: int, max_rounds: int) -> di
         parsed = parse_spec(body["spec"])
         items.append(Comparison(name, uid, 1, ComparisonRef(name, uid, NAMESPACE, parsed), plan_runs(parsed, name, uid),
                                 TimedLauncher(KubernetesLauncher(custom, core, owner=owner_reference(name, uid)))))
-    runs_per = len(items[0].plan.runs)
+    return items
 
-    records: list[PassRecord] = []
-    started = time.perf_counter()
-    rounds = 0
-    while rounds < max_rounds and any(c.status is None or c.status.phase not in (Phase.succeeded, Phase.failed)
-                                      for c in items):
-        rounds += 1
-        for c in items:
-            if c.status is not None and c.status.phase in (Phase.succeeded, Phase.failed):
-                continue  # the handler returns before any API call for a finished, unchanged comparison
-            before = len(kube.requests())
-            c.launcher.observe_s = c.launcher.launch_s = 0.0
-            cpu0, t0 = time.thread_time(), time.perf_counter()
-            result = reconcile_and_apply(c.ref, c.plan, c.launcher, c.status, dt.datetime.now(dt.UTC), c.generation)
-            t1 = time.perf_counter()
-            if c.status is None or result.status.model_dump() != c.status.model_dump():
-                custom.patch_namespaced_custom_object_status(
-                    "proxyrank.io", "v1alpha1", NAMESPACE, "recipecomparisons", c.name,
-                    {"status": result.status.dump()})
-            t2 = time.perf_counter()
-            c.status = result.status
-            c.passes += 1
-            records.append(PassRecord(c.name, t2 - t0, time.thread_time() - cpu0, c.launcher.observe_s,
-                                      c.launcher.launch_s, t2 - t1,
-                                      Counter(classify(r) for r in kube.requests()[before:]), len(result.launches)))
-        sim.step()  # Volcano and the kubelet move every job one step, between rounds
-    wall = time.perf_counter() - started
-    kube.stop()
 
+def _one_pass(c: Comparison, kube: Kube, custom: Any) -> PassRecord:
+    """The operator's timer pass for one comparison, with the status PATCH Kopf sends for the handler."""
+    before = len(kube.requests())
+    c.launcher.observe_s = c.launcher.launch_s = 0.0
+    cpu0, t0 = time.thread_time(), time.perf_counter()
+    result = reconcile_and_apply(c.ref, c.plan, c.launcher, c.status, dt.datetime.now(dt.UTC), c.generation)
+    t1 = time.perf_counter()
+    if c.status is None or result.status.model_dump() != c.status.model_dump():
+        custom.patch_namespaced_custom_object_status(
+            "proxyrank.io", "v1alpha1", NAMESPACE, "recipecomparisons", c.name, {"status": result.status.dump()})
+    t2 = time.perf_counter()
+    c.status = result.status
+    c.passes += 1
+    return PassRecord(c.name, t2 - t0, time.thread_time() - cpu0, c.launcher.observe_s, c.launcher.launch_s, t2 - t1,
+                      Counter(classify(r) for r in kube.requests()[before:]), len(result.launches))
+
+
+def _finished(c: Comparison) -> bool:
+    return c.status is not None and c.status.phase in (Phase.succeeded, Phase.failed)
+
+
+def _pass_stats(rs: list[PassRecord]) -> dict[str, Any]:
+    def ms(values: list[float]) -> dict[str, float]:
+        v = [x * 1000 for x in values] or [0.0]
+        return {"p50": round(statistics.median(v), 1), "p95": round(percentile(v, 0.95), 1), "max": round(max(v), 1)}
+    return {"passes": len(rs), "wall_ms": ms([r.seconds for r in rs]), "cpu_ms": ms([r.cpu for r in rs]),
+            "observe_ms": ms([r.observe for r in rs]), "launch_ms": ms([r.launch for r in rs]),
+            "reconcile_ms": ms([r.reconcile for r in rs]), "status_write_ms": ms([r.write for r in rs])}
+
+
+def _summary(items: list[Comparison], records: list[PassRecord], parallelism: int, rounds: int,
+             wall: float) -> dict[str, Any]:
     observe = [r for r in records if r.launched == 0]
     launch = [r for r in records if r.launched > 0]
     reads = [r.requests["list jobs"] + r.requests["list pods"] + r.requests["get jobs"] + r.requests["get pods"]
              for r in records]
-    log_reads = sum(r.requests["get pods/log"] for r in records)
     fallback_jobs = sum(1 for c in items for run in (c.status.runs if c.status else [])
-                        for _ in range(1) if run.val_loss is not None and _fraction(run.key, "log") < 0.05)
+                        if run.val_loss is not None and _fraction(run.key, "log") < 0.05)
     totals: Counter[str] = Counter()
     for r in records:
         totals.update(r.requests)
-    final = Counter(c.status.phase.value if c.status else "none" for c in items)
     sizes = [len(json.dumps(c.status.dump(), separators=(",", ":"))) for c in items if c.status]
-
-    def stats(rs: list[PassRecord]) -> dict[str, Any]:
-        def ms(values: list[float]) -> dict[str, float]:
-            v = [x * 1000 for x in values] or [0.0]
-            return {"p50": round(statistics.median(v), 1), "p95": round(percentile(v, 0.95), 1),
-                    "max": round(max(v), 1)}
-        return {"passes": len(rs), "wall_ms": ms([r.seconds for r in rs]), "cpu_ms": ms([r.cpu for r in rs]),
-                "observe_ms": ms([r.observe for r in rs]), "launch_ms": ms([r.launch for r in rs]),
-                "reconcile_ms": ms([r.reconcile for r in rs]), "status_write_ms": ms([r.write for r in rs])}
-
     return {
         "date": dt.date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}", "load_avg_1m_at_end": os.getloadavg()[0],
-        "comparisons": comparisons, "runs_per_comparison": runs_per, "parallelism": parallelism,
-        "rounds": rounds, "wall_s": round(wall, 1), "final_phases": dict(final),
-        "pass_all": stats(records), "pass_observe_only": stats(observe), "pass_with_launches": stats(launch),
+        "comparisons": len(items), "runs_per_comparison": len(items[0].plan.runs), "parallelism": parallelism,
+        "rounds": rounds, "wall_s": round(wall, 1),
+        "final_phases": dict(Counter(c.status.phase.value if c.status else "none" for c in items)),
+        "pass_all": _pass_stats(records), "pass_observe_only": _pass_stats(observe),
+        "pass_with_launches": _pass_stats(launch),
         "launches_per_launch_pass": round(statistics.mean([r.launched for r in launch]), 1) if launch else 0,
         "ms_per_launch": round(sum(r.launch for r in launch) * 1000 / max(1, sum(r.launched for r in launch)), 1),
         "reads_per_pass_max": max(reads), "reads_per_pass_mean": round(statistics.mean(reads), 2),
         "requests_per_pass_mean": round(statistics.mean(sum(r.requests.values()) for r in records), 2),
-        "log_reads_total": log_reads, "log_fallback_runs": fallback_jobs,
+        "log_reads_total": sum(r.requests["get pods/log"] for r in records), "log_fallback_runs": fallback_jobs,
         "requests_total": dict(sorted(totals.items())),
-        "requests_per_comparison": round(sum(totals.values()) / comparisons, 1),
-        "passes_per_comparison": round(len(records) / comparisons, 1),
+        "requests_per_comparison": round(sum(totals.values()) / len(items), 1),
+        "passes_per_comparison": round(len(records) / len(items), 1),
         "status_bytes_max": max(sizes) if sizes else 0,
     }
+
+
+def run(comparisons: int, recipes: int, parallelism: int, max_rounds: int) -> dict[str, Any]:
+    logging.basicConfig(level=logging.WARNING)
+    for noisy in ("aiohttp.access", "torchx", "proxyrank"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    kube = Kube().start()
+    kubeconfig = kube.kubeconfig(Path(tempfile.mkdtemp()) / "kubeconfig")
+    kubernetes.config.load_kube_config(str(kubeconfig))
+    custom, core = kubernetes.client.CustomObjectsApi(), kubernetes.client.CoreV1Api()
+    sim = VolcanoSimulator(kube, script, eval_sets=("web", "code"))
+    items = _create_comparisons(kube, custom, core, comparisons, recipes, parallelism)
+
+    records: list[PassRecord] = []
+    started = time.perf_counter()
+    rounds = 0
+    while rounds < max_rounds and not all(_finished(c) for c in items):
+        rounds += 1
+        # the handler returns before any API call for a finished, unchanged comparison
+        records.extend(_one_pass(c, kube, custom) for c in items if not _finished(c))
+        sim.step()  # Volcano and the kubelet move every job one step, between rounds
+    wall = time.perf_counter() - started
+    kube.stop()
+    return _summary(items, records, parallelism, rounds, wall)
 
 
 def main() -> int:

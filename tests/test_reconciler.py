@@ -12,9 +12,10 @@ import pytest
 from proxyrank.api import Phase, RecipeComparisonStatus, RunState
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
-from proxyrank.launchers.fake import FakeLauncher, Outcome, synthetic_result
+from proxyrank.launchers.fake import FakeLauncher, Outcome
 from proxyrank.planner import PlannedRun, plan_runs
-from proxyrank.reconciler import LaunchState, Observation, ReconcileResult, reconcile
+from proxyrank.reconciler import LaunchState, Observation, ReconcileResult, invalid_status, reconcile
+from proxyrank.testing import make_result
 from proxyrank.validation import parse_comparison
 from tests.conftest import GOOD_COMPARISON
 
@@ -37,7 +38,7 @@ def _loss(run: PlannedRun) -> float:
 
 
 def good_outcome(run: PlannedRun, attempt: int) -> Outcome:
-    return Outcome(result=synthetic_result(run, _loss(run), eval_sets=("pile-cc",)))
+    return Outcome(result=make_result(run.key, _loss(run), eval_sets=("pile-cc",)))
 
 
 class Harness:
@@ -136,7 +137,7 @@ def test_failure_budget_fails_the_comparison_and_cancels_in_flight_runs() -> Non
     def script(run: PlannedRun, attempt: int) -> Outcome:
         if run.protocol == "fixed":
             return Outcome(state=LaunchState.failed, message="OOMKilled", polls=0)
-        return Outcome(result=synthetic_result(run, 2.0), polls=50)
+        return Outcome(result=make_result(run.key, 2.0), polls=50)
 
     h = Harness(_spec(runRetries=0, maxFailedRuns=1, parallelism=6), script)
     status = h.run()
@@ -160,7 +161,7 @@ def test_success_without_result_is_result_missing_and_counts_as_failure() -> Non
     h = Harness(_spec(runRetries=0, maxFailedRuns=5), script)
     status = h.run()
     entry = next(r for r in status.runs if r.recipe == "mix" and r.protocol == "reduced-lr")
-    assert entry.state == RunState.result_missing and "no result" in (entry.message or "")
+    assert entry.state == RunState.result_missing and "no usable result" in (entry.message or "")
     assert status.run_counts.result_missing == 1
     assert {c.type: c.status for c in status.conditions}["Degraded"] == "True"
     # the judged protocol misses a recipe: its agreement covers the other two
@@ -171,7 +172,7 @@ def test_success_without_result_is_result_missing_and_counts_as_failure() -> Non
 def test_a_diverged_run_is_a_result_that_ranks_last() -> None:
     def script(run: PlannedRun, attempt: int) -> Outcome:
         if run.recipe == "dclm-dedup" and run.protocol == "reduced-lr":
-            return Outcome(result=synthetic_result(run, 0.0, status="diverged"))
+            return Outcome(result=make_result(run.key, 0.0, status="diverged"))
         return good_outcome(run, attempt)
 
     status = Harness(_spec(), script).run()
@@ -197,7 +198,7 @@ def test_suspend_stops_new_launches_and_resume_continues() -> None:
 
 def test_deadline_cancels_and_fails_a_run() -> None:
     def script(run: PlannedRun, attempt: int) -> Outcome:
-        return Outcome(result=synthetic_result(run, 2.0), polls=10_000)
+        return Outcome(result=make_result(run.key, 2.0), polls=10_000)
 
     h = Harness(_spec(runDeadlineSeconds=25, runRetries=0, maxFailedRuns=100, parallelism=1), script)
     for _ in range(5):
@@ -263,8 +264,87 @@ def test_seeds_are_averaged(seeds: int) -> None:
     obj["spec"]["seeds"] = seeds
 
     def script(run: PlannedRun, attempt: int) -> Outcome:
-        return Outcome(result=synthetic_result(run, _loss(run) + (0.2 if run.seed else 0.0)))
+        return Outcome(result=make_result(run.key, _loss(run) + (0.2 if run.seed else 0.0)))
 
     status = Harness(parse_comparison(obj).spec, script).run()
     target = status.target
     assert target is not None and target.losses["dclm"] == pytest.approx(3.0 + 0.1)
+
+
+def _one_run(result: Any, **policy: Any) -> tuple[Any, Any]:
+    """Reconcile one launched run observed finished with ``result``: (its status entry, the reconcile result)."""
+    spec = _spec(parallelism=1, **policy)
+    plan = plan_runs(spec, "dedup-study", "uid-1")
+    first = plan.runs[0]
+    r1 = reconcile(spec, plan, None, {}, T0)
+    obs = Observation(first.key, 1, LaunchState.succeeded, "fake://1", result=result(first))
+    r2 = reconcile(spec, plan, r1.status, {first.key: obs}, T0 + timedelta(seconds=30))
+    return next(r for r in r2.status.runs if r.key == first.key), r2
+
+
+def test_gpu_seconds_count_every_rank() -> None:
+    entry, _ = _one_run(lambda run: make_result(run.key, 2.5, world_size=2, device="cuda:NVIDIA H100 80GB HBM3",
+                                                seconds=100.0, eval_sets=("pile-cc",)))
+    assert entry.state == RunState.succeeded and entry.val_loss == 2.5 and entry.set_losses == [2.5]
+    assert entry.gpu_seconds == 200.0 and entry.cpu_seconds is None
+
+
+def test_cpu_results_count_cpu_seconds() -> None:
+    entry, _ = _one_run(lambda run: make_result(run.key, 2.5, seconds=7.25))
+    assert entry.cpu_seconds == 7.25 and entry.gpu_seconds is None
+
+
+def test_a_result_for_another_run_is_rejected_and_retried() -> None:
+    entry, result = _one_run(lambda run: make_result("r-someone-else", 1.0), runRetries=1)
+    assert entry.state == RunState.launching and entry.attempts == 2 and entry.failed_attempts == 1
+    assert entry.val_loss is None and (entry.message or "").startswith("attempt 1 failed (the result is for run")
+    assert "'r-someone-else'" in (entry.message or "") and repr(entry.key) in (entry.message or "")
+    assert [(a.run.key, a.attempt) for a in result.launches] == [(entry.key, 2)]
+    assert [e.reason for e in result.events] == ["RunRetried"]
+
+
+def test_a_result_for_another_run_fails_the_run_with_result_mismatch() -> None:
+    entry, result = _one_run(lambda run: make_result("r-someone-else", 1.0), runRetries=0, maxFailedRuns=5)
+    assert entry.state == RunState.failed and entry.val_loss is None and entry.gpu_seconds is entry.cpu_seconds is None
+    assert (entry.message or "").startswith("ResultMismatch: the result is for run 'r-someone-else'")
+    assert repr(entry.key) in (entry.message or "")
+    assert any(e.reason == "RunFailed" and "ResultMismatch" in e.message for e in result.events)
+    assert result.status.run_counts.failed == 1 and result.status.run_counts.succeeded == 0
+
+
+def test_an_invalid_spec_gets_phase_invalid_conditions_and_one_event() -> None:
+    result = invalid_status(None, ["spec.trainer.image: required", "spec.x: bad"], T0, generation=3)
+    status = result.status
+    assert status.phase == Phase.invalid and status.observed_generation == 3
+    conditions = {c.type: c for c in status.conditions}
+    assert (conditions["Ready"].status, conditions["Ready"].reason) == ("False", "InvalidSpec")
+    assert conditions["Ready"].message == "spec.trainer.image: required; spec.x: bad"
+    assert (conditions["Progressing"].status, conditions["Progressing"].reason) == ("False", "InvalidSpec")
+    assert [(e.type, e.reason, e.message) for e in result.events] == [
+        ("Warning", "InvalidSpec", "spec.trainer.image: required; spec.x: bad")]
+    assert result.actions == []
+
+
+def test_an_unchanged_invalid_spec_changes_nothing_and_posts_no_second_event() -> None:
+    first = invalid_status(None, ["spec.x: bad"], T0, generation=3).status
+    again = invalid_status(first, ["spec.x: bad"], T0 + timedelta(minutes=5), generation=3)
+    assert again.status.model_dump() == first.model_dump()  # the handler writes nothing
+    assert again.events == []
+    other = invalid_status(again.status, ["spec.y: worse"], T0 + timedelta(minutes=10), generation=4)
+    assert [e.message for e in other.events] == ["spec.y: worse"]
+    ready = next(c for c in other.status.conditions if c.type == "Ready")
+    assert ready.message == "spec.y: worse" and ready.last_transition_time == "2026-01-01T00:00:00Z"
+    assert ready.observed_generation == 4
+
+
+def test_an_invalid_spec_keeps_the_runs_and_results_of_the_previous_status() -> None:
+    h = Harness(_spec(parallelism=24))
+    for _ in range(3):
+        h.step()
+    assert h.status is not None and h.status.run_counts.done > 0
+    before = h.status.model_dump()
+    result = invalid_status(h.status, ["spec.x: bad"], h.now, generation=2)
+    assert h.status.model_dump() == before, "the previous status is not modified"
+    assert result.status.phase == Phase.invalid
+    assert result.status.model_dump()["runs"] == before["runs"]
+    assert result.status.run_counts == h.status.run_counts

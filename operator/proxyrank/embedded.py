@@ -231,7 +231,7 @@ def run_comparison(obj: RecipeComparison, workdir: Path, *, launcher: Launcher |
             time.sleep(poll_seconds)
     except interrupts:
         console.print("stopping: cancelling running trainers and writing the status ...")
-        if own_launcher and isinstance(the_launcher, LocalLauncher):
+        if own_launcher:
             the_launcher.close()
         if status is not None:
             status_file.save(status)
@@ -242,7 +242,7 @@ def run_comparison(obj: RecipeComparison, workdir: Path, *, launcher: Launcher |
         for sig, handler in old_handlers.items():
             if handler is not None:  # None: installed outside Python, cannot be restored
                 signal.signal(sig, handler)
-    if own_launcher and isinstance(the_launcher, LocalLauncher):
+    if own_launcher:
         the_launcher.close()
     assert status is not None
     return status

@@ -1,7 +1,9 @@
 """Kopf handlers for RecipeComparison. Thin: load, reconcile through the shared driver, patch status, post events.
 
-- create / resume / spec update / timer: one reconcile pass (:func:`reconcile_object`). ``resume`` after an operator
-  restart needs nothing special: the pass lists the comparison's jobs by label and the reconciler adopts what it finds.
+- create / resume / spec update / timer: one reconcile pass (:func:`reconcile_object`): parse, validate through the
+  launcher, then the driver (or :func:`proxyrank.reconciler.invalid_status`) decides the status and events; the handler
+  patches what changed and posts the events. ``resume`` after an operator restart needs nothing special: the pass
+  lists the comparison's jobs by label and the reconciler adopts what it finds.
 - delete: the finalizer ``proxyrank.io/finalizer`` keeps the object until every child job is deleted.
 - every watch event: refresh the in-memory view the Prometheus collector reads at scrape time.
 
@@ -23,11 +25,12 @@ import kopf
 from proxyrank import GROUP, PLURAL, VERSION
 from proxyrank.api import Phase, RecipeComparisonStatus
 from proxyrank.driver import reconcile_and_apply
-from proxyrank.launchers.base import ComparisonRef
-from proxyrank.launchers.kubernetes import KubernetesLauncher, owner_reference, validate_for_kubernetes
+from proxyrank.launchers.base import ComparisonRef, Launcher, resolve_namespace
+from proxyrank.launchers.kubernetes import KubernetesLauncher
+from proxyrank.launchers.volcano import owner_reference
 from proxyrank.metrics import ComparisonSnapshot
 from proxyrank.planner import plan_runs
-from proxyrank.reconciler import Event, set_condition
+from proxyrank.reconciler import Event, ReconcileResult, invalid_status
 from proxyrank.validation import SpecError, parse_spec
 
 FINALIZER = "proxyrank.io/finalizer"
@@ -78,7 +81,7 @@ _passes: dict[str, threading.Lock] = {}
 _registry_lock = threading.Lock()
 
 
-def launcher_for(name: str, uid: str) -> KubernetesLauncher:
+def launcher_for(name: str, uid: str) -> Launcher:
     global _launcher
     with _registry_lock:
         if _launcher is None:
@@ -100,8 +103,10 @@ def forget(uid: str) -> None:
     """Drop everything kept in memory for a deleted comparison."""
     STATE.forget(uid)
     with _registry_lock:
-        _launchers.pop(uid, None)
+        launcher = _launchers.pop(uid, None)
         _passes.pop(uid, None)
+    if launcher is not None:
+        launcher.close()
 
 
 @kopf.on.startup()
@@ -146,46 +151,36 @@ def _previous_status(uid: str, status: Mapping[str, Any]) -> RecipeComparisonSta
         return None
 
 
-def _invalid(body: kopf.Body, patch: kopf.Patch, uid: str, generation: int | None, problems: list[str],
-             status: Mapping[str, Any]) -> None:
-    prev = _previous_status(uid, status) or RecipeComparisonStatus()
-    now = datetime.now(UTC)
-    message = "; ".join(problems)
-    conditions = set_condition(prev.conditions, "Ready", "False", "InvalidSpec", message, now, generation)
-    conditions = set_condition(conditions, "Progressing", "False", "InvalidSpec", "fix the spec", now, generation)
-    new = prev.model_copy(update={"phase": Phase.invalid, "conditions": conditions,
-                                  "observed_generation": generation})
-    was_invalid = prev.phase == Phase.invalid and any(c.message == message for c in prev.conditions)
-    if new.model_dump() != prev.model_dump():  # every timer pass lands here: write only what changed
-        patch.status.update(new.dump())
-    STATE.written[uid] = new
-    if not was_invalid:
-        _post(body, [Event("Warning", "InvalidSpec", message)])
-
-
-def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], name: str,
-                     namespace: str, uid: str, generation: int | None, patch: kopf.Patch) -> None:
-    try:
-        parsed = parse_spec(dict(spec))
-    except SpecError as exc:
-        _invalid(body, patch, uid, generation, exc.problems, status)
-        return
-    problems = validate_for_kubernetes(parsed)
-    if problems:
-        _invalid(body, patch, uid, generation, problems, status)
-        return
-    previous = _previous_status(uid, status)
-    if previous is not None and previous.phase in (Phase.succeeded, Phase.failed) and \
-            previous.observed_generation == generation:
-        return  # finished and nothing changed since: no API calls
-    plan = plan_runs(parsed, name, uid)
-    ref = ComparisonRef(name=name, uid=uid, namespace=namespace, spec=parsed)
-    result = reconcile_and_apply(ref, plan, launcher_for(name, uid), previous, datetime.now(UTC), generation)
+def _write(body: kopf.Body, patch: kopf.Patch, uid: str, previous: RecipeComparisonStatus | None,
+           result: ReconcileResult) -> None:
+    """Patch the status only where it changed (every timer pass lands here), remember it, post the pass's events."""
     new = result.status
     if previous is None or new.model_dump() != previous.model_dump():
         patch.status.update(new.dump())
     STATE.written[uid] = new
     _post(body, result.events)
+
+
+def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], name: str,
+                     namespace: str | None, uid: str, generation: int | None, patch: kopf.Patch) -> None:
+    previous = _previous_status(uid, status)
+    try:
+        parsed = parse_spec(dict(spec))
+    except SpecError as exc:
+        _write(body, patch, uid, previous, invalid_status(previous, exc.problems, datetime.now(UTC), generation))
+        return
+    launcher = launcher_for(name, uid)
+    problems = launcher.validate(parsed)
+    if problems:
+        _write(body, patch, uid, previous, invalid_status(previous, problems, datetime.now(UTC), generation))
+        return
+    if previous is not None and previous.phase in (Phase.succeeded, Phase.failed) and \
+            previous.observed_generation == generation:
+        return  # finished and nothing changed since: no API calls
+    plan = plan_runs(parsed, name, uid)
+    ref = ComparisonRef(name=name, uid=uid, namespace=namespace, spec=parsed)
+    result = reconcile_and_apply(ref, plan, launcher, previous, datetime.now(UTC), generation)
+    _write(body, patch, uid, previous, result)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
@@ -194,7 +189,7 @@ def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[s
 def on_spec(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str | None,
             uid: str, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
     with pass_lock(uid):  # a spec change must be seen: wait for a timer pass in progress
-        reconcile_object(body, spec, status, name, namespace or "default", uid, meta.get("generation"), patch)
+        reconcile_object(body, spec, status, name, namespace, uid, meta.get("generation"), patch)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL, initial_delay=RECONCILE_INTERVAL)
@@ -206,7 +201,7 @@ def on_timer(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, n
     if not lock.acquire(blocking=False):
         return  # another pass over this comparison is in progress; the next tick catches up
     try:
-        reconcile_object(body, spec, status, name, namespace or "default", uid, meta.get("generation"), patch)
+        reconcile_object(body, spec, status, name, namespace, uid, meta.get("generation"), patch)
     finally:
         lock.release()
 
@@ -214,14 +209,14 @@ def on_timer(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, n
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def on_delete(name: str, namespace: str | None, uid: str, logger: logging.Logger | logging.LoggerAdapter[Any],
               **_: Any) -> None:
-    namespace = namespace or "default"
+    namespace = resolve_namespace(namespace)
     with pass_lock(uid):  # a pass in progress could otherwise launch a job after the children were listed
-        deleted = launcher_for(name, uid).delete_children(namespace, uid)
+        deleted = launcher_for(name, uid).delete_all(namespace, uid)
     logger.info("deleted %d child jobs of %s/%s", deleted, namespace, name)
     forget(uid)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def on_event(event: kopf.RawEvent, name: str, namespace: str | None, status: kopf.Status, **_: Any) -> None:
-    STATE.observe_event(event.get("type"), namespace or "default", name, status)
+    STATE.observe_event(event.get("type"), resolve_namespace(namespace), name, status)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxyrank.api import RecipeComparisonSpec, ScaleSpec
+from proxyrank_trainer.contract import RunConfig
 
 LABEL_PREFIX = "proxyrank.io"
 LABEL_COMPARISON = f"{LABEL_PREFIX}/comparison"
@@ -56,7 +57,7 @@ class PlannedRun:
     tokens: int
     flops: float
     labels: dict[str, str] = field(compare=False)
-    config: dict[str, Any] = field(compare=False)  # the trainer's run config, without ``output``
+    config: RunConfig = field(compare=False)  # the trainer's run config; launchers add ``output`` and their fields
 
     @property
     def title(self) -> str:
@@ -103,7 +104,7 @@ class Plan:
                        "runs": c.runs, "tokensPerRun": c.tokens_per_run, "flops": c.flops} for c in self.costs],
             "runs": [{"key": r.key, "protocol": r.protocol, "recipe": r.recipe, "scale": r.scale,
                       "learningRate": r.learning_rate, "seed": r.seed, "tokens": r.tokens, "flops": r.flops,
-                      "labels": r.labels, "config": r.config} for r in self.runs],
+                      "labels": r.labels, "config": config_json(r.config)} for r in self.runs],
         }
 
 
@@ -112,8 +113,14 @@ def _model_name(scale: ScaleSpec) -> str:
     return str(scale.model) if scale.model is not None else f"L{s.layers}-d{s.width}-h{s.heads}"
 
 
+def config_json(config: RunConfig) -> dict[str, Any]:
+    """A run config as the trainer reads it: camelCase JSON of the fields the planner and the launchers set. Fields
+    left at their defaults are left out, so the trainer image's own defaults apply (as before the config was typed)."""
+    return config.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True)
+
+
 def _run_config(spec: RecipeComparisonSpec, scale: ScaleSpec, key: str, recipe_name: str, lr: float,
-                seed: int) -> dict[str, Any]:
+                seed: int) -> RunConfig:
     recipe = next(r for r in spec.recipes if r.name == recipe_name)
     cfg: dict[str, Any] = {
         "runKey": key,
@@ -133,7 +140,8 @@ def _run_config(spec: RecipeComparisonSpec, scale: ScaleSpec, key: str, recipe_n
         cfg["seqLen"] = scale.seq_len
     if spec.evaluation.tokens is not None:
         cfg["evalTokens"] = spec.evaluation.tokens
-    return cfg
+    # RunConfig's keys are its camelCase aliases (the trainer's JSON); the API model already enforced every bound
+    return RunConfig.model_validate(cfg)
 
 
 def plan_runs(spec: RecipeComparisonSpec, name: str, uid: str) -> Plan:

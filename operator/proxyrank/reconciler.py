@@ -7,10 +7,14 @@ handles with :func:`record_launch`, and persist the status. Nothing here does I/
 Per-run state machine (``RunStatus.state``)::
 
     Pending --launch--> Launching --observed running--> Running --result--> Succeeded | Diverged
-       ^                   |  |                            |  \\--no readable result--> (failure)
+       ^                   |  |                            |  |--no usable result--> (failure: ResultMissing)
+       |                   |  |                            |  |--another run's result--> (failure: ResultMismatch)
        |                   |  \\--deadline--> Failed        \\--exit != 0--> (failure)
        |                   \\--lost (not observed)--> Pending (relaunch; not a failure)
        \\-- (failure) while failedAttempts <= policy.runRetries; else Failed | ResultMissing
+
+Results arrive typed (:class:`~proxyrank_trainer.contract.RunResult`, parsed by the launcher); a result counts only
+for the run whose key it carries, and GPU-seconds count every rank (``RunResult.device_seconds``).
 
 The comparison fails once more than ``policy.maxFailedRuns`` runs failed for good; its in-flight runs are cancelled.
 An observed child with a newer attempt than the status knows (an operator restart between launching and recording)
@@ -19,12 +23,11 @@ is adopted, never launched again.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from proxyrank.analysis import analyze
 from proxyrank.api import (
@@ -39,6 +42,7 @@ from proxyrank.api import (
     RunStatus,
 )
 from proxyrank.planner import Plan, PlannedRun
+from proxyrank_trainer.contract import RunResult
 
 IN_FLIGHT = frozenset({RunState.launching, RunState.running})
 
@@ -59,7 +63,7 @@ class Observation:
     attempt: int
     state: LaunchState
     handle: str | None = None
-    result: Mapping[str, Any] | None = None
+    result: RunResult | None = None  # what the trainer reported, parsed; None with a message when unusable
     message: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -127,39 +131,20 @@ def set_condition(conditions: list[Condition], type_: str, status: Literal["True
     return sorted(out, key=lambda c: (order.get(c.type, 99), c.type))
 
 
-def _finite(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _apply_result(entry: RunStatus, result: Mapping[str, Any], eval_sets: Sequence[str]) -> bool:
-    """Copy a trainer result into the run entry. False when the result is not a usable one."""
-    status = result.get("status")
-    if status not in ("succeeded", "diverged"):
-        return False
-    mean = _finite(result.get("valLossMean"))
-    if status == "succeeded" and mean is None:
-        return False
-    per_set = result.get("valLoss") or {}
-    entry.state = RunState.succeeded if status == "succeeded" else RunState.diverged
-    entry.val_loss = mean if status == "succeeded" else None
-    entry.set_losses = ([_finite(per_set.get(s)) for s in eval_sets] if isinstance(per_set, Mapping) and
-                        status == "succeeded" else None)
-    entry.train_loss = _finite(result.get("trainLossFinal"))
-    fell = result.get("lossFell")
-    entry.loss_fell = bool(fell) if fell is not None else None
-    seconds = _finite(result.get("seconds")) or 0.0
-    device = str(result.get("device", "cpu"))
-    world = int(result.get("worldSize", 1) or 1)
-    if device.startswith("cuda"):
-        entry.gpu_seconds = round(seconds * world, 3)
+def _apply_result(entry: RunStatus, result: RunResult, eval_sets: Sequence[str]) -> None:
+    """Copy a trainer result into the run entry (the contract already made it a usable one)."""
+    succeeded = result.status == "succeeded"
+    entry.state = RunState.succeeded if succeeded else RunState.diverged
+    entry.val_loss = result.val_loss_mean if succeeded else None
+    entry.set_losses = [result.val_loss.get(s) for s in eval_sets] if succeeded else None
+    entry.train_loss = result.train_loss_final
+    entry.loss_fell = result.loss_fell
+    # every rank holds a device for the whole run: a 2-rank run of 10 s costs 20 GPU-seconds
+    if result.on_gpu:
+        entry.gpu_seconds = round(result.device_seconds, 3)
     else:
-        entry.cpu_seconds = round(seconds * world, 3)
-    entry.message = "diverged (non-finite loss): ranks last at this learning rate" if status == "diverged" else None
-    return True
+        entry.cpu_seconds = round(result.device_seconds, 3)
+    entry.message = None if succeeded else "diverged (non-finite loss): ranks last at this learning rate"
 
 
 class _RunStep:
@@ -213,14 +198,21 @@ class _RunStep:
                 self.events.append(Event("Warning", "RunFailed", f"{_title(entry)}: {entry.message}"))
             return
         if obs.state == LaunchState.succeeded:
-            if obs.result is not None and _apply_result(entry, obs.result, self.eval_sets):
-                entry.finished_at = iso(obs.finished_at or self.now)
-                return
-            what = "the result is unreadable" if obs.result is not None else "no result was found"
-            self._failure(entry, RunState.result_missing, "ResultMissing",
-                          f"the run exited 0 but {what}{'; ' + obs.message if obs.message else ''}")
+            self._succeeded(entry, obs)
             return
         self._failure(entry, RunState.failed, "RunFailed", obs.message or "the run failed")
+
+    def _succeeded(self, entry: RunStatus, obs: Observation) -> None:
+        result = obs.result
+        if result is None:
+            self._failure(entry, RunState.result_missing, "ResultMissing",
+                          f"the run exited 0 but no usable result was found{'; ' + obs.message if obs.message else ''}")
+        elif result.run_key != entry.key:  # a result counts only for the run whose key it carries
+            self._failure(entry, RunState.failed, "ResultMismatch",
+                          f"the result is for run {result.run_key!r}, not for this run ({entry.key!r}); not recorded")
+        else:
+            _apply_result(entry, result, self.eval_sets)
+            entry.finished_at = iso(obs.finished_at or self.now)
 
 
 def _title(entry: RunStatus) -> str:
@@ -321,6 +313,21 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
         analysis.protocols, analysis.target, analysis.agreements, analysis.verdict)
     _conditions(status, prev, spec, failed_for_good, now, generation, step.events)
     return ReconcileResult(status=status, actions=step.actions, events=step.events)
+
+
+def invalid_status(previous: RecipeComparisonStatus | None, problems: Sequence[str], now: datetime,
+                   generation: int | None = None) -> ReconcileResult:
+    """The status of a spec that cannot run: phase ``Invalid``, ``Ready`` and ``Progressing`` False with reason
+    ``InvalidSpec``, everything else (runs, results) kept. One ``InvalidSpec`` event per distinct problem: a timer
+    pass over an unchanged invalid spec returns the previous status unchanged and no event."""
+    prev = previous if previous is not None else RecipeComparisonStatus()
+    message = "; ".join(problems)
+    conditions = set_condition(prev.conditions, "Ready", "False", "InvalidSpec", message, now, generation)
+    conditions = set_condition(conditions, "Progressing", "False", "InvalidSpec", "fix the spec", now, generation)
+    status = prev.model_copy(deep=True, update={"phase": Phase.invalid, "conditions": conditions,
+                                                "observed_generation": generation})
+    reported = prev.phase == Phase.invalid and any(c.message == message for c in prev.conditions)
+    return ReconcileResult(status=status, events=[] if reported else [Event("Warning", "InvalidSpec", message)])
 
 
 def _conditions(status: RecipeComparisonStatus, prev: RecipeComparisonStatus, spec: RecipeComparisonSpec,

@@ -9,8 +9,9 @@ import re
 import pytest
 
 from proxyrank.cli import main
-from proxyrank.planner import LABEL_RUN, LABEL_SCALE, label_value, plan_runs, run_key
+from proxyrank.planner import LABEL_RUN, LABEL_SCALE, config_json, label_value, plan_runs, run_key
 from proxyrank.validation import parse_comparison
+from proxyrank_trainer.contract import RunConfig
 from tests.conftest import GOOD_COMPARISON
 
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -75,12 +76,26 @@ def test_run_config_is_the_trainer_contract() -> None:
     _, plan = _plan()
     run = next(r for r in plan.runs if r.protocol == "proxy-tuned" and r.recipe == "mix")
     cfg = run.config
-    assert cfg["runKey"] == run.key
-    assert cfg["model"] == "gpt2-125m"
-    assert cfg["sources"] == [{"uri": "s3://bucket/a/", "weight": 0.7}, {"uri": "s3://bucket/b/", "weight": 0.3}]
-    assert cfg["evalSets"] == [{"name": "pile-cc", "uri": "s3://bucket/eval/pile-cc/"}]
-    assert cfg["learningRate"] == run.learning_rate and cfg["seed"] == 0
-    assert cfg["tokens"] % cfg["batchTokens"] == 0
+    assert isinstance(cfg, RunConfig)
+    assert cfg.run_key == run.key
+    assert cfg.model == "gpt2-125m"
+    assert [(s.uri, s.weight) for s in cfg.sources] == [("s3://bucket/a/", 0.7), ("s3://bucket/b/", 0.3)]
+    assert [(e.name, e.uri) for e in cfg.eval_sets] == [("pile-cc", "s3://bucket/eval/pile-cc/")]
+    assert cfg.learning_rate == run.learning_rate and cfg.seed == 0
+    assert cfg.tokens % cfg.batch_tokens == 0
+    assert cfg.output is None and cfg.checkpoint_dir is None  # the launchers' fields
+
+
+def test_run_config_json_is_camel_case_and_reads_back_as_the_same_config() -> None:
+    _, plan = _plan()
+    run = plan.runs[0]
+    data = config_json(run.config)
+    assert data["runKey"] == run.key and data["evalSets"][0]["name"] == "pile-cc" and "batchTokens" in data
+    assert not any("_" in k for k in data), data
+    assert "output" not in data and "seqLen" not in data  # unset optional fields are left out
+    assert "beta1" not in data and "evalTokens" not in data  # and defaults: the trainer's own apply
+    assert RunConfig.model_validate(data) == run.config
+    assert plan.to_json()["runs"][0]["config"] == data
 
 
 def test_plan_json_output(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # type: ignore[no-untyped-def]

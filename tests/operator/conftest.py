@@ -1,5 +1,5 @@
 """Operator tests: the real Kopf operator (``kopf.testing.KopfRunner``) against a kmock API server, with a test-side
-Volcano simulator. See tests/operator/harness.py for the fake cluster.
+Volcano simulator. The fake cluster is proxyrank.testing.cluster (shared with bench/operator_scale.py).
 
 The handlers module registers into Kopf's default registry at import and reads ``PROXYRANK_RECONCILE_INTERVAL`` at
 import, so it is (re)imported once per session into a registry of its own, with a short interval; every KopfRunner
@@ -27,7 +27,7 @@ import kubernetes
 import pytest
 from kopf.testing import KopfRunner
 
-from tests.operator.harness import Kube, Outcome, Script, VolcanoSimulator, wait_for
+from proxyrank.testing.cluster import Kube, Outcome, Script, VolcanoSimulator, wait_for
 
 RECONCILE_INTERVAL = "0.3"
 OPERATOR_MODULE = str(Path(__file__).with_name("operator_module.py"))

@@ -6,7 +6,8 @@ import re
 import time
 from typing import Any
 
-from proxyrank.launchers.kubernetes import job_name
+from proxyrank.launchers.volcano import job_name
+from proxyrank.testing.cluster import JobInfo, Outcome, wait_for
 from tests.operator.conftest import (
     NAMESPACE,
     TARGET_LOSS,
@@ -19,7 +20,6 @@ from tests.operator.conftest import (
     runs_of,
     sleep_passes,
 )
-from tests.operator.harness import JobInfo, Outcome, wait_for
 
 CONDITION_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")  # metav1.Condition.reason
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

@@ -13,10 +13,12 @@ from proxyrank import analysis
 from proxyrank.api import MAX_RECIPES, Phase, RecipeComparisonStatus
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
-from proxyrank.launchers.fake import FakeLauncher, Outcome, synthetic_result
-from proxyrank.launchers.kubernetes import KubernetesLauncher, job_name, owner_reference
+from proxyrank.launchers.fake import FakeLauncher, Outcome
+from proxyrank.launchers.kubernetes import KubernetesLauncher
+from proxyrank.launchers.volcano import job_name, owner_reference
 from proxyrank.planner import PlannedRun, plan_runs
 from proxyrank.reconciler import LaunchState
+from proxyrank.testing import make_result
 from proxyrank.validation import parse_spec
 from tests.operator.conftest import comparison
 
@@ -114,9 +116,9 @@ def test_status_of_a_200_recipe_comparison_stays_well_under_the_etcd_object_limi
             return Outcome(LaunchState.failed, message="exit code 1 (Error): torch.OutOfMemoryError: CUDA out of "
                            "memory. Tried to allocate 2.00 GiB (GPU 0; 79.11 GiB total capacity)", polls=0)
         if recipe % 67 == 0 and run.protocol == "proxy-tuned" and run.learning_rate == 1e-3:
-            return Outcome(LaunchState.succeeded, synthetic_result(run, 0.0, status="diverged", seconds=3512.4),
+            return Outcome(LaunchState.succeeded, make_result(run.key, 0.0, status="diverged", seconds=3512.4),
                            polls=0)
-        return Outcome(LaunchState.succeeded, synthetic_result(run, round(loss, 6), seconds=3600.0 + recipe,
+        return Outcome(LaunchState.succeeded, make_result(run.key, round(loss, 6), seconds=3600.0 + recipe,
                                                                eval_sets=eval_sets), polls=0)
 
     launcher = _KubernetesLikeFake(script)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from proxyrank.launchers.kubernetes import job_name
+from proxyrank.launchers.volcano import job_name
+from proxyrank.testing.cluster import JobInfo, Outcome, wait_for
 from tests.operator.conftest import (
     NAMESPACE,
     Cluster,
@@ -13,7 +14,6 @@ from tests.operator.conftest import (
     runs_of,
     sleep_passes,
 )
-from tests.operator.harness import JobInfo, Outcome, wait_for
 
 
 def test_suspend_stops_new_launches_and_resume_continues(cluster: Cluster) -> None:

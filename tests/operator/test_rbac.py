@@ -8,8 +8,8 @@ import kmock
 import pytest
 
 from proxyrank.rbac import Mode, rules
+from proxyrank.testing.cluster import JobInfo, Outcome, wait_for
 from tests.operator.conftest import NAMESPACE, Cluster, comparison, default_loss, make_script
-from tests.operator.harness import JobInfo, Outcome, wait_for
 
 DISCOVERY = ("/api", "/apis", "/version")  # non-resource URLs: granted to every user by system:discovery
 

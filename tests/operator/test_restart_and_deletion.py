@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import time
 
+from proxyrank.testing.cluster import API, Outcome, wait_for
 from tests.operator.conftest import NAMESPACE, Cluster, comparison, make_script, runs_of, sleep_passes
-from tests.operator.harness import API, Outcome, wait_for
 
 FINALIZER = "proxyrank.io/finalizer"
 

@@ -6,8 +6,9 @@ import copy
 import uuid
 from collections import Counter
 
-from proxyrank.launchers.kubernetes import job_name
+from proxyrank.launchers.volcano import job_name
 from proxyrank.planner import plan_runs
+from proxyrank.testing.cluster import JobInfo, Outcome, wait_for
 from proxyrank.validation import parse_spec
 from tests.operator.conftest import (
     NAMESPACE,
@@ -19,7 +20,6 @@ from tests.operator.conftest import (
     run_where,
     sleep_passes,
 )
-from tests.operator.harness import JobInfo, Outcome, wait_for
 
 
 def _log_reads(cluster: Cluster) -> Counter[str]:
@@ -66,7 +66,7 @@ def test_a_run_without_a_readable_result_ends_result_missing(cluster: Cluster) -
         status = cluster.wait_phase("Succeeded")  # one failed run is within policy.maxFailedRuns=3
     run = run_where(status, "gamma", "target", 3e-4)
     assert (run["state"], run["attempts"], run["failedAttempts"]) == ("ResultMissing", 2, 2), run
-    assert run["message"].startswith("ResultMissing: the run exited 0 but no result was found"), run
+    assert run["message"].startswith("ResultMissing: the run exited 0 but no usable result was found"), run
     assert "no termination message and no PROXYRANK_RESULT line in the log" in run["message"]
     assert status["runCounts"]["resultMissing"] == 1 and status["runCounts"]["succeeded"] == 11
     degraded = condition(status, "Degraded")
@@ -98,3 +98,26 @@ def test_a_conflict_on_job_create_adopts_the_existing_job(cluster: Cluster) -> N
     assert status["runCounts"]["succeeded"] == 12
     assert not cluster.kube.events("RunFailed") and not cluster.kube.events("RunRetried")
     assert f"job {NAMESPACE}/{name} already exists: adopting it" in runner.output
+
+
+def test_a_result_with_another_runs_key_is_rejected_and_a_2_rank_run_counts_both_ranks(cluster: Cluster) -> None:
+    def special(info: JobInfo) -> Outcome | None:
+        loss = default_loss(info.recipe, info.protocol, info.scale, info.learning_rate)
+        if (info.recipe, info.protocol) == ("alpha", "fixed") and info.attempt == 1:  # e.g. a stale volume's result
+            return Outcome("result", loss, run_key="r0000000000000000")
+        if (info.recipe, info.protocol) == ("beta", "reduced-lr"):
+            return Outcome("result", loss, world_size=2, device="cuda:NVIDIA H100 80GB HBM3", seconds=100.0)
+        return None
+
+    cluster.set_script(make_script(special=special))
+    with cluster.operator():
+        cluster.create(comparison())
+        status = cluster.wait_phase("Succeeded")
+    alpha = run_where(status, "alpha", "fixed")
+    assert (alpha["state"], alpha["attempts"], alpha["failedAttempts"]) == ("Succeeded", 2, 1), alpha
+    assert alpha["valLoss"] == default_loss("alpha", "fixed", "proxy", 3e-3)
+    retried = [e["message"] for e in cluster.kube.events("RunRetried")]
+    assert len(retried) == 1 and "the result is for run 'r0000000000000000'" in retried[0], retried
+    assert repr(alpha["key"]) in retried[0]
+    assert run_where(status, "beta", "reduced-lr")["gpuSeconds"] == 200.0  # 2 ranks x 100 s
+    assert run_where(status, "gamma", "reduced-lr")["gpuSeconds"] == 12.5

@@ -1,23 +1,52 @@
-"""The launcher interface shared by the embedded runner and the operator."""
+"""The launcher port: what the embedded runner, the operator's handlers and the shared driver call on a back end.
+
+Implementations: :class:`~proxyrank.launchers.local.LocalLauncher` (``proxyrank run``),
+:class:`~proxyrank.launchers.kubernetes.KubernetesLauncher` (the operator) and
+:class:`~proxyrank.launchers.fake.FakeLauncher` (tests).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from proxyrank.api import RecipeComparisonSpec
 from proxyrank.planner import Plan, PlannedRun
 from proxyrank.reconciler import Observation
+from proxyrank_trainer.contract import ResultError, RunResult, parse_result
+
+DEFAULT_NAMESPACE = "default"
 
 
-@dataclass(frozen=True)
+def resolve_namespace(namespace: str | None) -> str:
+    """The namespace a comparison lives in: ``None`` (outside Kubernetes) means ``"default"``."""
+    return namespace or DEFAULT_NAMESPACE
+
+
+@dataclass(frozen=True, init=False)
 class ComparisonRef:
-    """Which comparison a launcher acts for."""
+    """Which comparison a launcher acts for. ``namespace`` is resolved here, once: ``None`` (a comparison outside
+    Kubernetes, or a cluster-scoped call) means ``"default"``."""
 
     name: str
     uid: str
-    namespace: str | None
+    namespace: str
     spec: RecipeComparisonSpec
+
+    def __init__(self, name: str, uid: str, namespace: str | None, spec: RecipeComparisonSpec) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "uid", uid)
+        object.__setattr__(self, "namespace", resolve_namespace(namespace))
+        object.__setattr__(self, "spec", spec)
+
+
+def parse_run_result(payload: Any, where: str) -> tuple[RunResult | None, str | None]:
+    """What a trainer wrote (decoded JSON) as a typed result, or ``None`` and a message naming the problem and where
+    the payload was read; the reconciler turns the latter into ``ResultMissing``."""
+    try:
+        return parse_result(payload), None
+    except ResultError as exc:
+        return None, f"the result in {where} is unusable ({exc})"
 
 
 class LaunchError(RuntimeError):
@@ -25,6 +54,14 @@ class LaunchError(RuntimeError):
 
 
 class Launcher(Protocol):
+    """Exactly what callers use: the driver observes, launches and cancels; the operator's handlers validate and
+    delete; whoever created a launcher closes it."""
+
+    def validate(self, spec: RecipeComparisonSpec) -> list[str]:
+        """What this back end cannot run although the API model accepts it (field path and fix per problem); the
+        operator reports them as phase ``Invalid``, reason ``InvalidSpec``."""
+        ...
+
     def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
         """The latest attempt of every run the launcher knows for this comparison, by run key (one bulk call)."""
         ...
@@ -37,6 +74,11 @@ class Launcher(Protocol):
         """Stop a run attempt; a run that is already gone is not an error."""
         ...
 
-    def delete_all(self, ref: ComparisonRef) -> None:
-        """Remove every child of the comparison (used on deletion)."""
+    def delete_all(self, namespace: str, uid: str) -> int:
+        """Remove every child of the comparison ``uid`` (on its deletion) and return how many there were. Takes the
+        comparison's identity, not a :class:`ComparisonRef`: a comparison whose spec no longer parses is deleted too."""
+        ...
+
+    def close(self) -> None:
+        """Stop what this launcher started and release its resources (end of ``proxyrank run``, Ctrl-C)."""
         ...

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
+from proxyrank.api import RecipeComparisonSpec
 from proxyrank.launchers.base import ComparisonRef, LaunchError
 from proxyrank.planner import Plan, PlannedRun
 from proxyrank.reconciler import LaunchState, Observation
+from proxyrank_trainer.contract import RunResult
 
 
 @dataclass
@@ -17,19 +18,9 @@ class Outcome:
     """What one attempt does: run for ``polls`` observations, then end in ``state`` with ``result``."""
 
     state: LaunchState = LaunchState.succeeded
-    result: Mapping[str, Any] | None = None
+    result: RunResult | None = None  # proxyrank.testing.make_result(...)
     polls: int = 1
     message: str | None = None
-
-
-def synthetic_result(run: PlannedRun, loss: float, *, status: str = "succeeded", seconds: float = 1.0,
-                     eval_sets: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A trainer result in the contract's shape (see proxyrank_trainer.results)."""
-    return {"schemaVersion": 1, "runKey": run.key, "status": status,
-            "valLoss": {s: loss for s in eval_sets} if status == "succeeded" else {},
-            "valLossMean": loss if status == "succeeded" else None, "valLossInitial": 5.5,
-            "trainLossFinal": loss, "tokens": run.tokens, "steps": 1, "seconds": seconds, "lossFell": True,
-            "learningRate": run.learning_rate, "seed": run.seed, "device": "cpu"}
 
 
 @dataclass
@@ -49,7 +40,12 @@ class FakeLauncher:
     attempts: dict[str, _Attempt] = field(default_factory=dict)
     launched: list[tuple[str, int]] = field(default_factory=list)
     cancelled: list[tuple[str, int]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what validate() reports
     deleted: bool = False
+    closed: bool = False
+
+    def validate(self, spec: RecipeComparisonSpec) -> list[str]:
+        return list(self.problems)
 
     def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
         out = {}
@@ -80,6 +76,11 @@ class FakeLauncher:
             self.attempts[key].cancelled = True
         self.cancelled.append((key, attempt))
 
-    def delete_all(self, ref: ComparisonRef) -> None:
+    def delete_all(self, namespace: str, uid: str) -> int:
+        count = len(self.attempts)
         self.attempts.clear()
         self.deleted = True
+        return count
+
+    def close(self) -> None:
+        self.closed = True

@@ -1,11 +1,9 @@
-"""KubernetesLauncher: one Volcano Job per run attempt, built by TorchX's ``kubernetes`` scheduler.
+"""KubernetesLauncher: one Volcano Job per run attempt; TorchX defines the trainer app, proxyrank makes the job its own.
 
-TorchX builds the job (``torchx.components.dist.torchrun`` + ``runner.dryrun(app, "kubernetes")``): torchrun over
-``replicas x GPUs``, resources, ``/dev/shm``, Volcano's svc/env plugins. proxyrank then makes it its own before
-creating it: a deterministic name (``pr-<run key>-a<attempt>``, so a second create of the same attempt is a 409, not a
-duplicate run), our labels on the job and the pod template, the owner reference to the RecipeComparison, node
-selector, tolerations, pull secrets, and ``terminationMessagePolicy: FallbackToLogsOnError`` so a failed trainer's
-last stderr line reaches the pod status.
+Building a job has two halves. :func:`torchx_app_job` is TorchX's: the ``torchx.components.dist.torchrun`` app
+converted by the ``kubernetes`` scheduler's pure ``app_to_resource`` (no dryrun, no runner, no API call), one call per
+job, a few milliseconds. :func:`proxyrank.launchers.volcano.build_volcano_job` is ours and pure: the deterministic
+name, labels, owner reference, scheduling fields, run config and termination-message settings (see that module).
 
 Each reconcile pass makes a bounded number of API calls, independent of the run count: one list of jobs and at most
 one list of pods, both by the comparison-uid label; results come from the trainer container's termination message,
@@ -16,26 +14,35 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from proxyrank import API_VERSION, KIND
-from proxyrank.api import RecipeComparisonSpec, Resources
-from proxyrank.launchers.base import ComparisonRef, LaunchError
+from proxyrank.api import RecipeComparisonSpec, Resources, TrainerSpec
+from proxyrank.launchers.base import ComparisonRef, LaunchError, parse_run_result
+from proxyrank.launchers.volcano import (
+    LABEL_ATTEMPT,
+    RESULT_PATH,
+    VOLCANO_GROUP,
+    VOLCANO_PLURAL,
+    VOLCANO_VERSION,
+    build_volcano_job,
+    job_handle,
+    job_name,
+    owner_reference,
+    trainer_env,
+)
 from proxyrank.planner import LABEL_COMPARISON_UID, LABEL_RUN, Plan, PlannedRun, label_value
 from proxyrank.reconciler import LaunchState, Observation
+from proxyrank_trainer.contract import RunResult
 from proxyrank_trainer.results import parse_result_line
+
+__all__ = ["LABEL_ATTEMPT", "RESULT_PATH", "KubernetesLauncher", "job_name", "owner_reference", "torchx_app_job",
+           "validate_for_kubernetes"]  # with what callers used to import from here (now in launchers.volcano)
 
 log = logging.getLogger(__name__)
 
-VOLCANO_GROUP = "batch.volcano.sh"
-VOLCANO_VERSION = "v1alpha1"
-VOLCANO_PLURAL = "jobs"
-LABEL_ATTEMPT = "proxyrank.io/attempt"
-RESULT_PATH = "/tmp/proxyrank/result.json"
 TRAINER_MODULE = "proxyrank_trainer"
 
 # Volcano job phases (batch.volcano.sh/v1alpha1 JobPhase) -> what the reconciler needs to know.
@@ -47,17 +54,6 @@ _PHASES: Mapping[str, LaunchState] = {
 }
 
 T = TypeVar("T")
-
-# TorchX's dryrun re-reads its scheduler's source with ``inspect.getsource`` -> ``ast.parse`` on every call, and Kopf
-# runs sync handlers on a thread pool: two comparisons (or a timer and a spec handler) building jobs at once made
-# CPython 3.11.7 raise ``SystemError: AST constructor recursion depth mismatch`` (the AST converter keeps its
-# recursion depth in per-interpreter state, cf. CPython gh-106905) and fail the pass.
-# TorchX's runner is not documented as thread-safe either, so job building is serialised.
-_TORCHX_LOCK = threading.Lock()
-
-
-def job_name(key: str, attempt: int) -> str:
-    return f"pr-{key}-a{attempt}"
 
 
 def _api_exception() -> type[Exception]:
@@ -118,6 +114,30 @@ def validate_for_kubernetes(spec: RecipeComparisonSpec) -> list[str]:
     return problems
 
 
+def torchx_app_job(trainer: TrainerSpec, name: str) -> dict[str, Any]:
+    """TorchX's Volcano Job for the trainer app named ``name``, as a plain dict: ``torchrun`` over ``replicas x GPUs``
+    with the trainer's resources (or named resource), image and shared env, converted by the ``kubernetes`` scheduler's
+    ``app_to_resource`` with the Volcano queue and service account. Needs TorchX, touches no cluster."""
+    from kubernetes.client import ApiClient
+    from torchx.components.dist import torchrun
+    from torchx.schedulers.kubernetes_scheduler import app_to_resource
+
+    env = trainer_env(trainer)
+    if trainer.named_resource is not None:
+        from torchx import specs
+
+        gpus = specs.resource(h=trainer.named_resource).gpu
+        app = torchrun(m=TRAINER_MODULE, image=str(trainer.image), name=name, h=trainer.named_resource,
+                       j=f"{trainer.replicas}x{max(1, gpus)}", env=env)
+    else:
+        res = trainer.resources or Resources()
+        app = torchrun(m=TRAINER_MODULE, image=str(trainer.image), name=name, cpu=res.cpu, gpu=res.gpu,
+                       memMB=res.mem_mb, j=f"{trainer.replicas}x{max(1, res.gpu)}", env=env)
+    resource = app_to_resource(app, trainer.queue, trainer.service_account_name)
+    job: dict[str, Any] = ApiClient().sanitize_for_serialization(resource)
+    return job
+
+
 class KubernetesLauncher:
     def __init__(self, custom_api: Any = None, core_api: Any = None, *, owner: Mapping[str, Any] | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -130,69 +150,17 @@ class KubernetesLauncher:
         self.core = core_api
         self.owner = dict(owner) if owner else None
         self.sleep = sleep
-        self._results: dict[str, tuple[dict[str, Any] | None, str | None]] = {}  # job name -> (result, message)
+        self._results: dict[str, tuple[RunResult | None, str | None]] = {}  # job name -> (result, message)
 
     # -------------------------------------------------------------------------------------------------- build
     def build_job(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> dict[str, Any]:
-        """The Volcano Job for one attempt, as a plain dict (TorchX builds it; we make it idempotent and ours)."""
-        from kubernetes.client import ApiClient
-        from torchx.components.dist import torchrun
-        from torchx.runner import get_runner
-
-        spec = ref.spec
-        trainer = spec.trainer
-        config = dict(run.config)
-        config["output"] = RESULT_PATH
-        env = {"PROXYRANK_RUN_CONFIG": json.dumps(config, separators=(",", ":")), "PYTHONUNBUFFERED": "1",
-               **(trainer.env or {})}
-        if trainer.named_resource is not None:
-            from torchx import specs
-
-            gpus = specs.resource(h=trainer.named_resource).gpu
-            app = torchrun(m=TRAINER_MODULE, image=str(trainer.image), name=job_name(run.key, attempt),
-                           h=trainer.named_resource, j=f"{trainer.replicas}x{max(1, gpus)}", env=env)
-        else:
-            res = trainer.resources or Resources()
-            app = torchrun(m=TRAINER_MODULE, image=str(trainer.image), name=job_name(run.key, attempt),
-                           cpu=res.cpu, gpu=res.gpu, memMB=res.mem_mb, j=f"{trainer.replicas}x{max(1, res.gpu)}",
-                           env=env)
-        cfg: dict[str, Any] = {"queue": trainer.queue, "namespace": ref.namespace or "default",
-                               "validate_spec": False}
-        if trainer.service_account_name:
-            cfg["service_account"] = trainer.service_account_name
-        with _TORCHX_LOCK:
-            info = get_runner().dryrun(app, "kubernetes", cfg=cfg)
-        job: dict[str, Any] = ApiClient().sanitize_for_serialization(info.request.resource)
-
-        labels = {**run.labels, LABEL_ATTEMPT: str(attempt)}
-        name = job_name(run.key, attempt)
-        job["metadata"] = {"name": name, "namespace": ref.namespace or "default", "labels": labels,
-                           "annotations": {"proxyrank.io/run-title": run.title[:253]}}
-        if self.owner:
-            job["metadata"]["ownerReferences"] = [{**self.owner, "controller": True, "blockOwnerDeletion": False}]
-        for task in job["spec"]["tasks"]:
-            pod = task["template"]
-            pod.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
-            pod_spec = pod.setdefault("spec", {})
-            pod_spec["restartPolicy"] = "Never"
-            if trainer.node_selector:
-                pod_spec.setdefault("nodeSelector", {}).update(trainer.node_selector)
-            if trainer.tolerations:
-                pod_spec["tolerations"] = [t.dump() for t in trainer.tolerations]
-            if trainer.image_pull_secrets:
-                pod_spec["imagePullSecrets"] = [{"name": s} for s in trainer.image_pull_secrets]
-            for container in pod_spec.get("containers", []):
-                for var in container.get("env") or []:
-                    if var.get("name") == "TORCHX_JOB_ID":  # TorchX named the job before we renamed it
-                        var["value"] = f"kubernetes://torchx/{ref.namespace or 'default'}:{name}"
-                container["terminationMessagePolicy"] = "FallbackToLogsOnError"
-                container["terminationMessagePath"] = "/dev/termination-log"
-        job["spec"]["maxRetry"] = 0  # retries are the reconciler's (policy.runRetries), counted in status
-        return job
+        """The Volcano Job for one attempt, as a plain dict: TorchX's job for the app, made ours (pure)."""
+        app_job = torchx_app_job(ref.spec.trainer, job_name(run.key, attempt))
+        return build_volcano_job(app_job, ref, run, attempt, self.owner)
 
     # -------------------------------------------------------------------------------------------------- launcher
     def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
-        ns = ref.namespace or "default"
+        ns = ref.namespace
         job = self.build_job(ref, run, attempt)
         name = job["metadata"]["name"]
         api_exception = _api_exception()
@@ -211,7 +179,7 @@ class KubernetesLauncher:
                 body = (getattr(exc, "body", "") or "")[:300]
                 status = getattr(exc, "status", "?")
                 raise LaunchError(f"creating job {name} failed: {status} {reason} {body}".strip()) from None
-        return f"kubernetes://torchx/{ns}:{name}"
+        return job_handle(ns, name)
 
     def _list(self, uid: str, what: str, fn: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
         selector = f"{LABEL_COMPARISON_UID}={label_value(uid)}"
@@ -227,7 +195,7 @@ class KubernetesLauncher:
 
     def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
         latest: dict[str, tuple[int, dict[str, Any]]] = {}
-        for job in self.list_jobs(ref.namespace or "default", ref.uid):
+        for job in self.list_jobs(ref.namespace, ref.uid):
             labels = job.get("metadata", {}).get("labels") or {}
             key = labels.get(LABEL_RUN)
             try:
@@ -241,7 +209,7 @@ class KubernetesLauncher:
                     and job["metadata"]["name"] not in self._results]
         pods_by_job: dict[str, list[dict[str, Any]]] = {}
         if finished:
-            for pod in self._list(ref.uid, "pods", self.core.list_namespaced_pod, ref.namespace or "default"):
+            for pod in self._list(ref.uid, "pods", self.core.list_namespaced_pod, ref.namespace):
                 labels = pod.get("metadata", {}).get("labels") or {}
                 name = job_name(labels.get(LABEL_RUN, ""), int(labels.get(LABEL_ATTEMPT, "0") or 0))
                 pods_by_job.setdefault(name, []).append(pod)
@@ -253,7 +221,7 @@ class KubernetesLauncher:
     def _observation(self, ref: ComparisonRef, key: str, attempt: int, job: dict[str, Any],
                      pods_by_job: dict[str, list[dict[str, Any]]]) -> Observation:
         name = job["metadata"]["name"]
-        handle = f"kubernetes://torchx/{ref.namespace or 'default'}:{name}"
+        handle = job_handle(ref.namespace, name)
         state = _PHASES.get(_phase(job), LaunchState.pending)
         started = _time(job.get("metadata", {}).get("creationTimestamp"))
         if state in (LaunchState.pending, LaunchState.running):
@@ -267,43 +235,31 @@ class KubernetesLauncher:
                            started_at=started)
 
     def _read_result(self, ref: ComparisonRef, pods: list[dict[str, Any]],
-                     state: LaunchState) -> tuple[dict[str, Any] | None, str | None]:
+                     state: LaunchState) -> tuple[RunResult | None, str | None]:
         """The rank-0 trainer's result: its termination message, else the PROXYRANK_RESULT log line."""
         pods = sorted(pods, key=lambda p: p.get("metadata", {}).get("name", ""))
-        for pod in pods:
-            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-                term = ((cs.get("state") or {}).get("terminated")) or {}
-                message = (term.get("message") or "").strip()
-                if state == LaunchState.failed:
-                    detail = term.get("reason") or "Error"
-                    tail = message.splitlines()[-1] if message else ""
-                    return None, f"exit code {term.get('exitCode')} ({detail}){': ' + tail if tail else ''}"
-                if message:
-                    try:
-                        parsed = json.loads(message)
-                    except ValueError:
-                        parsed = parse_result_line(message)
-                    if isinstance(parsed, dict):
-                        return parsed, None
         if state == LaunchState.failed:
-            return None, "the job failed and no pod status was found"
+            return None, failure_message(pods)
+        found = result_from_termination_messages(pods)
+        if found is not None:
+            return found
         for pod in pods:  # fallback: the sentinel line in the log
             name = pod.get("metadata", {}).get("name")
             if not name:
                 continue
             try:
                 text = with_retries(lambda n=name: self.core.read_namespaced_pod_log(  # type: ignore[misc]
-                    n, ref.namespace or "default", tail_lines=20), f"read log of {name}", sleep=self.sleep)
+                    n, ref.namespace, tail_lines=20), f"read log of {name}", sleep=self.sleep)
             except _api_exception() as exc:
                 log.info("reading the log of %s failed: %s", name, getattr(exc, "status", exc))
                 continue
-            parsed = parse_result_line(text if isinstance(text, str) else str(text))
-            if parsed is not None:
-                return parsed, None
+            payload = parse_result_line(text if isinstance(text, str) else str(text))
+            if payload is not None:
+                return parse_run_result(payload, f"the log of pod {name}")
         return None, "no termination message and no PROXYRANK_RESULT line in the log"
 
     def cancel(self, ref: ComparisonRef, key: str, attempt: int, handle: str | None) -> None:
-        self._delete(ref.namespace or "default", job_name(key, attempt))
+        self._delete(ref.namespace, job_name(key, attempt))
 
     def _delete(self, namespace: str, name: str) -> None:
         api_exception = _api_exception()
@@ -315,19 +271,49 @@ class KubernetesLauncher:
             if getattr(exc, "status", None) != 404:
                 raise
 
-    def delete_all(self, ref: ComparisonRef) -> None:
-        self.delete_children(ref.namespace or "default", ref.uid)
-
-    def delete_children(self, namespace: str, uid: str) -> int:
+    def delete_all(self, namespace: str, uid: str) -> int:
         """Delete every job of a comparison (by its uid label); returns how many were deleted."""
         jobs = self.list_jobs(namespace, uid)
         for job in jobs:
             self._delete(namespace, job["metadata"]["name"])
         return len(jobs)
 
+    def validate(self, spec: RecipeComparisonSpec) -> list[str]:
+        return validate_for_kubernetes(spec)
 
-def owner_reference(name: str, uid: str) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid}
+    def close(self) -> None:
+        """Nothing runs in this process and the API clients are shared: only the cached results are dropped."""
+        self._results.clear()
+
+
+def _container_terminations(pods: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(pod name, ``state.terminated``) of every container status, in pod order (``{}`` while not terminated)."""
+    return [(pod.get("metadata", {}).get("name", "?"), ((cs.get("state") or {}).get("terminated")) or {})
+            for pod in pods for cs in (pod.get("status") or {}).get("containerStatuses") or []]
+
+
+def failure_message(pods: list[dict[str, Any]]) -> str:
+    """Why a job failed: the first container's exit code, reason and last termination-message line."""
+    for _, term in _container_terminations(pods):
+        message = (term.get("message") or "").strip()
+        tail = message.splitlines()[-1] if message else ""
+        return f"exit code {term.get('exitCode')} ({term.get('reason') or 'Error'}){': ' + tail if tail else ''}"
+    return "the job failed and no pod status was found"
+
+
+def result_from_termination_messages(pods: list[dict[str, Any]]) -> tuple[RunResult | None, str | None] | None:
+    """The result in the first termination message that holds one (rank 0 writes it), parsed; None if none does."""
+    for pod_name, term in _container_terminations(pods):
+        message = (term.get("message") or "").strip()
+        if not message:
+            continue
+        try:
+            payload = json.loads(message)
+        except ValueError:
+            payload = parse_result_line(message)
+        if isinstance(payload, dict):
+            return parse_run_result(payload, f"the termination message of pod {pod_name}")
+    return None
 
 
 def _phase(job: Mapping[str, Any]) -> str:

@@ -5,6 +5,7 @@ Work directory layout (``proxyrank run --workdir DIR``)::
     DIR/runs/<key>/attempt-<n>/config.json       the trainer's run config
     DIR/runs/<key>/attempt-<n>/result.json       the trainer's result (its ``output``)
     DIR/runs/<key>/attempt-<n>/logs/...          TorchX logs: <session>/<app_id>/trainer/0/{stdout,stderr}.log, SUCCESS
+    DIR/runs/<key>/checkpoint/                   the trainer's checkpoints (``checkpointDir``): shared by the attempts
 
 Results come from the result file, so a run that finished while ``proxyrank run`` was not watching (or before a
 SIGKILL) is still collected on resume; the exit code comes from TorchX's ``SUCCESS`` record. A run whose process this
@@ -20,12 +21,12 @@ import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from proxyrank.launchers.base import ComparisonRef, LaunchError
-from proxyrank.planner import Plan, PlannedRun
+from proxyrank.api import RecipeComparisonSpec
+from proxyrank.launchers.base import ComparisonRef, LaunchError, parse_run_result
+from proxyrank.planner import Plan, PlannedRun, config_json
 from proxyrank.reconciler import LaunchState, Observation
-from proxyrank_trainer.results import read_result_file
+from proxyrank_trainer.contract import RunResult
 
 log = logging.getLogger(__name__)
 ROLE = "trainer"
@@ -67,6 +68,9 @@ class LocalLauncher:
     def attempt_dir(self, key: str, attempt: int) -> Path:
         return self.run_dir(key) / f"attempt-{attempt}"
 
+    def checkpoint_dir(self, key: str) -> Path:
+        return self.run_dir(key) / "checkpoint"
+
     # -------------------------------------------------------------------------------------------------- launcher
     def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
         from torchx import specs
@@ -75,15 +79,18 @@ class LocalLauncher:
         if adir.exists():  # a previous, interrupted try of the same attempt: start clean
             shutil.rmtree(adir)
         adir.mkdir(parents=True)
-        config: dict[str, Any] = dict(run.config)
         # relative data paths mean "relative to where proxyrank runs": make the run config self-contained
-        config["sources"] = [{**s, "uri": _absolute(s["uri"])} for s in config["sources"]]
-        config["evalSets"] = [{**e, "uri": _absolute(e["uri"])} for e in config["evalSets"]]
-        config["output"] = str(adir / "result.json")
-        config["terminationLogPath"] = str(adir / "termination-log")
-        if self.threads_per_run:
-            config["threads"] = self.threads_per_run
-        (adir / "config.json").write_text(json.dumps(config, indent=2))
+        base = run.config
+        config = base.model_copy(update={
+            "sources": [s.model_copy(update={"uri": _absolute(s.uri)}) for s in base.sources],
+            "eval_sets": [e.model_copy(update={"uri": _absolute(e.uri)}) for e in base.eval_sets],
+            "output": str(adir / "result.json"),
+            "termination_log_path": str(adir / "termination-log"),
+            "threads": self.threads_per_run or None,
+            # per run, not per attempt: a relaunched attempt resumes from the last attempt's checkpoint
+            "checkpoint_dir": str(self.checkpoint_dir(run.key)),
+        })
+        (adir / "config.json").write_text(json.dumps(config_json(config), indent=2))
         # PROXYRANK_DIE_WITH_PARENT: the trainer asks the kernel to stop it when this process dies (even by
         # SIGKILL), so an interrupted `proxyrank run` leaves no orphans competing with the resumed one.
         env = {"PYTHONUNBUFFERED": "1", "PROXYRANK_DIE_WITH_PARENT": "1", **self.env}
@@ -117,9 +124,9 @@ class LocalLauncher:
         started = datetime.fromtimestamp((adir / "config.json").stat().st_mtime, UTC) \
             if (adir / "config.json").exists() else None
         if handle is None:
-            result = read_result_file(result_path)
-            if result is not None:  # finished while nobody watched (resume after a kill)
-                return Observation(key, attempt, LaunchState.succeeded, handle=None, result=result,
+            result, problem = read_result(result_path)
+            if result is not None or problem is not None:  # finished while nobody watched (resume after a kill)
+                return Observation(key, attempt, LaunchState.succeeded, handle=None, result=result, message=problem,
                                    started_at=started, finished_at=_mtime(result_path))
             return Observation(key, attempt, LaunchState.unknown, message="no process and no result")
         from torchx.specs import AppState
@@ -131,10 +138,11 @@ class LocalLauncher:
         if state == AppState.RUNNING:
             return Observation(key, attempt, LaunchState.running, handle, started_at=started)
         exit_code, stderr = self._exit_record(adir)
-        result = read_result_file(result_path)
         if state == AppState.SUCCEEDED:
-            msg = None if result is not None else f"no result at {result_path}; stderr: {stderr or '(empty)'}"
-            return Observation(key, attempt, LaunchState.succeeded, handle, result=result, message=msg,
+            result, problem = read_result(result_path)
+            if result is None and problem is None:
+                problem = f"no result at {result_path}; stderr: {stderr or '(empty)'}"
+            return Observation(key, attempt, LaunchState.succeeded, handle, result=result, message=problem,
                                started_at=started, finished_at=_mtime(result_path) or datetime.now(UTC))
         if state in (AppState.FAILED, AppState.CANCELLED):
             code = f"exit code {exit_code}" if exit_code is not None else state.name.lower()
@@ -163,9 +171,18 @@ class LocalLauncher:
             except Exception as exc:  # already gone
                 log.debug("cancel %s: %s", handle, exc)
 
-    def delete_all(self, ref: ComparisonRef) -> None:
+    def validate(self, spec: RecipeComparisonSpec) -> list[str]:
+        """Nothing beyond the API model: local paths are resolved against the working directory, and a missing one
+        fails its run with the trainer's message naming it."""
+        return []
+
+    def delete_all(self, namespace: str, uid: str) -> int:
+        """Stop this launcher's runs and remove their directories (the work directory holds one comparison)."""
         self.close()
-        shutil.rmtree(self.workdir / "runs", ignore_errors=True)
+        runs = self.workdir / "runs"
+        count = sum(1 for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else 0
+        shutil.rmtree(runs, ignore_errors=True)
+        return count
 
     def close(self) -> None:
         """Stop every run this launcher started (Ctrl-C) and release TorchX."""
@@ -182,6 +199,22 @@ class LocalLauncher:
             self._runner.close()
         except Exception as exc:
             log.debug("closing the TorchX runner: %s", exc)
+
+
+def read_result(path: Path) -> tuple[RunResult | None, str | None]:
+    """The trainer's result file (its ``output``), parsed: (result, None); (None, what is wrong with it); or
+    (None, None) when there is no file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"the result at {path} is unreadable ({exc})"
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        return None, f"the result at {path} is not JSON ({exc})"
+    return parse_run_result(payload, str(path))
 
 
 def _absolute(uri: str) -> str:

@@ -1,4 +1,6 @@
-"""A fake cluster for operator tests and the operator-scale benchmark.
+"""A fake cluster for the operator tests (tests/operator) and the operator-scale benchmark (bench/operator_scale.py).
+
+Needs kmock and its dependencies (aiohttp, attrs, jsonpatch): the ``dev`` extra. Nothing in the operator imports it.
 
 * :class:`Emulator`: kmock's ``KubernetesEmulator`` plus the API-server behaviour the operator and Kopf rely on and
   kmock 0.8 lacks: ``201 Created``, uid/``creationTimestamp``/``generateName`` on create, a new ``resourceVersion`` on
@@ -31,17 +33,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import aiohttp.web
-import attrs
-import jsonpatch
-import kmock
+try:
+    import aiohttp.web
+    import attrs
+    import jsonpatch
+    import kmock
+except ImportError as exc:  # pragma: no cover - the dev extra is missing
+    raise ImportError(f"proxyrank.testing.cluster needs the dev extra (pip install 'proxyrank[dev]'): {exc}") from exc
 
+from proxyrank.launchers.volcano import LABEL_ATTEMPT, VOLCANO_GROUP, VOLCANO_VERSION
 from proxyrank.planner import LABEL_COMPARISON_UID, LABEL_PROTOCOL, LABEL_RECIPE, LABEL_RUN, LABEL_SCALE
-from proxyrank_trainer.results import compact_for_termination, new_result, result_line
+from proxyrank.testing import make_result
+from proxyrank_trainer.contract import RunResult
+from proxyrank_trainer.results import compact_for_termination, result_line
 
 TEST_AGENT = "proxyrank-tests"
 API = "/apis/proxyrank.io/v1alpha1"
-VOLCANO = "/apis/batch.volcano.sh/v1alpha1"
+VOLCANO = f"/apis/{VOLCANO_GROUP}/{VOLCANO_VERSION}"
 
 RESOURCES: dict[str, dict[str, Any]] = {
     "proxyrank.io/v1alpha1/recipecomparisons": dict(
@@ -317,10 +325,15 @@ Kind = Literal["result", "log", "missing", "fail", "diverged", "hold"]
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one job attempt ends. ``hold`` keeps it Running until the script says otherwise."""
+    """How one job attempt ends. ``hold`` keeps it Running until the script says otherwise. A result reports
+    ``world_size`` ranks on ``device`` for ``seconds`` each; ``run_key`` makes it carry another run's key."""
 
     kind: Kind = "result"
     loss: float = 3.0
+    world_size: int = 1
+    device: str = "cuda:0"
+    seconds: float = 12.5
+    run_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -339,20 +352,12 @@ class JobInfo:
 Script = Callable[[JobInfo], Outcome]
 
 
-def trainer_result(info: JobInfo, kind: Kind, loss: float, eval_sets: tuple[str, ...] = ("web",)) -> dict[str, Any]:
-    """A result as the trainer writes it (see proxyrank_trainer.results and train.py)."""
-    result = new_result(info.run)
-    diverged = kind == "diverged"
-    result.update({
-        "status": "diverged" if diverged else "succeeded",
-        "valLoss": {} if diverged else {s: round(loss + 0.01 * i, 6) for i, s in enumerate(eval_sets)},
-        "valLossMean": None if diverged else round(loss + 0.005 * (len(eval_sets) - 1), 6),
-        "valLossInitial": 10.8, "trainLossFinal": None if diverged else round(loss - 0.05, 6),
-        "lossFell": not diverged, "tokens": 524288, "steps": 1, "seconds": 12.5, "tokensPerSecond": 41943.0,
-        "params": 124_000_000, "nonEmbeddingParams": 85_000_000, "learningRate": info.learning_rate,
-        "seed": info.seed, "device": "cuda:0", "worldSize": 1,
-    })
-    return result
+def trainer_result(info: JobInfo, outcome: Outcome, eval_sets: tuple[str, ...] = ("web",)) -> RunResult:
+    """The result the trainer of this job reports, as the script's outcome says."""
+    return make_result(outcome.run_key or info.run, outcome.loss,
+                       status="diverged" if outcome.kind == "diverged" else "succeeded", world_size=outcome.world_size,
+                       device=outcome.device, eval_sets=eval_sets, seconds=outcome.seconds, tokens=524288,
+                       learning_rate=info.learning_rate, seed=info.seed)
 
 
 @dataclass
@@ -410,7 +415,7 @@ class VolcanoSimulator:
                            {"status": {"state": {"phase": phase}}})
 
     def _finish(self, job: dict[str, Any], info: JobInfo, outcome: Outcome) -> None:
-        result = trainer_result(info, outcome.kind, outcome.loss, self.eval_sets)
+        result = trainer_result(info, outcome, self.eval_sets).to_json()
         terminated: dict[str, Any] = {"exitCode": 0, "reason": "Completed"}
         log = f"step 1 loss {outcome.loss + 1:.3f}\n"
         if outcome.kind in ("result", "diverged"):
@@ -455,7 +460,7 @@ def job_info(job: dict[str, Any]) -> JobInfo:
                 config = json.loads(var["value"])
     return JobInfo(name=meta["name"], namespace=meta["namespace"], run=labels[LABEL_RUN],
                    recipe=labels[LABEL_RECIPE], protocol=labels[LABEL_PROTOCOL], scale=labels[LABEL_SCALE],
-                   attempt=int(labels.get("proxyrank.io/attempt", "1")),
+                   attempt=int(labels.get(LABEL_ATTEMPT, "1")),
                    learning_rate=float(config.get("learningRate", 0.0)), seed=int(config.get("seed", 0)))
 
 

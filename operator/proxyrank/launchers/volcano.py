@@ -1,0 +1,94 @@
+"""The Volcano Job of one run attempt, as a plain dict. Pure: no TorchX, no Kubernetes client, no I/O.
+
+TorchX defines the trainer app and turns it into a Volcano Job (see
+:func:`proxyrank.launchers.kubernetes.torchx_app_job`: ``torchx.components.dist.torchrun`` converted by the
+``kubernetes`` scheduler's ``app_to_resource``): torchrun over ``replicas x GPUs``, resources, ``/dev/shm``, Volcano's
+svc/env plugins, the queue and the service account. :func:`build_volcano_job` then makes that job proxyrank's, in the
+style of dask-kubernetes' ``build_*_spec`` functions:
+
+- a deterministic name, ``pr-<run key>-a<attempt>``, so a second create of the same attempt is a 409, not a second run;
+- our labels (comparison, uid, run, protocol, recipe, scale, attempt) on the job and on every pod template;
+- the owner reference to the RecipeComparison (``controller: true``), for Kubernetes' garbage collector;
+- ``nodeSelector``, ``tolerations`` and ``imagePullSecrets`` from ``spec.trainer``;
+- the run config (``PROXYRANK_RUN_CONFIG``, with ``output``) and ``TORCHX_JOB_ID`` (the job's handle) in the env;
+- ``restartPolicy: Never``, ``maxRetry: 0`` (retries are the reconciler's, counted in the status), and
+  ``terminationMessagePolicy: FallbackToLogsOnError`` so a failed trainer's last stderr line reaches the pod status.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from proxyrank import API_VERSION, KIND
+from proxyrank.api import TrainerSpec
+from proxyrank.launchers.base import ComparisonRef
+from proxyrank.planner import PlannedRun, config_json
+
+VOLCANO_GROUP = "batch.volcano.sh"
+VOLCANO_VERSION = "v1alpha1"
+VOLCANO_PLURAL = "jobs"
+LABEL_ATTEMPT = "proxyrank.io/attempt"
+ANNOTATION_TITLE = "proxyrank.io/run-title"
+RESULT_PATH = "/tmp/proxyrank/result.json"
+TERMINATION_LOG = "/dev/termination-log"
+RUN_CONFIG_ENV = "PROXYRANK_RUN_CONFIG"
+TORCHX_JOB_ID_ENV = "TORCHX_JOB_ID"
+
+
+def job_name(key: str, attempt: int) -> str:
+    return f"pr-{key}-a{attempt}"
+
+
+def job_handle(namespace: str, name: str) -> str:
+    """The handle of a job (stored per run in the status): TorchX's ``kubernetes`` app handle."""
+    return f"kubernetes://torchx/{namespace}:{name}"
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid}
+
+
+def trainer_env(trainer: TrainerSpec) -> dict[str, str]:
+    """The environment every run of a comparison shares (part of the TorchX app; the run config is added per run)."""
+    return {"PYTHONUNBUFFERED": "1", **(trainer.env or {})}
+
+
+def build_volcano_job(app_job: Mapping[str, Any], ref: ComparisonRef, run: PlannedRun, attempt: int,
+                      owner: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The Volcano Job of attempt ``attempt`` of ``run``: TorchX's job for the trainer app (``app_job``, not modified)
+    made deterministic and proxyrank's (see the module docstring)."""
+    job: dict[str, Any] = copy.deepcopy(dict(app_job))
+    name = job_name(run.key, attempt)
+    labels = {**run.labels, LABEL_ATTEMPT: str(attempt)}
+    job["metadata"] = {"name": name, "namespace": ref.namespace, "labels": labels,
+                       "annotations": {ANNOTATION_TITLE: run.title[:253]}}
+    if owner:
+        job["metadata"]["ownerReferences"] = [{**owner, "controller": True, "blockOwnerDeletion": False}]
+    # no checkpointDir: a relaunched attempt is a new pod with no volume shared with the last one (yet)
+    config = run.config.model_copy(update={"output": RESULT_PATH})
+    env = {RUN_CONFIG_ENV: json.dumps(config_json(config), separators=(",", ":")),
+           TORCHX_JOB_ID_ENV: job_handle(ref.namespace, name)}  # TorchX named the job before we renamed it
+    for task in job["spec"]["tasks"]:
+        _own_pod(task["template"], ref.spec.trainer, labels, env)
+    job["spec"]["maxRetry"] = 0
+    return job
+
+
+def _own_pod(pod: dict[str, Any], trainer: TrainerSpec, labels: Mapping[str, str], env: Mapping[str, str]) -> None:
+    pod.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    pod_spec = pod.setdefault("spec", {})
+    pod_spec["restartPolicy"] = "Never"
+    if trainer.node_selector:
+        pod_spec.setdefault("nodeSelector", {}).update(trainer.node_selector)
+    if trainer.tolerations:
+        pod_spec["tolerations"] = [t.dump() for t in trainer.tolerations]
+    if trainer.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in trainer.image_pull_secrets]
+    for container in pod_spec.get("containers", []):
+        others = [var for var in container.get("env") or [] if var.get("name") not in env]
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()] + others
+        container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+        container["terminationMessagePath"] = TERMINATION_LOG
