@@ -67,8 +67,9 @@ def build_volcano_job(app_job: Mapping[str, Any], ref: ComparisonRef, run: Plann
                        "annotations": {ANNOTATION_TITLE: run.title[:253]}}
     if owner:
         job["metadata"]["ownerReferences"] = [{**owner, "controller": True, "blockOwnerDeletion": False}]
-    # no checkpointDir: a relaunched attempt is a new pod with no volume shared with the last one (yet)
-    config = run.config.model_copy(update={"output": RESULT_PATH})
+    # No checkpoints: a relaunched attempt is a new pod with no volume shared with the last one (yet), so the
+    # trainer's default (checkpoint long runs beside ``output``, in the pod's /tmp) would only cost time.
+    config = run.config.model_copy(update={"output": RESULT_PATH, "checkpoint_every": 0})
     env = {RUN_CONFIG_ENV: json.dumps(config_json(config), separators=(",", ":")),
            TORCHX_JOB_ID_ENV: job_handle(ref.namespace, name)}  # TorchX named the job before we renamed it
     for task in job["spec"]["tasks"]:
