@@ -30,10 +30,11 @@ from proxyrank.api import (
 )
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
-from proxyrank.launchers.fake import FakeLauncher, Outcome, synthetic_result
+from proxyrank.launchers.fake import FakeLauncher, Outcome
 from proxyrank.metrics import DURATION_BUCKETS, ComparisonSnapshot, build_registry, start_metrics_server
 from proxyrank.planner import PlannedRun, plan_runs
 from proxyrank.reconciler import LaunchState
+from proxyrank.testing import make_result
 from proxyrank.validation import parse_comparison
 from tests.conftest import GOOD_COMPARISON
 
@@ -326,8 +327,8 @@ def _reconcile_passes() -> list[RecipeComparisonStatus]:
         if run.protocol == "fixed" and run.recipe == "dclm" and attempt == 1:
             return Outcome(state=LaunchState.failed, message="OOMKilled")  # retried
         if run.protocol == "reduced-lr" and run.recipe == "dclm-dedup":
-            return Outcome(result=synthetic_result(run, 0.0, status="diverged"))
-        return Outcome(result=synthetic_result(run, 2.0 + len(run.recipe) / 10 + run.learning_rate, seconds=600.0),
+            return Outcome(result=make_result(run.key, 0.0, status="diverged"))
+        return Outcome(result=make_result(run.key, 2.0 + len(run.recipe) / 10 + run.learning_rate, seconds=600.0),
                        polls=2)
 
     obj = copy.deepcopy(GOOD_COMPARISON)
