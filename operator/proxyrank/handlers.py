@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from proxyrank import GROUP, PLURAL, VERSION
+from proxyrank import GROUP, PLURAL, VERSION, health
 from proxyrank.api import Phase, RecipeComparisonStatus
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef, Launcher, resolve_namespace
@@ -161,6 +161,7 @@ def _write(body: kopf.Body, patch: kopf.Patch, uid: str, previous: RecipeCompari
     _post(body, result.events)
 
 
+@health.reconcile_pass  # proxyrank_reconcile_total, _duration_seconds, _errors_total, last_reconcile_timestamp
 def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], name: str,
                      namespace: str | None, uid: str, generation: int | None, patch: kopf.Patch) -> None:
     previous = _previous_status(uid, status)

@@ -27,6 +27,13 @@ Beyond the architecture's list, two series serve the stalled-comparison alert an
 ``proxyrank_comparison_phase`` (1 for the current phase, 0 for the others) and
 ``proxyrank_comparison_last_progress_timestamp_seconds`` (the newest start or finish of any run, or the comparison's
 own start).
+
+Operator-level series (no ``namespace``/``comparison`` labels): ``proxyrank_comparisons{phase}``, how many of the
+comparisons this instance serves are in each phase (every phase always present, so ``... > 0`` works without
+``absent()``), and the operator's own health metrics of :mod:`proxyrank.health` (reconcile passes, API errors, watch
+restarts, peering state), which :func:`build_registry` registers on the same registry. An instance that Kopf peering
+has paused serves no comparison series (and 0 comparisons): its watch streams are closed, so its view is stale, and the
+active instance exports the same comparisons.
 """
 
 from __future__ import annotations
@@ -49,14 +56,14 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from proxyrank import __version__
+from proxyrank import __version__, health
 from proxyrank.api import DONE_STATES, FAILED_STATES, Phase, RecipeComparisonStatus, RunState, RunStatus, finite
 from proxyrank.planner import TARGET
 from proxyrank.reconciler import parse_iso
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "proxyrank_"
+PREFIX = health.PREFIX
 CORRELATION_METHODS = ("spearman", "kendall", "pearson")
 # Training runs last minutes (proxies) to days (targets).
 DURATION_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 57600.0, 86400.0, 172800.0,
@@ -75,6 +82,7 @@ RUNS_LAUNCHED = PREFIX + "runs_launched"  # exposed as ..._total
 RUN_DURATION = PREFIX + "run_duration_seconds"
 COMPARISON_PHASE = PREFIX + "comparison_phase"
 LAST_PROGRESS = PREFIX + "comparison_last_progress_timestamp_seconds"
+COMPARISONS = PREFIX + "comparisons"
 
 _KEY = ["namespace", "comparison"]
 _LIST_FIELDS = ("conditions", "runs", "protocols")  # salvaged entry by entry
@@ -201,10 +209,12 @@ class _Families:
             COMPARISON_PHASE, "1 for the comparison's current phase, 0 for the others", labels=[*_KEY, "phase"])
         self.progress = GaugeMetricFamily(
             LAST_PROGRESS, "Unix time of the newest run start or finish (or of the comparison's start)", labels=_KEY)
+        self.comparisons = GaugeMetricFamily(
+            COMPARISONS, "RecipeComparisons this operator instance serves, by phase", labels=["phase"])
 
     def all(self) -> list[Metric]:
         return [self.build_info, self.correlation, self.pairwise, self.reliable, self.runs, self.losses,
-                self.failures, self.launched, self.duration, self.phase, self.progress]
+                self.failures, self.launched, self.duration, self.phase, self.progress, self.comparisons]
 
 
 def _comparison_samples(snapshot: ComparisonSnapshot) -> Iterator[tuple[str, list[str], Any]]:
@@ -274,43 +284,56 @@ def _histogram(values: list[float]) -> tuple[list[tuple[str, float]], float]:
 
 
 class ComparisonCollector(Collector):
-    """A custom collector: every series comes from ``snapshot_fn()`` at scrape time."""
+    """A custom collector: every series comes from ``snapshot_fn()`` at scrape time (none while ``active_fn()`` says
+    that Kopf peering has paused this instance)."""
 
-    def __init__(self, snapshot_fn: SnapshotFn, *, version: str = __version__) -> None:
+    def __init__(self, snapshot_fn: SnapshotFn, *, version: str = __version__,
+                 active_fn: Callable[[], bool] = health.is_active) -> None:
         self._snapshot_fn = snapshot_fn
         self._version = version
+        self._active_fn = active_fn
 
     def describe(self) -> Iterable[Metric]:
         return _Families().all()
 
+    def _snapshots(self) -> list[ComparisonSnapshot]:
+        try:
+            return list(self._snapshot_fn()) if self._active_fn() else []
+        except Exception:  # a broken index must not break the scrape (and with it the operator-down alert)
+            logger.exception("metrics: could not read the operator's view of RecipeComparisons")
+            return []
+
     def collect(self) -> Iterable[Metric]:
         families = _Families()
         families.build_info.add_metric([self._version], 1.0)
-        try:
-            snapshots = list(self._snapshot_fn())
-        except Exception:  # a broken index must not break the scrape (and with it the operator-down alert)
-            logger.exception("metrics: could not read the operator's view of RecipeComparisons")
-            snapshots = []
-        for snapshot in snapshots:
+        by_phase = dict.fromkeys((p.value for p in Phase), 0)
+        for snapshot in self._snapshots():
             try:
                 samples = list(_comparison_samples(snapshot))
             except Exception:  # one malformed status drops that comparison's series, not the scrape
                 logger.exception("metrics: skipped %s/%s", snapshot.namespace, snapshot.name)
                 continue
             for attr, labels, value in samples:
+                if attr == "phase" and value == 1.0:
+                    by_phase[labels[-1]] += 1
                 family = getattr(families, attr)
                 if attr == "duration":
                     buckets, total = _histogram(value)
                     family.add_metric(labels, buckets, total)
                 else:
                     family.add_metric(labels, value)
+        for phase, count in by_phase.items():
+            families.comparisons.add_metric([phase], float(count))
         return families.all()
 
 
 def build_registry(snapshot_fn: SnapshotFn) -> CollectorRegistry:
-    """A dedicated registry: the comparison metrics plus the standard process and platform collectors."""
+    """A dedicated registry: the comparison metrics, the operator's health metrics (process-global, see
+    :mod:`proxyrank.health`) and the standard process and platform collectors."""
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ComparisonCollector(snapshot_fn))
+    for collector in health.COLLECTORS:
+        registry.register(collector)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxyrank import __version__
@@ -31,7 +31,13 @@ from proxyrank.api import (
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
 from proxyrank.launchers.fake import FakeLauncher, Outcome
-from proxyrank.metrics import DURATION_BUCKETS, ComparisonSnapshot, build_registry, start_metrics_server
+from proxyrank.metrics import (
+    DURATION_BUCKETS,
+    ComparisonCollector,
+    ComparisonSnapshot,
+    build_registry,
+    start_metrics_server,
+)
 from proxyrank.planner import PlannedRun, plan_runs
 from proxyrank.reconciler import LaunchState
 from proxyrank.testing import make_result
@@ -369,7 +375,35 @@ def test_a_failing_snapshot_function_still_serves_build_info() -> None:
 
     _, series = scrape(fn=broken)
     assert value(series, "proxyrank_build_info", version=__version__) == 1
-    assert [k for k in series if k[0] != "proxyrank_build_info"] == []
+    assert [k for k in series if ("comparison", "dedup") in k[1] or k[0] == "proxyrank_comparison_phase"] == []
+    assert {v for (name, _), v in series.items() if name == "proxyrank_comparisons"} == {0}
+
+
+def test_comparisons_by_phase_count_every_comparison_once_and_list_every_phase() -> None:
+    done = realistic_status()
+    done["phase"] = "Succeeded"
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", realistic_status()),
+                        ComparisonSnapshot("ml", "fresh", RecipeComparisonStatus().dump()),
+                        ComparisonSnapshot("other", "done", done),
+                        ComparisonSnapshot("ml", "junk", {"phase": 3}),  # an unreadable phase is not counted
+                        ExplodingSnapshot("ml", "broken", realistic_status())])  # nor one that breaks the collector
+    by_phase = {dict(labels)["phase"]: v for (name, labels), v in series.items() if name == "proxyrank_comparisons"}
+    assert by_phase == {"Pending": 1, "Running": 1, "Suspended": 0, "Succeeded": 1, "Failed": 0, "Invalid": 0}
+    assert {frozenset(dict(labels)) for (name, labels) in series if name == "proxyrank_comparisons"} == {
+        frozenset({"phase"})}
+
+
+def test_a_paused_instance_exports_no_comparison_series() -> None:
+    """Kopf peering paused it: its watch streams are closed and its view is stale; the active instance has them."""
+    registry = CollectorRegistry()
+    registry.register(ComparisonCollector(lambda: [ComparisonSnapshot("ml", "dedup", realistic_status())],
+                                          active_fn=lambda: False))
+    series = {(s.name, frozenset(s.labels.items())): s.value
+              for family in text_string_to_metric_families(generate_latest(registry).decode())
+              for s in family.samples}
+    assert value(series, "proxyrank_build_info", version=__version__) == 1
+    assert not [k for k in series if ("comparison", "dedup") in k[1]]
+    assert {v for (name, _), v in series.items() if name == "proxyrank_comparisons"} == {0}
 
 
 def test_exposition_passes_promtool_check_metrics(promtool: str) -> None:

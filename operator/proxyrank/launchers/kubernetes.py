@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from proxyrank.api import RecipeComparisonSpec, Resources, TrainerSpec
+from proxyrank.health import record_api_error
 from proxyrank.launchers.base import ComparisonRef, LaunchError, parse_run_result
 from proxyrank.launchers.volcano import (
     LABEL_ATTEMPT,
@@ -71,12 +72,14 @@ def with_retries(fn: Callable[[], T], what: str, *, attempts: int = 4, base_dela
             return fn()
         except api_exception as exc:
             status = getattr(exc, "status", None)
+            record_api_error(what, status)
             if status not in (429, 500, 502, 503, 504) and status is not None and status != 0:
                 raise
             if i == attempts - 1:
                 raise
             log.warning("%s: API error %s, retrying", what, status)
         except (ConnectionError, OSError) as exc:
+            record_api_error(what, None)
             if i == attempts - 1:
                 raise
             log.warning("%s: %s, retrying", what, exc)
