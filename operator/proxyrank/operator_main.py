@@ -2,6 +2,11 @@
 
 Settings that Kopf reads at import time (the timer interval) travel as environment variables set here before the
 handlers module is imported; everything else is configured in :func:`proxyrank.handlers.configure`.
+
+Several instances: with ``--peering NAME`` the instances sharing the peering object arbitrate by ``--priority``. Kopf
+runs only the highest; instances of *equal* priority all pause (and the cluster is served by none), so every instance
+of one peering needs its own priority (docs/operator.md, "Several instances"). Without ``--peering`` the instance is
+standalone and a priority would mean nothing: ``--priority`` without ``--peering`` is refused.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import argparse
 import logging
 import os
 from typing import Any
+
+from proxyrank.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +27,9 @@ def register(sub: Any) -> None:
     p.add_argument("--namespace", action="append", default=[], metavar="NS",
                    help="watch this namespace (repeatable); none = all namespaces")
     p.add_argument("--peering", metavar="NAME", help="use Kopf peering with this name (default: standalone)")
+    p.add_argument("--priority", type=int, metavar="N",
+                   help="Kopf peering priority (with --peering; default 0): of the instances sharing a peering, the "
+                        "highest runs and the others pause; equal priorities pause each other")
     p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0 = off)")
     p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port, path /healthz (0 = off)")
     p.add_argument("--log-format", choices=["plain", "json"], default="plain")
@@ -32,7 +42,26 @@ def register(sub: Any) -> None:
 def _operator(args: argparse.Namespace) -> int:
     return cmd_operator(args.namespace, peering=args.peering, metrics_port=args.metrics_port,
                         health_port=args.health_port, log_format=args.log_format, verbose=args.verbose,
-                        interval=args.reconcile_interval)
+                        interval=args.reconcile_interval, priority=args.priority)
+
+
+def kopf_options(namespaces: list[str], *, peering: str | None, priority: int | None,
+                 health_port: int) -> dict[str, Any]:
+    """The keyword arguments of ``kopf.operator``: the install mode, peering and liveness endpoint.
+
+    Standalone passes no peering name: Kopf makes peering *mandatory* whenever it gets a name, and a mandatory
+    peering without peering resources (none are watched when standalone) keeps the operator paused for good.
+    """
+    if priority is not None and peering is None:
+        raise UserError("--priority needs --peering NAME: a standalone operator does not arbitrate with others")
+    return {
+        "clusterwide": not namespaces,
+        "namespaces": namespaces,
+        "standalone": peering is None,
+        "peering_name": peering,
+        "priority": None if peering is None else (priority or 0),
+        "liveness_endpoint": f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
+    }
 
 
 def load_kubernetes_config() -> None:
@@ -46,26 +75,25 @@ def load_kubernetes_config() -> None:
 
 
 def cmd_operator(namespaces: list[str], *, peering: str | None, metrics_port: int, health_port: int,
-                 log_format: str, verbose: bool, interval: float) -> int:
+                 log_format: str, verbose: bool, interval: float, priority: int | None = None) -> int:
+    options = kopf_options(namespaces, peering=peering, priority=priority, health_port=health_port)
     os.environ["PROXYRANK_RECONCILE_INTERVAL"] = str(interval)
     import asyncio  # with kopf: loaded only by this command, not by every `proxyrank` invocation
 
     import kopf
 
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN)
-    from proxyrank import handlers  # registers the handlers
+    from proxyrank import handlers, health  # handlers registers the handlers
     from proxyrank.metrics import start_metrics_server
 
     load_kubernetes_config()
+    # mandatory peering starts paused, once per peering object: one cluster-wide, else one per served namespace
+    health.operator_started(peerings=0 if peering is None else max(len(namespaces), 1))
     if metrics_port:
         start_metrics_server(metrics_port, handlers.STATE.snapshot_list)
-    log.info("proxyrank operator: %s, metrics on :%d, liveness on :%d/healthz",
-             f"namespaces {', '.join(namespaces)}" if namespaces else "all namespaces", metrics_port, health_port)
-    asyncio.run(kopf.operator(
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=peering is None,
-        peering_name=peering or "default",
-        liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
-    ))
+    log.info("proxyrank operator: %s, %s, metrics on :%d, liveness on :%d/healthz",
+             f"namespaces {', '.join(namespaces)}" if namespaces else "all namespaces",
+             "standalone" if peering is None else f"peering {peering!r}, priority {options['priority']}",
+             metrics_port, health_port)
+    asyncio.run(kopf.operator(**options))
     return 0
