@@ -24,7 +24,9 @@ ALERTS = {
     "ProxyRankRunsFailing": {"namespace", "comparison", "severity"},
     "ProxyRankComparisonStalled": {"namespace", "comparison", "severity"},
     "ProxyRankOperatorDown": {"severity"},
+    "ProxyRankOperatorWedged": {"severity", "reason"},
 }
+WEDGED_REASONS = {"errors", "no-pass", "all-paused"}
 
 
 def _promtool(promtool: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -72,12 +74,21 @@ def test_every_alert_is_unit_tested_both_ways() -> None:
                 assert set(expected["exp_labels"]) == labels, f"{alert}: labels must be exactly {labels}"
 
 
+def test_every_wedged_reason_is_unit_tested_firing() -> None:
+    (rule,) = [r for r in _rules() if r["alert"] == "ProxyRankOperatorWedged"]
+    assert set(re.findall(r'"reason", "([a-z-]+)"', rule["expr"])) == WEDGED_REASONS
+    tests = yaml.safe_load(UNIT_TESTS.read_text())["tests"]
+    fired = {expected["exp_labels"]["reason"] for t in tests for case in t.get("alert_rule_test", [])
+             if case["alertname"] == "ProxyRankOperatorWedged" for expected in case["exp_alerts"]}
+    assert fired == WEDGED_REASONS
+
+
 def _mutants() -> list[tuple[str, str, str | None]]:
     """(alert, mutated expr or '' to keep it, mutated for or None to keep it)."""
     out: list[tuple[str, str, str | None]] = []
     for rule in _rules():
         alert = rule["alert"]
-        everything = ("vector(1)" if alert == "ProxyRankOperatorDown" else
+        everything = ("vector(1)" if "comparison" not in ALERTS[alert] else  # operator-level alerts
                       'max by (namespace, comparison) ({__name__=~"proxyrank_.+", comparison!=""})')
         out.append((alert, "absent(vector(1))", None))  # never fires
         out.append((alert, everything, None))  # fires for everything

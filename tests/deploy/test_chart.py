@@ -122,6 +122,7 @@ BAD_VALUES = {
     "bad namespace name": {"watchNamespaces": ["Team_A"]},
     "bad duration": {"metrics": {"prometheusRule": {"stalledFor": "two hours"}}},
     "bad pull policy": {"image": {"pullPolicy": "Sometimes"}},
+    "wrong type: peering.priority as string": {"peering": {"priority": "high"}},
 }
 
 
@@ -202,10 +203,11 @@ def test_prometheus_rule_is_the_alert_file(helm: str) -> None:
 
 def test_prometheus_rule_thresholds_only_change_the_for_durations(helm: str) -> None:
     values = {"metrics": {"prometheusRule": {"enabled": True, "unreliableFor": "15m", "stalledFor": "6h",
-                                             "operatorDownFor": "3m"}}}
+                                             "operatorDownFor": "3m", "operatorWedgedFor": "20m"}}}
     rendered = one(render(helm, values), "PrometheusRule")["spec"]
     expected = _alert_file()
-    overrides = {"ProxyRankingUnreliable": "15m", "ProxyRankComparisonStalled": "6h", "ProxyRankOperatorDown": "3m"}
+    overrides = {"ProxyRankingUnreliable": "15m", "ProxyRankComparisonStalled": "6h", "ProxyRankOperatorDown": "3m",
+                 "ProxyRankOperatorWedged": "20m"}
     for group in expected["groups"]:
         for rule in group["rules"]:
             if rule["alert"] in overrides:
@@ -219,6 +221,7 @@ def test_values_defaults_are_the_alert_file_durations() -> None:
     assert durations["ProxyRankingUnreliable"] == defaults["unreliableFor"]
     assert durations["ProxyRankComparisonStalled"] == defaults["stalledFor"]
     assert durations["ProxyRankOperatorDown"] == defaults["operatorDownFor"]
+    assert durations["ProxyRankOperatorWedged"] == defaults["operatorWedgedFor"]
 
 
 # ----------------------------------------------------------------------------------------------------- metrics plumbing
@@ -262,11 +265,25 @@ def test_default_operator_args(helm: str) -> None:
 def test_operator_args_follow_the_values(helm: str) -> None:
     container = _container(render(helm, NAMESPACED))
     assert container["args"] == ["--namespace=team-a", "--namespace=team-b", "--metrics-port=9090",
-                                 "--health-port=8080", "--log-format=plain", "--peering=proxyrank", "--verbose",
-                                 "--some-flag=1"]
+                                 "--health-port=8080", "--log-format=plain", "--peering=proxyrank", "--priority=100",
+                                 "--verbose", "--some-flag=1"]
     assert container["image"] == "registry.example.com/proxyrank-operator:1.2.3"
     assert container["imagePullPolicy"] == "Always"
     assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]
+
+
+def test_a_standby_release_joins_the_peering_with_a_lower_priority_and_does_not_own_the_peering_object(
+        helm: str) -> None:
+    """docs/operator.md "Several instances": the active release owns the peering object, the standby only joins."""
+    standby = {"crds": {"install": False}, "peering": {"enabled": True, "name": "proxyrank", "priority": 50,
+                                                        "create": False}}
+    docs = render(helm, standby)
+    assert not of_kind(docs, "ClusterKopfPeering") and not of_kind(docs, "CustomResourceDefinition")
+    args = _container(docs)["args"]
+    assert "--peering=proxyrank" in args and "--priority=50" in args
+    rules = [r for d in of_kind(docs, "ClusterRole") for r in d["rules"]]
+    assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
+            "verbs": ["get", "list", "watch", "patch"]} in rules
 
 
 def test_deployment_runs_one_operator_with_a_liveness_probe(helm: str) -> None:

@@ -21,10 +21,26 @@ def _dashboard() -> dict[str, Any]:
     return json.loads((FILES / "dashboard.json").read_text())
 
 
-def _exported() -> set[str]:
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def _families() -> list[Any]:
     registry = build_registry(lambda: [ComparisonSnapshot("ml", "dedup", realistic_status())])
-    families = text_string_to_metric_families(generate_latest(registry).decode())
-    return {sample.name for family in families for sample in family.samples}
+    return list(text_string_to_metric_families(generate_latest(registry).decode()))
+
+
+def _exported() -> set[str]:
+    """The series names /metrics declares: a family without samples yet (a labelled counter before its first event)
+    counts too."""
+    families = _families()
+    declared = {family.name + suffix for family in families for suffix in SUFFIXES.get(family.type, ("",))}
+    return declared | {sample.name for family in families for sample in family.samples}
+
+
+def _operator_level() -> set[str]:
+    """Exported proxyrank_ series without namespace/comparison labels (the operator's own)."""
+    per_comparison = {s.name for f in _families() for s in f.samples if "comparison" in s.labels}
+    return {name for name in _exported() - per_comparison if name.startswith("proxyrank_")}
 
 
 def _exprs(dashboard: dict[str, Any]) -> list[str]:
@@ -52,8 +68,33 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         assert metric in exprs, metric
 
 
+def test_dashboard_has_an_operator_health_row() -> None:
+    """Pass rate, error rate, p95 pass duration, API errors by code and comparisons by phase, under one row."""
+    panels = _dashboard()["panels"]
+    (row,) = [p for p in panels if p["type"] == "row" and p["title"] == "Operator health"]
+    below = [p for p in panels if p["gridPos"]["y"] > row["gridPos"]["y"]]
+    assert below and all(p["type"] != "row" for p in below), "the row is the last one and holds its panels"
+    exprs = [t["expr"] for p in below for t in p["targets"]]
+    wanted = {
+        "pass rate": "sum by (result) (rate(proxyrank_reconcile_total[5m]))",
+        "error rate":
+            'sum(rate(proxyrank_reconcile_total{result="error"}[5m])) / sum(rate(proxyrank_reconcile_total[5m]))',
+        "p95 pass duration":
+            "histogram_quantile(0.95, sum by (le) (rate(proxyrank_reconcile_duration_seconds_bucket[5m])))",
+        "API errors by code": "sum by (verb, code) (rate(proxyrank_api_request_errors_total[5m]))",
+        "comparisons by phase": "sum by (phase) (proxyrank_comparisons)",
+    }
+    for what, expr in wanted.items():
+        assert expr in exprs, what
+    operator_level = _operator_level()
+    for expr in exprs:  # operator-level series only: the namespace/comparison variables do not apply
+        assert set(METRIC.findall(expr)) <= operator_level, expr
+
+
 def test_dashboard_is_well_formed() -> None:
     dashboard = _dashboard()
+    operator_level = _operator_level()
+    assert operator_level >= {"proxyrank_build_info", "proxyrank_comparisons", "proxyrank_reconcile_total"}
     assert dashboard["uid"] == "proxyrank" and dashboard["title"]
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert {"datasource", "namespace", "comparison"} <= set(variables)
@@ -72,5 +113,5 @@ def test_dashboard_is_well_formed() -> None:
             assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
             assert panel["targets"], panel["title"]
             for target in panel["targets"]:
-                if "proxyrank_build_info" not in target["expr"]:
+                if not set(METRIC.findall(target["expr"])) <= operator_level:
                     assert '$namespace' in target["expr"] and '$comparison' in target["expr"], panel["title"]
