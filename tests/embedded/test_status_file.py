@@ -17,9 +17,10 @@ from proxyrank.api import Phase, RecipeComparisonStatus
 from proxyrank.cli import main
 from proxyrank.embedded import STATUS_FILE, StatusFile, load_reanalyzed_status, load_status, run_comparison
 from proxyrank.launchers.base import ComparisonRef
-from proxyrank.launchers.fake import FakeLauncher, Outcome, synthetic_result
+from proxyrank.launchers.fake import FakeLauncher, Outcome
 from proxyrank.planner import Plan, PlannedRun
 from proxyrank.reconciler import Observation
+from proxyrank.testing import make_result
 from proxyrank.validation import load_comparison, parse_comparison
 from tests.conftest import GOOD_COMPARISON, ROOT
 
@@ -29,7 +30,7 @@ RESULTS = ("protocols", "target", "agreements", "verdict")
 
 
 def _outcome(run: PlannedRun, attempt: int) -> Outcome:
-    return Outcome(result=synthetic_result(run, 2.0 + len(run.recipe) / 10, eval_sets=("pile-cc",)))
+    return Outcome(result=make_result(run.key, 2.0 + len(run.recipe) / 10, eval_sets=("pile-cc",)))
 
 
 class InterruptedLauncher(FakeLauncher):
