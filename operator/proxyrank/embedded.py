@@ -43,6 +43,7 @@ from proxyrank.planner import Plan, format_lr, local_uid, plan_runs
 from proxyrank.reconciler import parse_iso
 from proxyrank.summary import summary_tables
 from proxyrank.validation import SpecError, load_comparison, problems_from
+from proxyrank_trainer.redact import redact_uris
 
 STATUS_FILE = "status.yaml"
 COMPARISON_FILE = "comparison.yaml"
@@ -139,13 +140,25 @@ class StatusFile:
         self._written: str | None = None
 
     def save(self, status: RecipeComparisonStatus) -> bool:
-        """Write ``status`` (atomically) unless it is what this object wrote last; True when it wrote."""
-        text = yaml.safe_dump(status.dump(), sort_keys=False, width=120)
+        """Write ``status`` (atomically) unless it is what this object wrote last; True when it wrote. Messages quote
+        trainers' stderr, which may name a data URI: credentials in URIs are redacted."""
+        text = yaml.safe_dump(_redacted(status.dump()), sort_keys=False, width=120)
         if text == self._written:
             return False
         write_atomic(self.path, text)
         self._written = text
         return True
+
+
+def _redacted(data: Any) -> Any:
+    """``data`` (decoded YAML) with the userinfo of every URI in its strings replaced by ``***``."""
+    if isinstance(data, str):
+        return redact_uris(data)
+    if isinstance(data, dict):
+        return {k: _redacted(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_redacted(v) for v in data]
+    return data
 
 
 def _frozen_spec(obj: RecipeComparison) -> dict[str, Any]:
@@ -310,7 +323,8 @@ class _Loop:
                               f"{c.launching + c.running} running, {c.failed + c.result_missing} failed")
         for event in result.events:
             if event.type == "Warning" or event.reason in ("Completed", "Reliable"):
-                say(self.console, f"{event.reason}: {event.message}",
+                # messages quote trainers' stderr, which may name a data URI: no credentials
+                say(self.console, f"{event.reason}: {redact_uris(event.message)}",
                     style="yellow" if event.type == "Warning" else None)
         if live is not None:
             live.update(render_progress(self.name, result.status, self.ref.spec.policy.parallelism, elapsed))
