@@ -16,13 +16,20 @@ from rich.table import Table
 
 from proxyrank.errors import EXIT_OK
 from proxyrank.planner import Plan, format_lr, local_uid, plan_runs
-from proxyrank.validation import load_comparison
+from proxyrank.validation import SpecError, load_comparison
+
+TARGETS = ("local", "kubernetes")
 
 
 def register(sub: Any) -> None:
     """Add ``validate`` and ``plan`` to the CLI's subparsers (see :func:`proxyrank.cli.build_parser`)."""
-    p = sub.add_parser("validate", help="check a RecipeComparison file; exit 2 with the field path if invalid")
+    p = sub.add_parser("validate", help="check a RecipeComparison file; exit 2 with the field path if invalid",
+                       description="Check a RecipeComparison file against the API model and, with --for kubernetes, "
+                                   "against what the operator can run (as it would mark the resource Invalid).")
     p.add_argument("file")
+    p.add_argument("--for", dest="target", choices=TARGETS, default="local",
+                   help="where it will run: local (`proxyrank run`, the default) or kubernetes (the operator: also an "
+                        "image, absolute or remote data paths, a known named resource); needs no cluster")
     p.set_defaults(handler=_validate)
 
     p = sub.add_parser("plan", help="expand a RecipeComparison into its training runs")
@@ -32,19 +39,29 @@ def register(sub: Any) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    return cmd_validate(args.file)
+    return cmd_validate(args.file, target=args.target)
 
 
 def _plan(args: argparse.Namespace) -> int:
     return cmd_plan(args.file, as_json=args.json)
 
 
-def cmd_validate(path: str) -> int:
+def cmd_validate(path: str, *, target: str = "local") -> int:
+    """Exit 0 with a one-line summary; an invalid file raises SpecError (exit 2). ``target="kubernetes"`` also runs
+    the operator's own checks (:func:`~proxyrank.launchers.kubernetes.validate_for_kubernetes`, pure: no cluster, no
+    credentials), whose problems are listed the same way."""
     obj = load_comparison(path)
     spec = obj.spec
+    if target == "kubernetes":
+        from proxyrank.launchers.kubernetes import validate_for_kubernetes
+
+        problems = validate_for_kubernetes(spec)
+        if problems:
+            raise SpecError(problems, source=f"{path} (for Kubernetes)")
     n_runs = len(plan_runs(spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name)).runs)
-    print(f"{path}: valid RecipeComparison {obj.metadata.name!r}: {len(spec.recipes)} recipes, "
-          f"{len(spec.proxy.protocols)} protocols{', a target sweep' if spec.target else ''}, {n_runs} runs")
+    print(f"{path}: valid RecipeComparison {obj.metadata.name!r}{' for Kubernetes' if target == 'kubernetes' else ''}: "
+          f"{len(spec.recipes)} recipes, {len(spec.proxy.protocols)} protocols"
+          f"{', a target sweep' if spec.target else ''}, {n_runs} runs")
     return EXIT_OK
 
 
