@@ -408,18 +408,3 @@ def _print_summary(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, w
         say(console, f"verdict: {status.verdict.message}")
     say(console, f"status: {wd / STATUS_FILE}   report: proxyrank report {wd}")
 
-
-def register(sub: Any) -> None:
-    """Add ``proxyrank run`` to the CLI's subparsers (see :func:`proxyrank.cli.build_parser`)."""
-    p = sub.add_parser("run", help="run a comparison on this machine (TorchX local_cwd); resumable")
-    p.add_argument("file")
-    p.add_argument("--workdir", help="work directory (default: runs/<name>); rerun on it to resume")
-    p.add_argument("--parallel", type=int, help="runs at once (overrides spec.policy.parallelism)")
-    p.add_argument("--poll", type=float, default=1.0, help="seconds between reconcile passes")
-
-    def handler(args: Any) -> int:
-        if args.parallel is not None and args.parallel < 1:
-            raise UserError("--parallel must be >= 1")
-        return cmd_run(args.file, args.workdir, args.parallel, args.poll)
-
-    p.set_defaults(handler=handler)

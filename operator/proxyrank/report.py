@@ -206,10 +206,3 @@ def cmd_report(workdir: str, out: str | None) -> int:
     print(f"wrote {path}")
     return EXIT_OK
 
-
-def register(sub: Any) -> None:
-    """Add ``proxyrank report`` to the CLI's subparsers (see :func:`proxyrank.cli.build_parser`)."""
-    p = sub.add_parser("report", help="write report.md and PNG plots for a work directory")
-    p.add_argument("workdir")
-    p.add_argument("--out", help="output directory (default: the work directory)")
-    p.set_defaults(handler=lambda args: cmd_report(args.workdir, args.out))
