@@ -389,9 +389,9 @@ def workdir_failure(exc: OSError, workdir: Path) -> int:
     if exc.errno in UNUSABLE_WORKDIR:
         raise UserError(f"cannot use the work directory {workdir} ({what}); make it writable or pass --workdir with "
                         "a writable directory") from None
-    print(f"error: {what}; nothing was lost: {workdir / STATUS_FILE} keeps the last saved status and finished runs "
-          f"keep their results in {workdir / RUNS_DIR}; fix the cause (e.g. free disk space) and rerun to resume",
-          file=sys.stderr)
+    kept = f"nothing was lost: {workdir / STATUS_FILE} keeps the last saved status and finished runs keep their " \
+           f"results in {workdir / RUNS_DIR}; " if (workdir / STATUS_FILE).is_file() else ""
+    print(f"error: {what}; {kept}fix the cause (e.g. free disk space) and rerun to resume", file=sys.stderr)
     return EXIT_FAILURE
 
 

@@ -242,6 +242,20 @@ def test_a_full_disk_while_writing_the_status_is_exit_1_and_loses_nothing(
     assert after is not None and after.phase == Phase.succeeded
 
 
+def test_a_full_disk_before_the_first_status_is_exit_1_and_starts_nothing(
+        comparison_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        fake_launchers: list[FakeLauncher], capsys: pytest.CaptureFixture[str]) -> None:
+    def full(path: Path, text: str) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(embedded, "_write_synced", full)
+    wd = tmp_path / "wd"
+    assert _run(comparison_file, wd) == 1
+    assert _one_line(capsys.readouterr().err) == (f"error: {wd}/comparison.yaml: No space left on device; fix the "
+                                                  "cause (e.g. free disk space) and rerun to resume")
+    assert fake_launchers == [] and sorted(os.listdir(wd)) == []
+
+
 # -- metadata.name never leads outside runs/ ---------------------------------------------------------------------------
 
 
