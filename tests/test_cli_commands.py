@@ -8,6 +8,7 @@ reinstalled), so the discovery tests inject entry points instead of relying on t
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tomllib
@@ -181,6 +182,34 @@ def test_pyproject_declares_the_tools_as_entry_points() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["entry-points"][ENTRY_POINT_GROUP] == {t.name: t.target for t in TOOLS}
     assert {t.extra for t in TOOLS} <= set(project["optional-dependencies"])
+
+
+# Loaded by a command when it runs, never by building the parser that every invocation (`proxyrank --help` too) builds.
+HEAVY = ("pydantic", "rich", "yaml", "torch", "torchx", "kopf", "kubernetes", "numpy", "matplotlib",
+         "prometheus_client")
+
+
+def test_building_the_parser_imports_no_heavy_module() -> None:
+    """`proxyrank --help` stays fast: the registering modules import the standard library only."""
+    code = ("import json, sys\nimport proxyrank.cli\nproxyrank.cli.build_parser()\n"
+            f"print(json.dumps(sorted({{m for m in sys.modules if m.split('.')[0] in {HEAVY!r}}})))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [], "imported while building the parser"
+
+
+def test_help_lists_every_command_without_loading_them(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for command in [*BUILTIN, "data", "theory"]:
+        assert f"    {command} " in help_text
+
+
+def test_run_rejects_parallel_below_1_before_loading_anything(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "x.yaml", "--parallel", "0"]) == 2
+    assert capsys.readouterr().err == "error: --parallel must be >= 1\n"
 
 
 def test_validate_imports_no_operator_runtime_and_no_numpy() -> None:

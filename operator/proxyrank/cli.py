@@ -1,9 +1,13 @@
 """The ``proxyrank`` command line. Exit codes: 0 ok, 1 runtime failure, 2 invalid input.
 
-Each subcommand lives in the module that owns the behaviour, which exposes ``register(subparsers)``: it adds the
-command's parser and sets ``handler`` (a function of the parsed arguments returning the exit code). This file only
-calls the registrations and maps errors to exit codes in one place (:func:`main`), so user errors never surface as
-tracebacks.
+Commands are registered by ``register(subparsers)`` functions: each adds its commands' parsers and sets ``handler``
+(a function of the parsed arguments returning the exit code). This file only calls the registrations and maps errors
+to exit codes in one place (:func:`main`), so user errors never surface as tracebacks.
+
+Building the parser must stay cheap, since every invocation (``proxyrank --help`` too) builds all of it: the
+registering modules (:mod:`proxyrank.commands`, :mod:`proxyrank.operator_main`, the tools' ``cli`` modules) import
+only the standard library at the top, and a handler imports what its command needs when it runs. A test checks that
+building the parser loads none of pydantic, rich, PyYAML, torch, TorchX, Kopf, the Kubernetes client or numpy.
 
 The workstation tooling (``proxyrank data``, ``proxyrank theory``) is not part of this package: it lives in
 ``proxyrank_lab``, which the operator image leaves out. It is found through the ``proxyrank.commands`` entry points
@@ -20,12 +24,11 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from proxyrank import commands, crd, embedded, operator_main, report
+from proxyrank import commands, operator_main
 from proxyrank.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, UserError
-from proxyrank.validation import SpecError
 
-# In the order `proxyrank --help` lists them.
-BUILTIN_COMMANDS = (commands.register, embedded.register, report.register, crd.register, operator_main.register)
+# In the order `proxyrank --help` lists them: validate, plan, run, report, crd, then operator.
+BUILTIN_COMMANDS = (commands.register, operator_main.register)
 
 ENTRY_POINT_GROUP = "proxyrank.commands"
 
@@ -69,15 +72,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or EXIT_OK)
-    except SpecError as exc:  # an invalid RecipeComparison: its own header and one line per problem
-        print(str(exc), file=sys.stderr)
-        return EXIT_INVALID
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        if not _is_spec_error(exc):
+            raise
+        print(str(exc), file=sys.stderr)  # an invalid RecipeComparison: its own header and one line per problem
+        return EXIT_INVALID
+
+
+def _is_spec_error(exc: Exception) -> bool:
+    """Whether ``exc`` is a :class:`~proxyrank.validation.SpecError`, without importing that module (pydantic) for
+    commands that never load it: only code that imported it can have raised one."""
+    validation = sys.modules.get("proxyrank.validation")
+    return validation is not None and isinstance(exc, validation.SpecError)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -11,13 +11,14 @@ written by an older proxyrank still reports what its runs say.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from proxyrank import stats
 from proxyrank.api import DONE_STATES, RecipeComparisonSpec, RecipeComparisonStatus, RunState, finite
-from proxyrank.embedded import COMPARISON_FILE, STATUS_FILE, load_reanalyzed_status
-from proxyrank.errors import EXIT_OK, UserError
+from proxyrank.embedded import COMPARISON_FILE, STATUS_FILE, UNUSABLE_WORKDIR, load_reanalyzed_status
+from proxyrank.errors import EXIT_FAILURE, EXIT_OK, UserError
 from proxyrank.planner import TARGET
 from proxyrank.summary import Rows, agreement_rows, fmt, markdown_table, protocol_rows, ranking_rows
 from proxyrank.validation import load_comparison
@@ -190,16 +191,18 @@ def cmd_report(workdir: str, out: str | None) -> int:
         raise UserError(f"{wd} is not a proxyrank work directory (needs {COMPARISON_FILE} and {STATUS_FILE}; "
                         "create one with `proxyrank run FILE --workdir DIR`)")
     obj = load_comparison(wd / COMPARISON_FILE)  # a SpecError becomes exit code 2 in proxyrank.cli.main
-    status = load_reanalyzed_status(wd, obj.spec)
+    status = load_reanalyzed_status(wd, obj.spec)  # an unreadable status.yaml: a UserError that says how to rebuild
     assert status is not None
-    path = build_report(obj.spec, obj.metadata.name, status, Path(out) if out else wd)
+    target = Path(out) if out else wd
+    try:
+        path = build_report(obj.spec, obj.metadata.name, status, target)
+    except OSError as exc:
+        what = f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"
+        if exc.errno in UNUSABLE_WORKDIR:
+            raise UserError(f"cannot write the report to {target} ({what}); pass --out DIR with a writable "
+                            "directory") from None
+        print(f"error: cannot write the report to {target} ({what})", file=sys.stderr)
+        return EXIT_FAILURE
     print(f"wrote {path}")
     return EXIT_OK
 
-
-def register(sub: Any) -> None:
-    """Add ``proxyrank report`` to the CLI's subparsers (see :func:`proxyrank.cli.build_parser`)."""
-    p = sub.add_parser("report", help="write report.md and PNG plots for a work directory")
-    p.add_argument("workdir")
-    p.add_argument("--out", help="output directory (default: the work directory)")
-    p.set_defaults(handler=lambda args: cmd_report(args.workdir, args.out))

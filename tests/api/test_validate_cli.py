@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,52 @@ def test_console_script_prints_no_traceback_for_user_error(tmp_path: Path) -> No
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "spec.recipes[0].name: 'Not_A_Label' is not a DNS label" in proc.stderr
+
+
+# -- --for kubernetes: the operator's own checks, before applying ------------------------------------------------------
+
+
+def test_smoke_is_valid_locally_but_not_for_kubernetes(capsys: pytest.CaptureFixture[str]) -> None:
+    smoke = str(EXAMPLES / "smoke.yaml")
+    assert main(["validate", smoke]) == 0
+    assert main(["validate", "--for", "local", smoke]) == 0
+    capsys.readouterr()
+    assert main(["validate", "--for", "kubernetes", smoke]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{smoke} (for Kubernetes): invalid RecipeComparison (7 problems)\n")
+    assert "\n  spec.trainer.image: required on Kubernetes" in err
+    assert "\n  spec.recipes[0].sources[0].uri: 'demo-data/recipes/src-brown' is a relative path" in err
+    assert "\n  spec.recipes[2].sources[1].uri: " in err
+    assert "\n  spec.evaluation.sets[1].uri: 'demo-data/eval/code' is a relative path" in err
+    assert "Traceback" not in err
+
+
+def test_a_cluster_ready_spec_passes_both(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, copy.deepcopy(GOOD_COMPARISON))
+    assert main(["validate", "--for", "local", str(path)]) == 0
+    assert main(["validate", "--for", "kubernetes", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "valid RecipeComparison 'dedup-study': 3 recipes" in out
+    assert "valid RecipeComparison 'dedup-study' for Kubernetes: 3 recipes" in out
+
+
+def test_an_unknown_named_resource_is_invalid_for_kubernetes_only(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    del obj["spec"]["trainer"]["resources"]
+    obj["spec"]["trainer"]["namedResource"] = "no-such-size"
+    path = _write(tmp_path, obj)
+    assert main(["validate", str(path)]) == 0
+    assert main(["validate", "--for", "kubernetes", str(path)]) == 2
+    assert "spec.trainer.namedResource: unknown TorchX named resource 'no-such-size'" in capsys.readouterr().err
+
+
+def test_validate_for_kubernetes_needs_no_cluster_and_no_client(tmp_path: Path) -> None:
+    """No kubeconfig, no credentials, no Kubernetes client or Kopf: the checks are pure."""
+    path = _write(tmp_path, copy.deepcopy(GOOD_COMPARISON))
+    code = (f"import sys\nfrom proxyrank.cli import main\nassert main(['validate', '--for', 'kubernetes', "
+            f"{str(path)!r}]) == 0\nloaded = [m for m in ('kubernetes', 'kopf') if m in sys.modules]\n"
+            "assert not loaded, loaded\n")
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "no-such-kubeconfig"), "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from proxyrank_trainer import __version__
 from proxyrank_trainer.config import CONFIG_ENV, ConfigError, load_config
+from proxyrank_trainer.redact import redact_uris
 from proxyrank_trainer.shards import ShardError
 
 EXIT_OK = 0
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_error(message: str) -> int:
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+    # data errors name their URI (and fsspec's errors may repeat it): a credential in it never reaches a log
+    print(f"{PROG}: error: {redact_uris(' '.join(message.split()))}", file=sys.stderr, flush=True)
     return EXIT_INVALID
 
 

@@ -36,6 +36,7 @@ from proxyrank_trainer.distributed import DistContext, init_distributed, shutdow
 from proxyrank_trainer.model import GPT, count_parameters
 from proxyrank_trainer.optim import LRSchedule, build_optimizer
 from proxyrank_trainer.presets import ModelShape
+from proxyrank_trainer.redact import redact_uris
 from proxyrank_trainer.results import publish
 
 AmpContext = Callable[[], contextlib.AbstractContextManager[Any]]
@@ -164,7 +165,7 @@ class Progress:
 
     def __call__(self, message: str) -> None:
         if self.enabled:
-            self.stream.write(f"[proxyrank_trainer] {message}\n")
+            self.stream.write(f"[proxyrank_trainer] {redact_uris(message)}\n")  # source URIs may carry credentials
             self.stream.flush()
 
 

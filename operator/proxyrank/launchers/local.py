@@ -27,6 +27,7 @@ from proxyrank.launchers.base import ComparisonRef, LaunchError, parse_run_resul
 from proxyrank.planner import Plan, PlannedRun, config_json
 from proxyrank.reconciler import LaunchState, Observation
 from proxyrank_trainer.contract import RunResult
+from proxyrank_trainer.redact import redact_uris
 
 log = logging.getLogger(__name__)
 ROLE = "trainer"
@@ -42,11 +43,12 @@ def _attempt_dirs(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def _tail(path: Path, lines: int = 3) -> str:
+    """The last lines of a trainer's stderr, for a status message: credentials in data URIs redacted."""
     try:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text[-lines:])
+    return redact_uris(" | ".join(line.strip() for line in text[-lines:]))
 
 
 class LocalLauncher:
