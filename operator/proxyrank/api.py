@@ -23,16 +23,38 @@ from pydantic.alias_generators import to_camel
 from proxyrank import API_VERSION, KIND
 from proxyrank_trainer.presets import PRESETS, ModelShape
 
+# Kubernetes name rules (k8s.io/apimachinery/pkg/util/validation), as JSON-schema patterns and CEL regexes.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DNS_LABEL_RE = re.compile(DNS_LABEL)
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# a label key / qualified name: an optional DNS-subdomain prefix (<= 253) and '/', then a name of <= 63 characters
+QUALIFIED_NAME = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                  r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_QUALIFIED_PREFIX = r"^[^/]{1,253}/"
+ENV_VAR_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+NO_WHITESPACE = r"^\S+$"
+# What a pattern mismatch means, for validation messages (keyed by the pattern).
+PATTERN_HINTS: dict[str, str] = {
+    DNS_LABEL: "is not a DNS label; use lowercase letters, digits and '-', starting and ending with a letter or digit "
+               "(at most 63 characters)",
+    DNS_SUBDOMAIN: "is not a DNS subdomain; use lowercase letters, digits, '-' and '.', starting and ending with a "
+                   "letter or digit (at most 253 characters)",
+    LABEL_VALUE: "is not a label value; use letters, digits, '-', '_' and '.', starting and ending with a letter or "
+                 "digit (at most 63 characters), or leave it empty",
+    NO_WHITESPACE: "must not contain whitespace; remove the spaces (an image reference is registry/name:tag)",
+}
 MAX_RECIPES = 200
 MAX_PROTOCOLS = 16
 MAX_LEARNING_RATES = 32
 MAX_EVAL_SETS = 32
 MAX_SOURCES = 16
 MAX_SEEDS = 16
+MAX_ENV = 128
+MAX_NODE_SELECTOR = 64
 DEFAULT_REFERENCE_PROTOCOL = "reduced-lr"
-
+# Protocol names the planner uses for its own groups of runs (planner.TARGET labels the target sweep's runs).
+RESERVED_PROTOCOL_NAMES = ("target",)
 
 def _cel(rule: str, message: str, **extra: str) -> dict[str, str]:
     return {"rule": rule, "message": message, **extra}
@@ -58,10 +80,30 @@ class APIModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+class SpecModel(APIModel):
+    """A part of the spec: strict types, as the API server's schema is (``seeds: true``, ``tokens: "65536"`` and
+    ``suspend: "yes"`` are type errors there, not values to coerce). A JSON number without a fraction is still a valid
+    ``number``: strict float fields accept ints. Enum fields opt out per field (their input is a plain string)."""
+
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """``field: null`` means the field is absent (and gets its default), as the API server prunes nulls of
+        fields that are not nullable before defaulting; none of the spec's fields is nullable."""
+        if isinstance(data, dict) and None in data.values():
+            known = {f.alias or n for n, f in cls.model_fields.items()} | set(cls.model_fields)
+            return {k: v for k, v in data.items() if v is not None or k not in known}
+        return data
+
+
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL,
                             description="A DNS label: lowercase letters, digits and '-', at most 63 characters.")]
 LearningRate = Annotated[float, Field(gt=0, le=10, allow_inf_nan=False, description="A learning rate, > 0.")]
 Uri = Annotated[str, Field(min_length=1, max_length=1024, description="A local path or an fsspec URI (s3://, gs://).")]
+Subdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
 
 
 def _check_unique(values: list[Any], what: str) -> None:
@@ -72,8 +114,22 @@ def _check_unique(values: list[Any], what: str) -> None:
         seen.add(v)
 
 
+def qualified_name_problem(key: str) -> str | None:
+    """Why ``key`` is not a Kubernetes qualified name (a label key), or None."""
+    if not re.fullmatch(QUALIFIED_NAME, key):
+        return ("is not a qualified name: an optional DNS-subdomain prefix and '/', then at most 63 letters, digits, "
+                "'-', '_' or '.', starting and ending with a letter or digit (e.g. example.com/gpu-type)")
+    if "/" in key and len(key.split("/", 1)[0]) > 253:
+        return "has a prefix longer than 253 characters"
+    return None
+
+
+def _qualified_name_cel(var: str) -> str:
+    return f"{var}.matches(r'{QUALIFIED_NAME}') && (!{var}.contains('/') || {var}.matches(r'{_QUALIFIED_PREFIX}'))"
+
+
 # ----------------------------------------------------------------------------------------------------------- trainer
-class Resources(APIModel):
+class Resources(SpecModel):
     """Per-replica resources of a training job (TorchX ``specs.Resource``)."""
 
     gpu: int = Field(default=0, ge=0, le=64, description="GPUs per replica; > 1 runs DDP via torchrun.")
@@ -81,15 +137,48 @@ class Resources(APIModel):
     mem_mb: int = Field(default=8192, ge=128, le=4_194_304, alias="memMB", description="Memory per replica in MB.")
 
 
-class Toleration(APIModel):
-    key: str | None = Field(default=None, max_length=316)
+class Toleration(SpecModel):
+    """A core/v1 Toleration, checked as the API server checks a pod's tolerations."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(
+        _cel("!has(self.key) || size(self.key) == 0 || " + _qualified_name_cel("self.key"),
+             "toleration key must be a qualified name (an optional DNS-subdomain prefix and '/', then at most 63 "
+             "letters, digits, '-', '_' or '.')", fieldPath=".key", reason="FieldValueInvalid"),
+        _cel("(has(self.key) && size(self.key) > 0) || (has(self.operator) && self.operator == 'Exists')",
+             "a toleration without a key must have operator: Exists (it then tolerates every taint)",
+             fieldPath=".operator", reason="FieldValueInvalid"),
+        _cel("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || size(self.value) == 0",
+             "a toleration with operator: Exists must not have a value; remove the value or use operator: Equal",
+             fieldPath=".value", reason="FieldValueInvalid"),
+        _cel("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+             "tolerationSeconds is only allowed with effect: NoExecute", fieldPath=".tolerationSeconds",
+             reason="FieldValueInvalid"),
+    ))
+
+    key: str | None = Field(default=None, max_length=317)
     operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = Field(default=None, max_length=63)
+    value: LabelValue | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = Field(default=None, ge=0)
 
+    @model_validator(mode="after")
+    def _pod_rules(self) -> Self:
+        problem = qualified_name_problem(self.key) if self.key else None
+        if problem:
+            raise ValueError(f"key {self.key!r} {problem}")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("a toleration without a key must have operator: Exists (it then tolerates every taint); "
+                             "set key or operator: Exists")
+        if self.operator == "Exists" and self.value:
+            raise ValueError(f"operator: Exists must not have a value (got {self.value!r}); remove the value or use "
+                             "operator: Equal")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds is only allowed with effect: NoExecute; set effect: NoExecute or "
+                             "remove tolerationSeconds")
+        return self
 
-class TrainerSpec(APIModel):
+
+class TrainerSpec(SpecModel):
     """Where and how training jobs run. Only ``image`` and the scheduling fields matter on Kubernetes."""
 
     model_config = ConfigDict(json_schema_extra=_validations(
@@ -97,18 +186,48 @@ class TrainerSpec(APIModel):
              "set either trainer.resources or trainer.namedResource, not both", reason="FieldValueForbidden"),
     ))
 
-    image: str | None = Field(default=None, min_length=1, max_length=512,
+    image: str | None = Field(default=None, min_length=1, max_length=512, pattern=NO_WHITESPACE,
                               description="Trainer container image (required on Kubernetes).")
-    queue: str = Field(default="default", min_length=1, max_length=63, description="Volcano queue.")
+    queue: str = Field(default="default", min_length=1, max_length=63, pattern=DNS_SUBDOMAIN,
+                       description="Volcano queue (a cluster-scoped object: a DNS subdomain).")
     resources: Resources | None = Field(default=None, description="GPU/CPU/memory per replica.")
     named_resource: str | None = Field(default=None, min_length=1, max_length=63,
                                        description="A TorchX named resource (e.g. gpu.small) instead of resources.")
     replicas: int = Field(default=1, ge=1, le=256, description="Nodes per run (multi-node DDP when > 1).")
-    node_selector: dict[str, str] | None = None
+    node_selector: dict[str, LabelValue] | None = Field(
+        default=None, max_length=MAX_NODE_SELECTOR, description="Node labels the trainer pods must match.",
+        json_schema_extra=_validations(_cel(
+            "self.all(k, " + _qualified_name_cel("k") + ")",
+            "nodeSelector keys must be label keys: an optional DNS-subdomain prefix and '/', then at most 63 "
+            "letters, digits, '-', '_' or '.'", reason="FieldValueInvalid")))
     tolerations: list[Toleration] | None = Field(default=None, max_length=32)
-    image_pull_secrets: list[Annotated[str, Field(max_length=253)]] | None = Field(default=None, max_length=16)
-    service_account_name: str | None = Field(default=None, max_length=253)
-    env: dict[str, str] | None = Field(default=None, description="Extra environment variables for the trainer.")
+    image_pull_secrets: list[Subdomain] | None = Field(default=None, max_length=16,
+                                                       description="Names of Secrets to pull the image with.")
+    service_account_name: Subdomain | None = None
+    env: dict[str, str] | None = Field(
+        default=None, max_length=MAX_ENV, description="Extra environment variables for the trainer.",
+        json_schema_extra=_validations(_cel(
+            f"self.all(k, k.matches(r'{ENV_VAR_NAME}'))",
+            "env names must consist of letters, digits, '_', '-' and '.', and must not start with a digit",
+            reason="FieldValueInvalid")))
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key in v or {}:
+            problem = qualified_name_problem(key)
+            if problem:
+                raise ValueError(f"key {key!r} {problem}")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key in v or {}:
+            if not re.fullmatch(ENV_VAR_NAME, key):
+                raise ValueError(f"{key!r} is not a valid environment variable name: use letters, digits, '_', '-' "
+                                 "and '.', not starting with a digit (e.g. HF_HOME)")
+        return v
 
     @model_validator(mode="after")
     def _one_resource_form(self) -> Self:
@@ -118,13 +237,13 @@ class TrainerSpec(APIModel):
 
 
 # ----------------------------------------------------------------------------------------------------------- data
-class Source(APIModel):
+class Source(SpecModel):
     uri: Uri
     weight: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False,
                           description="Sampling weight; weights are normalised over the recipe's sources.")
 
 
-class Recipe(APIModel):
+class Recipe(SpecModel):
     model_config = ConfigDict(json_schema_extra=_validations(
         _cel("self.sources.exists(s, s.weight > 0.0)", "a recipe's source weights must not all be 0",
              fieldPath=".sources", reason="FieldValueInvalid"),
@@ -141,12 +260,12 @@ class Recipe(APIModel):
         return self
 
 
-class EvalSet(APIModel):
+class EvalSet(SpecModel):
     name: Name
     uri: Uri
 
 
-class Evaluation(APIModel):
+class Evaluation(SpecModel):
     model_config = ConfigDict(json_schema_extra=_validations(_unique_names_cel("sets", "evaluation set")))
 
     sets: list[EvalSet] = Field(min_length=1, max_length=MAX_EVAL_SETS,
@@ -162,7 +281,7 @@ class Evaluation(APIModel):
 
 
 # ----------------------------------------------------------------------------------------------------------- models
-class ShapeSpec(APIModel):
+class ShapeSpec(SpecModel):
     """An explicit GPT shape instead of a preset."""
 
     model_config = ConfigDict(json_schema_extra=_validations(
@@ -195,7 +314,7 @@ _SCALE_RULES = [
 ]
 
 
-class ScaleSpec(APIModel):
+class ScaleSpec(SpecModel):
     """A model scale and its training budget; hyperparameters other than the learning rate are shared by all runs."""
 
     model: Literal[tuple(PRESETS)] | None = Field(  # type: ignore[valid-type]
@@ -241,7 +360,7 @@ class ScaleSpec(APIModel):
         return steps * self.batch_tokens
 
 
-class Protocol(APIModel):
+class Protocol(SpecModel):
     """A proxy protocol: one learning rate for every recipe, or a per-recipe sweep (ranked by the best lr)."""
 
     model_config = ConfigDict(json_schema_extra=_validations(
@@ -250,11 +369,22 @@ class Protocol(APIModel):
              reason="FieldValueRequired"),
         _cel("!has(self.learningRates) || self.learningRates.all(a, self.learningRates.exists_one(b, b == a))",
              "learningRates must be unique", fieldPath=".learningRates", reason="FieldValueDuplicate"),
+        _cel(" && ".join(f"self.name != '{n}'" for n in RESERVED_PROTOCOL_NAMES),
+             f"a protocol must not be named {' or '.join(map(repr, RESERVED_PROTOCOL_NAMES))}: the name is reserved "
+             "for the target sweep's runs; rename the protocol", fieldPath=".name", reason="FieldValueInvalid"),
     ))
 
     name: Name
     learning_rate: LearningRate | None = None
     learning_rates: list[LearningRate] | None = Field(default=None, min_length=1, max_length=MAX_LEARNING_RATES)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in RESERVED_PROTOCOL_NAMES:
+            raise ValueError(f"protocol name {v!r} is reserved: the target sweep's runs use it (their protocol label "
+                             "and run keys would collide); rename the protocol, e.g. to 'tuned-at-proxy'")
+        return v
 
     @model_validator(mode="after")
     def _one_of(self) -> Self:
@@ -310,7 +440,7 @@ class TargetSpec(ScaleSpec):
 
 
 # ----------------------------------------------------------------------------------------------------------- policy
-class Policy(APIModel):
+class Policy(SpecModel):
     """How runs are executed. The only spec fields (with reliability) that may change after creation."""
 
     parallelism: int = Field(default=8, ge=1, le=10_000, description="Runs in flight at once.")
@@ -329,8 +459,8 @@ class ReliabilityMetric(StrEnum):
     pairwise = "pairwise"
 
 
-class Reliability(APIModel):
-    metric: ReliabilityMetric = ReliabilityMetric.spearman
+class Reliability(SpecModel):
+    metric: ReliabilityMetric = Field(default=ReliabilityMetric.spearman, strict=False)  # a plain string in YAML
     threshold: float = Field(default=0.8, ge=-1, le=1, allow_inf_nan=False)
     top_k: int = Field(default=1, ge=1, le=50, description=(
         "k of the top-k decision regret: the target loss of the best recipe among the proxy's k best, minus the "
@@ -349,7 +479,7 @@ _IMMUTABLE_RULE = " && ".join(
 )
 
 
-class RecipeComparisonSpec(APIModel):
+class RecipeComparisonSpec(SpecModel):
     model_config = ConfigDict(json_schema_extra=_validations(
         _unique_names_cel("recipes", "recipe"),
         _cel("!has(self.reliability) || !has(self.reliability.protocol) || "
@@ -391,13 +521,53 @@ class RecipeComparisonSpec(APIModel):
         return by_name.get(DEFAULT_REFERENCE_PROTOCOL, self.proxy.protocols[0])
 
 
-class ObjectMeta(BaseModel):
-    model_config = ConfigDict(extra="allow")
+MAX_ANNOTATIONS_BYTES = 256 << 10  # the API server's limit on all annotations of an object together
 
-    name: str = Field(min_length=1, max_length=253)
-    namespace: str | None = None
+
+def _check_keys(values: dict[str, str] | None, what: str) -> None:
+    for key in values or {}:
+        problem = qualified_name_problem(key)
+        if problem:
+            raise ValueError(f"{what} key {key!r} {problem}")
+
+
+class ObjectMeta(BaseModel):
+    """metadata, checked as the API server checks it: name a DNS subdomain, namespace a DNS label, label and
+    annotation keys qualified names, label values label values, no unknown fields. Server-set fields pass through."""
+
+    name: Subdomain = Field(description="A DNS subdomain, as for every Kubernetes object; also the default work "
+                                        "directory's name in embedded mode.")
+    namespace: Name | None = None
     uid: str | None = None
     generation: int | None = None
+    labels: dict[str, LabelValue] | None = None
+    annotations: dict[str, str] | None = None
+    generate_name: str | None = Field(default=None, alias="generateName", max_length=253)
+    resource_version: str | None = Field(default=None, alias="resourceVersion")
+    creation_timestamp: str | None = Field(default=None, alias="creationTimestamp")
+    deletion_timestamp: str | None = Field(default=None, alias="deletionTimestamp")
+    deletion_grace_period_seconds: int | None = Field(default=None, alias="deletionGracePeriodSeconds")
+    finalizers: list[str] | None = None
+    owner_references: list[dict[str, Any]] | None = Field(default=None, alias="ownerReferences")
+    managed_fields: list[dict[str, Any]] | None = Field(default=None, alias="managedFields")
+    self_link: str | None = Field(default=None, alias="selfLink")
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        _check_keys(v, "label")
+        return v
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotation_keys(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        _check_keys(v, "annotation")
+        size = sum(len(k.encode()) + len(x.encode()) for k, x in (v or {}).items())
+        if size > MAX_ANNOTATIONS_BYTES:
+            raise ValueError(f"annotations take {size:,} bytes, more than the API server's {MAX_ANNOTATIONS_BYTES:,}")
+        return v
 
 
 # ----------------------------------------------------------------------------------------------------------- status

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from proxyrank import API_VERSION, KIND
-from proxyrank.api import RecipeComparison, RecipeComparisonSpec
+from proxyrank.api import PATTERN_HINTS, RecipeComparison, RecipeComparisonSpec
 
 
 class SpecError(ValueError):
@@ -107,8 +107,8 @@ def _describe(error: Mapping[str, Any], root: type[BaseModel], prefix: Sequence[
         actual = ctx.get("actual_length", len(got) if isinstance(got, Sequence) else "?")
         return f"{path}: needs {word} {n} item{'s' * (n != 1)}, got {actual}"
     if kind == "string_pattern_mismatch":
-        return (f"{path}: {shown(got)} is not a DNS label; use lowercase letters, digits and '-', starting and "
-                "ending with a letter or digit (at most 63 characters)")
+        hint = PATTERN_HINTS.get(str(ctx.get("pattern")), f"does not match {ctx.get('pattern')}")
+        return f"{path}: {shown(got)} {hint}"
     if kind in ("literal_error", "enum"):
         return f"{path}: {shown(got)} is not allowed; expected {ctx.get('expected', 'one of the listed values')}"
     if kind == "value_error":
@@ -126,7 +126,12 @@ def _describe(error: Mapping[str, Any], root: type[BaseModel], prefix: Sequence[
             expected = "true or false"
         elif kind.startswith("string"):
             expected = "a string"
-        return f"{path}: expected {expected}, got {shown(got)}"
+        fix = ""
+        if isinstance(got, str) and (kind.startswith(("float", "int", "bool"))):
+            fix = "; write it without quotes"
+        elif kind.startswith("string") and isinstance(got, bool | int | float):
+            fix = "; quote it"
+        return f"{path}: expected {expected}, got {shown(got)}{fix}"
     return f"{path}: {error['msg']}"
 
 

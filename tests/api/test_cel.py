@@ -31,6 +31,18 @@ def test_api_server_rejects_what_the_model_rejects(case_id: str, mutate: Any, pa
      "exactly one of model"),
     (lambda o: o["spec"]["reliability"].update(protocol="nope"), "reliability.protocol must name"),
     (lambda o: o["spec"]["trainer"].update(namedResource="gpu.small"), "not both"),
+    (lambda o: o["spec"]["proxy"]["protocols"][2].update(name="target"), "must not be named 'target'"),
+    (lambda o: o["spec"]["trainer"].update(env={"9LIVES": "x"}), "env names must consist of"),
+    (lambda o: o["spec"]["trainer"].update(nodeSelector={"a/b/c": "x"}), "nodeSelector keys must be label keys"),
+    (lambda o: o["spec"]["trainer"].update(nodeSelector={"p" * 254 + "/gpu": "x"}),
+     "nodeSelector keys must be label keys"),
+    (lambda o: o["spec"]["trainer"].update(tolerations=[{"key": "x y", "operator": "Exists"}]),
+     "toleration key must be a qualified name"),
+    (lambda o: o["spec"]["trainer"].update(tolerations=[{"value": "x"}]), "without a key must have operator: Exists"),
+    (lambda o: o["spec"]["trainer"].update(tolerations=[{"key": "k", "operator": "Exists", "value": "v"}]),
+     "operator: Exists must not have a value"),
+    (lambda o: o["spec"]["trainer"].update(tolerations=[{"key": "k", "operator": "Exists", "tolerationSeconds": 1}]),
+     "tolerationSeconds is only allowed with effect: NoExecute"),
 ])
 def test_each_cel_rule_fires_on_its_bad_input(mutate: Any, message: str) -> None:
     obj = copy.deepcopy(GOOD_COMPARISON)
