@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from proxyrank import API_VERSION, KIND
+from proxyrank_trainer.contract import RunConfig
 from proxyrank_trainer.presets import PRESETS, ModelShape
 
 # Kubernetes name rules (k8s.io/apimachinery/pkg/util/validation), as JSON-schema patterns and CEL regexes.
@@ -55,6 +56,8 @@ MAX_NODE_SELECTOR = 64
 DEFAULT_REFERENCE_PROTOCOL = "reduced-lr"
 # Protocol names the planner uses for its own groups of runs (planner.TARGET labels the target sweep's runs).
 RESERVED_PROTOCOL_NAMES = ("target",)
+# the trainer's evaluation tokens per set when evaluation.tokens is unset
+DEFAULT_EVAL_TOKENS: int = RunConfig.model_fields["eval_tokens"].default
 
 def _cel(rule: str, message: str, **extra: str) -> dict[str, str]:
     return {"rule": rule, "message": message, **extra}
@@ -306,11 +309,34 @@ class ShapeSpec(SpecModel):
                           vocab_size=self.vocab_size)
 
 
+def _context_cel(scale: str) -> str:
+    """CEL for the model's context at ``scale``: the shape's seqLen, else the preset's, written out from the preset
+    table (the CRD is regenerated, and a test fails when it is stale, whenever presets change); 0 when unknown."""
+    by_len: dict[int, list[str]] = {}
+    for name, shape in PRESETS.items():
+        by_len.setdefault(shape.seq_len, []).append(name)
+    preset = "0"
+    for length, names in reversed(by_len.items()):
+        preset = f"{scale}.model in [{', '.join(repr(n) for n in names)}] ? {length} : {preset}"
+    return f"(has({scale}.shape) ? {scale}.shape.seqLen : (has({scale}.model) ? ({preset}) : 0))"
+
+
+def _seq_cel(scale: str) -> str:
+    """CEL for the sequence length trained at ``scale``: seqLen, else the model's context (0 when unknown)."""
+    return f"(has({scale}.seqLen) ? {scale}.seqLen : {_context_cel(scale)})"
+
+
 _SCALE_RULES = [
     _cel("has(self.model) != has(self.shape)", "set exactly one of model (a preset) or shape (explicit)",
          reason="FieldValueRequired"),
     _cel("has(self.tokens) != has(self.tokensPerParam)", "set exactly one of tokens or tokensPerParam",
          reason="FieldValueRequired"),
+    _cel(f"!has(self.seqLen) || {_context_cel('self')} == 0 || self.seqLen <= {_context_cel('self')}",
+         "seqLen must not exceed the model's context (the preset's or shape.seqLen)", fieldPath=".seqLen",
+         reason="FieldValueInvalid"),
+    _cel(f"{_seq_cel('self')} == 0 || self.batchTokens % {_seq_cel('self')} == 0",
+         "batchTokens must be a multiple of the sequence length (seqLen, else the preset's or shape.seqLen)",
+         fieldPath=".batchTokens", reason="FieldValueInvalid"),
 ]
 
 
@@ -336,7 +362,30 @@ class ScaleSpec(SpecModel):
             raise ValueError("set exactly one of model (a preset name) or shape (an explicit shape)")
         if (self.tokens is None) == (self.tokens_per_param is None):
             raise ValueError("set exactly one of tokens or tokensPerParam")
+        self._trainer_rules()
         return self
+
+    def _trainer_rules(self) -> None:
+        """The trainer's own consistency rules (proxyrank_trainer.config._check_consistency), checked here so that a
+        spec every run would fail with is rejected up front."""
+        context = self.context_length()
+        model = "shape.seqLen" if self.shape is not None else f"{self.model}'s context"
+        if self.seq_len is not None and self.seq_len > context:
+            raise ValueError(f"seqLen {self.seq_len} exceeds the model's context ({model}: {context}); use seqLen <= "
+                             f"{context} or a model with a longer context")
+        seq = self.seq_len or context
+        if self.batch_tokens % seq:
+            lower = max(seq, self.batch_tokens // seq * seq)
+            raise ValueError(f"batchTokens {self.batch_tokens} is not a multiple of the sequence length "
+                             f"({'seqLen' if self.seq_len else model}: {seq}); use e.g. batchTokens: {lower}")
+
+    def context_length(self) -> int:
+        """The model's context: the explicit shape's seqLen, else the preset's."""
+        return self.shape.seq_len if self.shape is not None else PRESETS[str(self.model)].seq_len
+
+    def sequence_length(self) -> int:
+        """The sequence length runs train with: seqLen when given, else the model's context."""
+        return self.seq_len or self.context_length()
 
     def model_shape(self) -> ModelShape:
         base = self.shape.to_shape() if self.shape is not None else PRESETS[str(self.model)]
@@ -479,9 +528,20 @@ _IMMUTABLE_RULE = " && ".join(
 )
 
 
+def _eval_window_cel(scale: str) -> str:
+    return (f"(has(self.evaluation.tokens) ? self.evaluation.tokens : {DEFAULT_EVAL_TOKENS}) > "
+            f"{_seq_cel(scale)}")
+
+
 class RecipeComparisonSpec(SpecModel):
     model_config = ConfigDict(json_schema_extra=_validations(
         _unique_names_cel("recipes", "recipe"),
+        _cel(_eval_window_cel("self.proxy"), "evaluation.tokens must exceed the proxy's sequence length (one "
+             f"window is seqLen + 1 tokens; the default is {DEFAULT_EVAL_TOKENS})", fieldPath=".evaluation.tokens",
+             reason="FieldValueInvalid"),
+        _cel(f"!has(self.target) || {_eval_window_cel('self.target')}", "evaluation.tokens must exceed the target's "
+             f"sequence length (one window is seqLen + 1 tokens; the default is {DEFAULT_EVAL_TOKENS})",
+             fieldPath=".evaluation.tokens", reason="FieldValueInvalid"),
         _cel("!has(self.reliability) || !has(self.reliability.protocol) || "
              "self.proxy.protocols.exists(p, p.name == self.reliability.protocol)",
              "reliability.protocol must name one of proxy.protocols", fieldPath=".reliability.protocol",
@@ -511,6 +571,17 @@ class RecipeComparisonSpec(SpecModel):
         if self.reliability.protocol is not None and self.reliability.protocol not in names:
             raise ValueError(f"reliability.protocol {self.reliability.protocol!r} is not one of proxy.protocols "
                              f"({', '.join(names)})")
+        return self
+
+    @model_validator(mode="after")
+    def _eval_window(self) -> Self:
+        tokens = self.evaluation.tokens or DEFAULT_EVAL_TOKENS
+        label, seq = max((("target", self.target.sequence_length()) if self.target is not None else ("", 0)),
+                         ("proxy", self.proxy.sequence_length()), key=lambda x: x[1])
+        if tokens <= seq:
+            given = f"evaluation.tokens {tokens}" if self.evaluation.tokens else f"evaluation.tokens (default {tokens})"
+            raise ValueError(f"{given} is shorter than one evaluation window of the {label} model (its sequence "
+                             f"length + 1 = {seq + 1}); set evaluation.tokens >= {seq + 1}")
         return self
 
     def judged_protocol(self) -> Protocol:

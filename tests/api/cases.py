@@ -146,4 +146,14 @@ BAD_CASES: list[tuple[str, Mutation, str, str]] = [
     ("queue-not-a-name", _trainer(queue="Research Queue"), "spec.trainer.queue", "DNS subdomain"),
     ("pull-secret-bad", _trainer(imagePullSecrets=["ghcr_pull"]), "spec.trainer.imagePullSecrets[0]",
      "DNS subdomain"),
+    # the trainer's own rules, which every run would otherwise fail
+    ("batch-not-a-multiple", _set("spec.proxy.batchTokens", 1000), "spec.proxy", "not a multiple of"),
+    ("seq-len-over-context", _set("spec.proxy.seqLen", 2048), "spec.proxy", "exceeds the model's context"),
+    ("batch-not-a-multiple-of-seq-len", _set("spec.target.seqLen", 1536), "spec.target", "not a multiple of"),
+    ("shape-batch-not-a-multiple", _set("spec.target", {"shape": {"layers": 2, "width": 64, "heads": 2,
+                                                                  "seqLen": 96, "vocabSize": 256},
+                                                        "tokens": 100000, "batchTokens": 1000,
+                                                        "learningRates": [1e-3]}),
+     "spec.target", "not a multiple of"),
+    ("eval-window-too-short", _set("spec.evaluation.tokens", 1024), "spec", "evaluation window"),
 ]

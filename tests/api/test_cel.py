@@ -43,6 +43,13 @@ def test_api_server_rejects_what_the_model_rejects(case_id: str, mutate: Any, pa
      "operator: Exists must not have a value"),
     (lambda o: o["spec"]["trainer"].update(tolerations=[{"key": "k", "operator": "Exists", "tolerationSeconds": 1}]),
      "tolerationSeconds is only allowed with effect: NoExecute"),
+    (lambda o: o["spec"]["proxy"].update(seqLen=2048), "seqLen must not exceed the model's context"),
+    (lambda o: o["spec"]["target"].update(batchTokens=3 * 2048 + 1), "batchTokens must be a multiple"),
+    (lambda o: (o["spec"]["target"].pop("model"),
+                o["spec"]["target"].update(shape={"layers": 1, "width": 8, "heads": 1, "seqLen": 96, "vocabSize": 2},
+                                           seqLen=128)),
+     "seqLen must not exceed the model's context"),
+    (lambda o: o["spec"]["evaluation"].update(tokens=2048), "must exceed the target's sequence length"),
 ])
 def test_each_cel_rule_fires_on_its_bad_input(mutate: Any, message: str) -> None:
     obj = copy.deepcopy(GOOD_COMPARISON)

@@ -130,3 +130,19 @@ def test_numbers_without_a_fraction_are_valid_numbers() -> None:
     assert spec.reliability.threshold == 1.0 and isinstance(spec.reliability.threshold, float)
     assert server_errors(obj) == []
 
+
+def test_preset_context_rules_hold_for_every_preset() -> None:
+    """CEL sees the preset table through the generated rules: each preset's context is its own."""
+    from proxyrank_trainer.presets import PRESETS
+
+    for preset, shape in PRESETS.items():
+        for seq_len, ok in ((shape.seq_len, True), (shape.seq_len * 2, False)):
+            obj = copy.deepcopy(GOOD_COMPARISON)
+            obj["spec"]["proxy"].update(model=preset, seqLen=seq_len, batchTokens=seq_len * 4)
+            obj["spec"]["evaluation"]["tokens"] = 1 << 20
+            try:
+                parse_comparison(copy.deepcopy(obj))
+                model_ok = True
+            except SpecError:
+                model_ok = False
+            assert model_ok == ok == (server_errors(obj) == []), (preset, seq_len)
