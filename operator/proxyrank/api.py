@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
@@ -58,6 +59,55 @@ DEFAULT_REFERENCE_PROTOCOL = "reduced-lr"
 RESERVED_PROTOCOL_NAMES = ("target",)
 # the trainer's evaluation tokens per set when evaluation.tokens is unset
 DEFAULT_EVAL_TOKENS: int = RunConfig.model_fields["eval_tokens"].default
+
+# ------------------------------------------------------------------------------------------------------- size limits
+# The whole stored object (spec, status, metadata) must stay under OBJECT_BUDGET_BYTES, well below etcd's ~1.5 MiB
+# request limit: a status that cannot be written stalls the comparison. The status grows with the plan, so the number of
+# runs a comparison may plan follows from the bytes each part of the status takes. The per-part sizes are measured by
+# ``python -m tests.api.status_budget`` (JSON as stored, realistic long names: recipes 40 characters, protocols and
+# evaluation sets 24; full-precision floats), and tests/api/test_limits.py keeps these constants at the measured values
+# and checks the bound against a real finished status. docs/operator.md ("Limits") explains the numbers.
+OBJECT_BUDGET_BYTES = 1 << 20
+MAX_SPEC_BYTES = 64 << 10  # the spec as compact JSON with its defaults, as the API server stores it
+SPEC_COPIES = 3  # .spec, kubectl's last-applied-configuration annotation and Kopf's diff-base annotation
+OBJECT_BASE_BYTES = 8 << 10  # metadata, conditions, run counts, verdict and two agreements: the same for every plan
+RUN_BYTES = 720  # a finished run's status.runs entry without per-set losses, plus its recipe's analysis entries
+SET_LOSS_BYTES = 20  # one evaluation set's loss in a run's entry
+GROUP_BYTES = 4000  # a protocol's (or the target's) result, without its per-recipe and per-set parts
+SET_AGREEMENT_BYTES = 328  # a protocol's agreement on one evaluation set
+RATE_BYTES = 520  # a learning rate of a protocol or of the target sweep, with its cross-scale agreement
+
+
+@dataclass(frozen=True)
+class RunUsage:
+    runs: int  # planned
+    limit: int  # the most that fit the status budget
+    per_run: int  # status bytes per finished run
+    eval_sets: int
+    formula: str  # how ``runs`` comes about, for messages
+
+
+def planned_runs(recipes: int, seeds: int, proxy_rates: int, target_rates: int) -> int:
+    """The number of runs a spec plans: recipes x seeds x (the protocols' learning rates + the target's)."""
+    return recipes * seeds * (proxy_rates + target_rates)
+
+
+def fixed_status_bytes(protocols: int, eval_sets: int, proxy_rates: int, target_rates: int) -> int:
+    """The bound on the stored object's bytes that does not grow with the number of runs."""
+    groups = protocols + (1 if target_rates else 0)
+    return (OBJECT_BASE_BYTES + SPEC_COPIES * MAX_SPEC_BYTES + groups * GROUP_BYTES
+            + protocols * eval_sets * SET_AGREEMENT_BYTES + (proxy_rates + target_rates) * RATE_BYTES)
+
+
+def bytes_per_run(eval_sets: int) -> int:
+    return RUN_BYTES + eval_sets * SET_LOSS_BYTES
+
+
+def max_runs(protocols: int, eval_sets: int, proxy_rates: int, target_rates: int) -> int:
+    """The most runs whose finished status keeps the object under OBJECT_BUDGET_BYTES."""
+    room = OBJECT_BUDGET_BYTES - fixed_status_bytes(protocols, eval_sets, proxy_rates, target_rates)
+    return max(0, room // bytes_per_run(eval_sets))
+
 
 def _cel(rule: str, message: str, **extra: str) -> dict[str, str]:
     return {"rule": rule, "message": message, **extra}
@@ -528,6 +578,21 @@ _IMMUTABLE_RULE = " && ".join(
 )
 
 
+_PROXY_RATES_CEL = ("self.proxy.protocols.map(p, has(p.learningRate) ? 1 : "
+                    "(has(p.learningRates) ? size(p.learningRates) : 0)).sum()")
+_TARGET_RATES_CEL = "(has(self.target) ? size(self.target.learningRates) : 0)"
+_RUNS_CEL = f"size(self.recipes) * self.seeds * ({_PROXY_RATES_CEL} + {_TARGET_RATES_CEL})"
+_FIXED_BYTES_CEL = (
+    f"{OBJECT_BASE_BYTES + SPEC_COPIES * MAX_SPEC_BYTES} "
+    f"+ (size(self.proxy.protocols) + (has(self.target) ? 1 : 0)) * {GROUP_BYTES} "
+    f"+ size(self.proxy.protocols) * size(self.evaluation.sets) * {SET_AGREEMENT_BYTES} "
+    f"+ ({_PROXY_RATES_CEL} + {_TARGET_RATES_CEL}) * {RATE_BYTES}")
+_PER_RUN_CEL = f"({RUN_BYTES} + size(self.evaluation.sets) * {SET_LOSS_BYTES})"
+_RUN_LIMIT_MESSAGE = (
+    f"the spec plans more runs than its status can hold (the object must stay under {OBJECT_BUDGET_BYTES >> 20} MiB): "
+    "reduce recipes, protocols, learning rates, seeds or evaluation sets, or split the study into several comparisons")
+
+
 def _eval_window_cel(scale: str) -> str:
     return (f"(has(self.evaluation.tokens) ? self.evaluation.tokens : {DEFAULT_EVAL_TOKENS}) > "
             f"{_seq_cel(scale)}")
@@ -536,6 +601,11 @@ def _eval_window_cel(scale: str) -> str:
 class RecipeComparisonSpec(SpecModel):
     model_config = ConfigDict(json_schema_extra=_validations(
         _unique_names_cel("recipes", "recipe"),
+        _cel(f"{_RUNS_CEL} * {_PER_RUN_CEL} + {_FIXED_BYTES_CEL} <= {OBJECT_BUDGET_BYTES}", _RUN_LIMIT_MESSAGE,
+             messageExpression=f"'the spec plans ' + string({_RUNS_CEL}) + ' runs, more than the ' + "
+                               f"string(({OBJECT_BUDGET_BYTES} - ({_FIXED_BYTES_CEL})) / {_PER_RUN_CEL}) + "
+                               f"' its status can hold: ' + {_RUN_LIMIT_MESSAGE.split(': ', 1)[1]!r}",
+             reason="FieldValueInvalid"),
         _cel(_eval_window_cel("self.proxy"), "evaluation.tokens must exceed the proxy's sequence length (one "
              f"window is seqLen + 1 tokens; the default is {DEFAULT_EVAL_TOKENS})", fieldPath=".evaluation.tokens",
              reason="FieldValueInvalid"),
@@ -583,6 +653,42 @@ class RecipeComparisonSpec(SpecModel):
             raise ValueError(f"{given} is shorter than one evaluation window of the {label} model (its sequence "
                              f"length + 1 = {seq + 1}); set evaluation.tokens >= {seq + 1}")
         return self
+
+    @model_validator(mode="after")
+    def _run_limit(self) -> Self:
+        usage = self.run_usage()
+        if usage.runs > usage.limit:
+            raise ValueError(
+                f"the spec plans {usage.runs:,} runs ({usage.formula}), more than the {usage.limit:,} its status can "
+                f"hold: each finished run adds about {usage.per_run:,} bytes with {usage.eval_sets} evaluation "
+                f"set{'s' * (usage.eval_sets != 1)}, and the stored object must stay under "
+                f"{OBJECT_BUDGET_BYTES >> 20} MiB. Reduce recipes, protocols, learning rates, seeds or evaluation "
+                "sets, or split the study into several comparisons")
+        return self
+
+    @model_validator(mode="after")
+    def _spec_size(self) -> Self:
+        size = len(self.model_dump_json(by_alias=True, exclude_none=True).encode())
+        if size > MAX_SPEC_BYTES:
+            raise ValueError(
+                f"the spec is {size:,} bytes as JSON (defaults included), more than {MAX_SPEC_BYTES:,}: the stored "
+                f"object holds it up to {SPEC_COPIES} times beside the status and must stay under "
+                f"{OBJECT_BUDGET_BYTES >> 20} MiB. Shorten URIs and descriptions, or split the recipes into several "
+                "comparisons")
+        return self
+
+    def run_usage(self) -> RunUsage:
+        """How many runs the spec plans and how many fit, computed arithmetically (never by planning)."""
+        proxy_rates = sum(len(p.rates) for p in self.proxy.protocols)
+        target_rates = len(self.target.learning_rates) if self.target is not None else 0
+        protocols, eval_sets = len(self.proxy.protocols), len(self.evaluation.sets)
+        recipes = len(self.recipes)
+        formula = f"{recipes} recipes x {self.seeds} seed{'s' * (self.seeds != 1)} x ({proxy_rates} proxy " \
+                  f"learning rate{'s' * (proxy_rates != 1)}" + \
+                  (f" + {target_rates} target" if self.target is not None else "") + ")"
+        return RunUsage(runs=planned_runs(recipes, self.seeds, proxy_rates, target_rates),
+                        limit=max_runs(protocols, eval_sets, proxy_rates, target_rates),
+                        per_run=bytes_per_run(eval_sets), eval_sets=eval_sets, formula=formula)
 
     def judged_protocol(self) -> Protocol:
         """The protocol the reliability verdict is about."""

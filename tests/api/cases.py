@@ -51,6 +51,23 @@ def _dup_eval(obj: dict[str, Any]) -> None:
     obj["spec"]["evaluation"]["sets"].append(dict(obj["spec"]["evaluation"]["sets"][0]))
 
 
+def _million_runs(obj: dict[str, Any]) -> None:
+    """The hardening issue's 21 KB spec: 200 recipes x 16 seeds x (16 protocols of 32 rates + a 32-rate target)."""
+    spec = obj["spec"]
+    rates = [round(1e-5 * 1.2 ** i, 12) for i in range(32)]
+    spec["recipes"] = [{"name": f"r{i}", "sources": [{"uri": f"s3://b/{i}/"}]} for i in range(200)]
+    spec["proxy"]["protocols"] = [{"name": f"p{i}", "learningRates": rates} for i in range(16)]
+    spec["target"]["learningRates"] = rates
+    spec["seeds"] = 16
+    spec.pop("reliability")
+
+
+def _too_many_runs(obj: dict[str, Any]) -> None:
+    """20 recipes x 16 seeds x 8 learning rates: 2,560 runs (few recipes: the harness's CEL is slow on long lists)."""
+    obj["spec"]["recipes"] = [{"name": f"r{i}", "sources": [{"uri": f"s3://b/{i}/"}]} for i in range(20)]
+    obj["spec"]["seeds"] = 16
+
+
 def _trainer(**fields: Any) -> Mutation:
     def apply(obj: dict[str, Any]) -> None:
         obj["spec"]["trainer"].update(fields)
@@ -156,4 +173,6 @@ BAD_CASES: list[tuple[str, Mutation, str, str]] = [
                                                         "learningRates": [1e-3]}),
      "spec.target", "not a multiple of"),
     ("eval-window-too-short", _set("spec.evaluation.tokens", 1024), "spec", "evaluation window"),
+    # more runs than the status can hold
+    ("too-many-runs", _too_many_runs, "spec", "plans 2,560 runs"),
 ]
