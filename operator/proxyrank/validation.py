@@ -309,7 +309,7 @@ def _children(node: Node) -> Iterator[Node]:
         yield from node.value
 
 
-def _check_expansion(root: Node) -> None:
+def _check_expansion(root: Node, aliased: bool = True) -> None:
     """Refuse a document whose aliases expand it past MAX_EXPANDED_BYTES or MAX_DEPTH, or that contains itself.
 
     Works on the composed node graph, where an alias is a second reference to the anchored node, so the cost is one
@@ -329,6 +329,9 @@ def _check_expansion(root: Node) -> None:
             size[key] = min(cap, own + sum(size[id(k)] for k in kids))
             depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
             open_.discard(key)
+            if size[key] >= cap and not aliased:
+                raise _Refused(f"the document is more than {MAX_EXPANDED_BYTES >> 20} MiB as JSON, more than the API "
+                               "server accepts")
             if size[key] >= cap:
                 raise _Refused(f"the aliases expand the document to more than {MAX_EXPANDED_BYTES >> 20} MiB "
                                "(a YAML bomb?)", node.start_mark, "write the repeated parts out instead")
@@ -379,7 +382,7 @@ def parse_yaml(text: str | bytes, source: str | None = None) -> Any:
             node = loader.get_node()
             if node is None:
                 continue
-            _check_expansion(node)
+            _check_expansion(node, aliased=loader._aliases > 0)
             data = loader.construct_document(node)
             if data is not None:
                 docs.append(data)

@@ -175,3 +175,11 @@ def test_the_console_script_prints_one_line_and_no_traceback(tmp_path: Path, con
     assert "Traceback" not in proc.stderr
     header, problem = proc.stderr.strip().splitlines()  # "FILE: invalid RecipeComparison (1 problem)", the problem
     assert header.endswith("invalid RecipeComparison (1 problem)") and problem.startswith("  ("), proc.stderr
+
+
+def test_a_document_too_large_as_json_without_aliases_is_not_called_a_bomb(monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxyrank import validation
+
+    monkeypatch.setattr(validation, "MAX_EXPANDED_BYTES", 1000)
+    assert "MiB as JSON, more than the API server accepts" in _problem("[" + "abc, " * 300 + "]")
+    assert "YAML bomb" in _problem("a: &a [" + "x, " * 100 + "]\nb: [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n")
