@@ -5,7 +5,13 @@ server-side field validation rejects unknown fields; patterns matched with RE2, 
 the text, not also the place before a final newline); cel-python evaluates every ``x-kubernetes-validations`` rule at
 the node that carries it, with numbers typed by the schema (a ``number`` field is a CEL double even when written 1),
 the Kubernetes list function ``sum()``, ``messageExpression`` for the message, and transition rules (``oldSelf``) only
-on updates, as the API server does. ``metadata`` gets the API server's ObjectMeta checks on name and namespace.
+on updates, as the API server does. Before the schema, ``field: null`` is pruned where the field is not nullable, and
+the checks outside the CRD run: apiVersion and kind of the endpoint, and ObjectMeta's (name, namespace, labels,
+annotations, no unknown metadata fields).
+
+Not modelled (validate is stricter there, see test_fuzz.py): a JSON 1.0 for an integer field (Draft 4 rejects it,
+as validate does; the API server may accept it), the object's serialised size, and CEL cost limits, which only a
+real API server estimates.
 """
 
 from __future__ import annotations

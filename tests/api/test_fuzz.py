@@ -2,6 +2,11 @@
 stand-in (the CRD's schema and CEL rules, tests/api/cel_harness.py). The two must agree on accept/reject; validate must
 never raise anything but SpecError, and never take more than 2 s.
 
+Mutations: a value replaced by one of another type, a bad name or an out-of-range number; a field dropped; an
+unknown key added; a list item duplicated (duplicate names); a quoting slip (1 <-> "1", true <-> "true"); a number
+scaled; and, so that acceptance is exercised as much as rejection, a plausible number of the same type or another
+valid name (about half of the default cases are valid).
+
 Where they may legitimately disagree, validate is the stricter side, and each case is listed in ``VALIDATE_ONLY`` with
 the reason (none is reachable from these mutations today; the list keeps the rule honest if one becomes reachable):
 
@@ -11,7 +16,7 @@ the reason (none is reachable from these mutations today; the list keeps the rul
 Rules CEL expresses for the model although they look out of its reach: preset context lengths (the preset table is
 written into the rules when the CRD is generated), and the run limit (arithmetic on list sizes, ``sum()``).
 
-By default the cases are fixed (derandomised, about 15 s of CPU); ``PROXYRANK_FUZZ_EXAMPLES=2000 pytest
+By default the cases are fixed (50, derandomised, about 10 s of CPU); ``PROXYRANK_FUZZ_EXAMPLES=2000 pytest
 tests/api/test_fuzz.py`` explores further, with random cases.
 """
 
@@ -88,8 +93,16 @@ def mutated(draw: st.DrawFn) -> tuple[dict[str, Any], list[str]]:
         paths = _paths(obj)
         path = paths[draw(st.integers(0, len(paths) - 1))]
         parent, key = _parent(obj, path), path[-1]
-        kind = draw(st.sampled_from(["set", "set", "delete", "unknown-key", "duplicate", "retype", "scale"]))
-        if kind == "set":
+        kind = draw(st.sampled_from(["set", "set", "delete", "unknown-key", "duplicate", "retype", "scale",
+                                     "plausible", "plausible", "rename"]))
+        value = parent[key]
+        if kind == "plausible" and isinstance(value, int | float) and not isinstance(value, bool):
+            # the same type, a value a user might write: exercises acceptance, not only rejection
+            parent[key] = draw(st.integers(1, 64)) if isinstance(value, int) else draw(st.sampled_from(
+                [1, 1e-5, 3e-4, 1e-3, 0.05, 0.5, 0.8, 1.0, 2.5]))
+        elif kind == "rename" and isinstance(parent, dict) and key == "name":
+            parent[key] = draw(st.sampled_from(["alpha", "r-1", "fixed", "reduced-lr", "prose", "x" * 63]))
+        elif kind == "set":
             parent[key] = copy.deepcopy(draw(st.sampled_from(VALUES)))
         elif kind == "delete":
             del parent[key]
@@ -112,7 +125,7 @@ def mutated(draw: st.DrawFn) -> tuple[dict[str, Any], list[str]]:
     return obj, log
 
 
-@settings(max_examples=int(os.environ.get("PROXYRANK_FUZZ_EXAMPLES", "60")), deadline=None,
+@settings(max_examples=int(os.environ.get("PROXYRANK_FUZZ_EXAMPLES", "50")), deadline=None,
           derandomize="PROXYRANK_FUZZ_EXAMPLES" not in os.environ,  # fixed cases by default; random when exploring
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(mutated())
