@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
@@ -22,17 +23,91 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from proxyrank import API_VERSION, KIND
+from proxyrank_trainer.contract import RunConfig
 from proxyrank_trainer.presets import PRESETS, ModelShape
 
+# Kubernetes name rules (k8s.io/apimachinery/pkg/util/validation), as JSON-schema patterns and CEL regexes.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DNS_LABEL_RE = re.compile(DNS_LABEL)
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# a label key / qualified name: an optional DNS-subdomain prefix (<= 253) and '/', then a name of <= 63 characters
+QUALIFIED_NAME = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                  r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_QUALIFIED_PREFIX = r"^[^/]{1,253}/"
+ENV_VAR_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+NO_WHITESPACE = r"^\S+$"
+# What a pattern mismatch means, for validation messages (keyed by the pattern).
+PATTERN_HINTS: dict[str, str] = {
+    DNS_LABEL: "is not a DNS label; use lowercase letters, digits and '-', starting and ending with a letter or digit "
+               "(at most 63 characters)",
+    DNS_SUBDOMAIN: "is not a DNS subdomain; use lowercase letters, digits, '-' and '.', starting and ending with a "
+                   "letter or digit (at most 253 characters)",
+    LABEL_VALUE: "is not a label value; use letters, digits, '-', '_' and '.', starting and ending with a letter or "
+                 "digit (at most 63 characters), or leave it empty",
+    NO_WHITESPACE: "must not contain whitespace; remove the spaces (an image reference is registry/name:tag)",
+}
 MAX_RECIPES = 200
 MAX_PROTOCOLS = 16
 MAX_LEARNING_RATES = 32
 MAX_EVAL_SETS = 32
 MAX_SOURCES = 16
 MAX_SEEDS = 16
+MAX_ENV = 128
+MAX_NODE_SELECTOR = 64
 DEFAULT_REFERENCE_PROTOCOL = "reduced-lr"
+# Protocol names the planner uses for its own groups of runs (planner.TARGET labels the target sweep's runs).
+RESERVED_PROTOCOL_NAMES = ("target",)
+# the trainer's evaluation tokens per set when evaluation.tokens is unset
+DEFAULT_EVAL_TOKENS: int = RunConfig.model_fields["eval_tokens"].default
+
+# ------------------------------------------------------------------------------------------------------- size limits
+# The whole stored object (spec, status, metadata) must stay under OBJECT_BUDGET_BYTES, well below etcd's ~1.5 MiB
+# request limit: a status that cannot be written stalls the comparison. The status grows with the plan, so the number of
+# runs a comparison may plan follows from the bytes each part of the status takes. The per-part sizes are measured by
+# ``python -m tests.api.status_budget`` (JSON as stored, realistic long names: recipes 40 characters, protocols and
+# evaluation sets 24; full-precision floats), and tests/api/test_limits.py keeps these constants at the measured values
+# and checks the bound against a real finished status. docs/operator.md ("Limits") explains the numbers.
+OBJECT_BUDGET_BYTES = 1 << 20
+MAX_SPEC_BYTES = 64 << 10  # the spec as compact JSON with its defaults, as the API server stores it
+SPEC_COPIES = 3  # .spec, kubectl's last-applied-configuration annotation and Kopf's diff-base annotation
+OBJECT_BASE_BYTES = 8 << 10  # metadata, conditions, run counts, verdict and two agreements: the same for every plan
+RUN_BYTES = 720  # a finished run's status.runs entry without per-set losses, plus its recipe's analysis entries
+SET_LOSS_BYTES = 20  # one evaluation set's loss in a run's entry
+GROUP_BYTES = 4000  # a protocol's (or the target's) result, without its per-recipe and per-set parts
+SET_AGREEMENT_BYTES = 328  # a protocol's agreement on one evaluation set
+RATE_BYTES = 520  # a learning rate of a protocol or of the target sweep, with its cross-scale agreement
+
+
+@dataclass(frozen=True)
+class RunUsage:
+    runs: int  # planned
+    limit: int  # the most that fit the status budget
+    per_run: int  # status bytes per finished run
+    eval_sets: int
+    formula: str  # how ``runs`` comes about, for messages
+
+
+def planned_runs(recipes: int, seeds: int, proxy_rates: int, target_rates: int) -> int:
+    """The number of runs a spec plans: recipes x seeds x (the protocols' learning rates + the target's)."""
+    return recipes * seeds * (proxy_rates + target_rates)
+
+
+def fixed_status_bytes(protocols: int, eval_sets: int, proxy_rates: int, target_rates: int) -> int:
+    """The bound on the stored object's bytes that does not grow with the number of runs."""
+    groups = protocols + (1 if target_rates else 0)
+    return (OBJECT_BASE_BYTES + SPEC_COPIES * MAX_SPEC_BYTES + groups * GROUP_BYTES
+            + protocols * eval_sets * SET_AGREEMENT_BYTES + (proxy_rates + target_rates) * RATE_BYTES)
+
+
+def bytes_per_run(eval_sets: int) -> int:
+    return RUN_BYTES + eval_sets * SET_LOSS_BYTES
+
+
+def max_runs(protocols: int, eval_sets: int, proxy_rates: int, target_rates: int) -> int:
+    """The most runs whose finished status keeps the object under OBJECT_BUDGET_BYTES."""
+    room = OBJECT_BUDGET_BYTES - fixed_status_bytes(protocols, eval_sets, proxy_rates, target_rates)
+    return max(0, room // bytes_per_run(eval_sets))
 
 
 def _cel(rule: str, message: str, **extra: str) -> dict[str, str]:
@@ -59,10 +134,30 @@ class APIModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+class SpecModel(APIModel):
+    """A part of the spec: strict types, as the API server's schema is (``seeds: true``, ``tokens: "65536"`` and
+    ``suspend: "yes"`` are type errors there, not values to coerce). A JSON number without a fraction is still a valid
+    ``number``: strict float fields accept ints. Enum fields opt out per field (their input is a plain string)."""
+
+    model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """``field: null`` means the field is absent (and gets its default), as the API server prunes nulls of
+        fields that are not nullable before defaulting; none of the spec's fields is nullable."""
+        if isinstance(data, dict) and None in data.values():
+            known = {f.alias or n for n, f in cls.model_fields.items()} | set(cls.model_fields)
+            return {k: v for k, v in data.items() if v is not None or k not in known}
+        return data
+
+
 Name = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL,
                             description="A DNS label: lowercase letters, digits and '-', at most 63 characters.")]
 LearningRate = Annotated[float, Field(gt=0, le=10, allow_inf_nan=False, description="A learning rate, > 0.")]
 Uri = Annotated[str, Field(min_length=1, max_length=1024, description="A local path or an fsspec URI (s3://, gs://).")]
+Subdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
 
 
 def _check_unique(values: list[Any], what: str) -> None:
@@ -73,8 +168,22 @@ def _check_unique(values: list[Any], what: str) -> None:
         seen.add(v)
 
 
+def qualified_name_problem(key: str) -> str | None:
+    """Why ``key`` is not a Kubernetes qualified name (a label key), or None."""
+    if not re.fullmatch(QUALIFIED_NAME, key):
+        return ("is not a qualified name: an optional DNS-subdomain prefix and '/', then at most 63 letters, digits, "
+                "'-', '_' or '.', starting and ending with a letter or digit (e.g. example.com/gpu-type)")
+    if "/" in key and len(key.split("/", 1)[0]) > 253:
+        return "has a prefix longer than 253 characters"
+    return None
+
+
+def _qualified_name_cel(var: str) -> str:
+    return f"{var}.matches(r'{QUALIFIED_NAME}') && (!{var}.contains('/') || {var}.matches(r'{_QUALIFIED_PREFIX}'))"
+
+
 # ----------------------------------------------------------------------------------------------------------- trainer
-class Resources(APIModel):
+class Resources(SpecModel):
     """Per-replica resources of a training job (TorchX ``specs.Resource``)."""
 
     gpu: int = Field(default=0, ge=0, le=64, description="GPUs per replica; > 1 runs DDP via torchrun.")
@@ -82,15 +191,48 @@ class Resources(APIModel):
     mem_mb: int = Field(default=8192, ge=128, le=4_194_304, alias="memMB", description="Memory per replica in MB.")
 
 
-class Toleration(APIModel):
-    key: str | None = Field(default=None, max_length=316)
+class Toleration(SpecModel):
+    """A core/v1 Toleration, checked as the API server checks a pod's tolerations."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(
+        _cel("!has(self.key) || size(self.key) == 0 || " + _qualified_name_cel("self.key"),
+             "toleration key must be a qualified name (an optional DNS-subdomain prefix and '/', then at most 63 "
+             "letters, digits, '-', '_' or '.')", fieldPath=".key", reason="FieldValueInvalid"),
+        _cel("(has(self.key) && size(self.key) > 0) || (has(self.operator) && self.operator == 'Exists')",
+             "a toleration without a key must have operator: Exists (it then tolerates every taint)",
+             fieldPath=".operator", reason="FieldValueInvalid"),
+        _cel("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || size(self.value) == 0",
+             "a toleration with operator: Exists must not have a value; remove the value or use operator: Equal",
+             fieldPath=".value", reason="FieldValueInvalid"),
+        _cel("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+             "tolerationSeconds is only allowed with effect: NoExecute", fieldPath=".tolerationSeconds",
+             reason="FieldValueInvalid"),
+    ))
+
+    key: str | None = Field(default=None, max_length=317)
     operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = Field(default=None, max_length=63)
+    value: LabelValue | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = Field(default=None, ge=0)
 
+    @model_validator(mode="after")
+    def _pod_rules(self) -> Self:
+        problem = qualified_name_problem(self.key) if self.key else None
+        if problem:
+            raise ValueError(f"key {self.key!r} {problem}")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("a toleration without a key must have operator: Exists (it then tolerates every taint); "
+                             "set key or operator: Exists")
+        if self.operator == "Exists" and self.value:
+            raise ValueError(f"operator: Exists must not have a value (got {self.value!r}); remove the value or use "
+                             "operator: Equal")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds is only allowed with effect: NoExecute; set effect: NoExecute or "
+                             "remove tolerationSeconds")
+        return self
 
-class TrainerSpec(APIModel):
+
+class TrainerSpec(SpecModel):
     """Where and how training jobs run. Only ``image`` and the scheduling fields matter on Kubernetes."""
 
     model_config = ConfigDict(json_schema_extra=_validations(
@@ -98,18 +240,48 @@ class TrainerSpec(APIModel):
              "set either trainer.resources or trainer.namedResource, not both", reason="FieldValueForbidden"),
     ))
 
-    image: str | None = Field(default=None, min_length=1, max_length=512,
+    image: str | None = Field(default=None, min_length=1, max_length=512, pattern=NO_WHITESPACE,
                               description="Trainer container image (required on Kubernetes).")
-    queue: str = Field(default="default", min_length=1, max_length=63, description="Volcano queue.")
+    queue: str = Field(default="default", min_length=1, max_length=63, pattern=DNS_SUBDOMAIN,
+                       description="Volcano queue (a cluster-scoped object: a DNS subdomain).")
     resources: Resources | None = Field(default=None, description="GPU/CPU/memory per replica.")
     named_resource: str | None = Field(default=None, min_length=1, max_length=63,
                                        description="A TorchX named resource (e.g. gpu.small) instead of resources.")
     replicas: int = Field(default=1, ge=1, le=256, description="Nodes per run (multi-node DDP when > 1).")
-    node_selector: dict[str, str] | None = None
+    node_selector: dict[str, LabelValue] | None = Field(
+        default=None, max_length=MAX_NODE_SELECTOR, description="Node labels the trainer pods must match.",
+        json_schema_extra=_validations(_cel(
+            "self.all(k, " + _qualified_name_cel("k") + ")",
+            "nodeSelector keys must be label keys: an optional DNS-subdomain prefix and '/', then at most 63 "
+            "letters, digits, '-', '_' or '.'", reason="FieldValueInvalid")))
     tolerations: list[Toleration] | None = Field(default=None, max_length=32)
-    image_pull_secrets: list[Annotated[str, Field(max_length=253)]] | None = Field(default=None, max_length=16)
-    service_account_name: str | None = Field(default=None, max_length=253)
-    env: dict[str, str] | None = Field(default=None, description="Extra environment variables for the trainer.")
+    image_pull_secrets: list[Subdomain] | None = Field(default=None, max_length=16,
+                                                       description="Names of Secrets to pull the image with.")
+    service_account_name: Subdomain | None = None
+    env: dict[str, str] | None = Field(
+        default=None, max_length=MAX_ENV, description="Extra environment variables for the trainer.",
+        json_schema_extra=_validations(_cel(
+            f"self.all(k, k.matches(r'{ENV_VAR_NAME}'))",
+            "env names must consist of letters, digits, '_', '-' and '.', and must not start with a digit",
+            reason="FieldValueInvalid")))
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key in v or {}:
+            problem = qualified_name_problem(key)
+            if problem:
+                raise ValueError(f"key {key!r} {problem}")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key in v or {}:
+            if not re.fullmatch(ENV_VAR_NAME, key):
+                raise ValueError(f"{key!r} is not a valid environment variable name: use letters, digits, '_', '-' "
+                                 "and '.', not starting with a digit (e.g. HF_HOME)")
+        return v
 
     @model_validator(mode="after")
     def _one_resource_form(self) -> Self:
@@ -119,13 +291,13 @@ class TrainerSpec(APIModel):
 
 
 # ----------------------------------------------------------------------------------------------------------- data
-class Source(APIModel):
+class Source(SpecModel):
     uri: Uri
     weight: float = Field(default=1.0, ge=0, le=1e6, allow_inf_nan=False,
                           description="Sampling weight; weights are normalised over the recipe's sources.")
 
 
-class Recipe(APIModel):
+class Recipe(SpecModel):
     model_config = ConfigDict(json_schema_extra=_validations(
         _cel("self.sources.exists(s, s.weight > 0.0)", "a recipe's source weights must not all be 0",
              fieldPath=".sources", reason="FieldValueInvalid"),
@@ -142,12 +314,12 @@ class Recipe(APIModel):
         return self
 
 
-class EvalSet(APIModel):
+class EvalSet(SpecModel):
     name: Name
     uri: Uri
 
 
-class Evaluation(APIModel):
+class Evaluation(SpecModel):
     model_config = ConfigDict(json_schema_extra=_validations(_unique_names_cel("sets", "evaluation set")))
 
     sets: list[EvalSet] = Field(min_length=1, max_length=MAX_EVAL_SETS,
@@ -163,7 +335,7 @@ class Evaluation(APIModel):
 
 
 # ----------------------------------------------------------------------------------------------------------- models
-class ShapeSpec(APIModel):
+class ShapeSpec(SpecModel):
     """An explicit GPT shape instead of a preset."""
 
     model_config = ConfigDict(json_schema_extra=_validations(
@@ -188,15 +360,38 @@ class ShapeSpec(APIModel):
                           vocab_size=self.vocab_size)
 
 
+def _context_cel(scale: str) -> str:
+    """CEL for the model's context at ``scale``: the shape's seqLen, else the preset's, written out from the preset
+    table (the CRD is regenerated, and a test fails when it is stale, whenever presets change); 0 when unknown."""
+    by_len: dict[int, list[str]] = {}
+    for name, shape in PRESETS.items():
+        by_len.setdefault(shape.seq_len, []).append(name)
+    preset = "0"
+    for length, names in reversed(by_len.items()):
+        preset = f"{scale}.model in [{', '.join(repr(n) for n in names)}] ? {length} : {preset}"
+    return f"(has({scale}.shape) ? {scale}.shape.seqLen : (has({scale}.model) ? ({preset}) : 0))"
+
+
+def _seq_cel(scale: str) -> str:
+    """CEL for the sequence length trained at ``scale``: seqLen, else the model's context (0 when unknown)."""
+    return f"(has({scale}.seqLen) ? {scale}.seqLen : {_context_cel(scale)})"
+
+
 _SCALE_RULES = [
     _cel("has(self.model) != has(self.shape)", "set exactly one of model (a preset) or shape (explicit)",
          reason="FieldValueRequired"),
     _cel("has(self.tokens) != has(self.tokensPerParam)", "set exactly one of tokens or tokensPerParam",
          reason="FieldValueRequired"),
+    _cel(f"!has(self.seqLen) || {_context_cel('self')} == 0 || self.seqLen <= {_context_cel('self')}",
+         "seqLen must not exceed the model's context (the preset's or shape.seqLen)", fieldPath=".seqLen",
+         reason="FieldValueInvalid"),
+    _cel(f"{_seq_cel('self')} == 0 || self.batchTokens % {_seq_cel('self')} == 0",
+         "batchTokens must be a multiple of the sequence length (seqLen, else the preset's or shape.seqLen)",
+         fieldPath=".batchTokens", reason="FieldValueInvalid"),
 ]
 
 
-class ScaleSpec(APIModel):
+class ScaleSpec(SpecModel):
     """A model scale and its training budget; hyperparameters other than the learning rate are shared by all runs."""
 
     model: Literal[tuple(PRESETS)] | None = Field(  # type: ignore[valid-type]
@@ -218,7 +413,30 @@ class ScaleSpec(APIModel):
             raise ValueError("set exactly one of model (a preset name) or shape (an explicit shape)")
         if (self.tokens is None) == (self.tokens_per_param is None):
             raise ValueError("set exactly one of tokens or tokensPerParam")
+        self._trainer_rules()
         return self
+
+    def _trainer_rules(self) -> None:
+        """The trainer's own consistency rules (proxyrank_trainer.config._check_consistency), checked here so that a
+        spec every run would fail with is rejected up front."""
+        context = self.context_length()
+        model = "shape.seqLen" if self.shape is not None else f"{self.model}'s context"
+        if self.seq_len is not None and self.seq_len > context:
+            raise ValueError(f"seqLen {self.seq_len} exceeds the model's context ({model}: {context}); use seqLen <= "
+                             f"{context} or a model with a longer context")
+        seq = self.seq_len or context
+        if self.batch_tokens % seq:
+            lower = max(seq, self.batch_tokens // seq * seq)
+            raise ValueError(f"batchTokens {self.batch_tokens} is not a multiple of the sequence length "
+                             f"({'seqLen' if self.seq_len else model}: {seq}); use e.g. batchTokens: {lower}")
+
+    def context_length(self) -> int:
+        """The model's context: the explicit shape's seqLen, else the preset's."""
+        return self.shape.seq_len if self.shape is not None else PRESETS[str(self.model)].seq_len
+
+    def sequence_length(self) -> int:
+        """The sequence length runs train with: seqLen when given, else the model's context."""
+        return self.seq_len or self.context_length()
 
     def model_shape(self) -> ModelShape:
         base = self.shape.to_shape() if self.shape is not None else PRESETS[str(self.model)]
@@ -242,7 +460,7 @@ class ScaleSpec(APIModel):
         return steps * self.batch_tokens
 
 
-class Protocol(APIModel):
+class Protocol(SpecModel):
     """A proxy protocol: one learning rate for every recipe, or a per-recipe sweep (ranked by the best lr)."""
 
     model_config = ConfigDict(json_schema_extra=_validations(
@@ -251,11 +469,22 @@ class Protocol(APIModel):
              reason="FieldValueRequired"),
         _cel("!has(self.learningRates) || self.learningRates.all(a, self.learningRates.exists_one(b, b == a))",
              "learningRates must be unique", fieldPath=".learningRates", reason="FieldValueDuplicate"),
+        _cel(" && ".join(f"self.name != '{n}'" for n in RESERVED_PROTOCOL_NAMES),
+             f"a protocol must not be named {' or '.join(map(repr, RESERVED_PROTOCOL_NAMES))}: the name is reserved "
+             "for the target sweep's runs; rename the protocol", fieldPath=".name", reason="FieldValueInvalid"),
     ))
 
     name: Name
     learning_rate: LearningRate | None = None
     learning_rates: list[LearningRate] | None = Field(default=None, min_length=1, max_length=MAX_LEARNING_RATES)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in RESERVED_PROTOCOL_NAMES:
+            raise ValueError(f"protocol name {v!r} is reserved: the target sweep's runs use it (their protocol label "
+                             "and run keys would collide); rename the protocol, e.g. to 'tuned-at-proxy'")
+        return v
 
     @model_validator(mode="after")
     def _one_of(self) -> Self:
@@ -311,7 +540,7 @@ class TargetSpec(ScaleSpec):
 
 
 # ----------------------------------------------------------------------------------------------------------- policy
-class Policy(APIModel):
+class Policy(SpecModel):
     """How runs are executed. The only spec fields (with reliability) that may change after creation."""
 
     parallelism: int = Field(default=8, ge=1, le=10_000, description="Runs in flight at once.")
@@ -330,8 +559,8 @@ class ReliabilityMetric(StrEnum):
     pairwise = "pairwise"
 
 
-class Reliability(APIModel):
-    metric: ReliabilityMetric = ReliabilityMetric.spearman
+class Reliability(SpecModel):
+    metric: ReliabilityMetric = Field(default=ReliabilityMetric.spearman, strict=False)  # a plain string in YAML
     threshold: float = Field(default=0.8, ge=-1, le=1, allow_inf_nan=False)
     top_k: int = Field(default=1, ge=1, le=50, description=(
         "k of the top-k decision regret: the target loss of the best recipe among the proxy's k best, minus the "
@@ -350,9 +579,40 @@ _IMMUTABLE_RULE = " && ".join(
 )
 
 
-class RecipeComparisonSpec(APIModel):
+_PROXY_RATES_CEL = ("self.proxy.protocols.map(p, has(p.learningRate) ? 1 : "
+                    "(has(p.learningRates) ? size(p.learningRates) : 0)).sum()")
+_TARGET_RATES_CEL = "(has(self.target) ? size(self.target.learningRates) : 0)"
+_RUNS_CEL = f"size(self.recipes) * self.seeds * ({_PROXY_RATES_CEL} + {_TARGET_RATES_CEL})"
+_FIXED_BYTES_CEL = (
+    f"{OBJECT_BASE_BYTES + SPEC_COPIES * MAX_SPEC_BYTES} "
+    f"+ (size(self.proxy.protocols) + (has(self.target) ? 1 : 0)) * {GROUP_BYTES} "
+    f"+ size(self.proxy.protocols) * size(self.evaluation.sets) * {SET_AGREEMENT_BYTES} "
+    f"+ ({_PROXY_RATES_CEL} + {_TARGET_RATES_CEL}) * {RATE_BYTES}")
+_PER_RUN_CEL = f"({RUN_BYTES} + size(self.evaluation.sets) * {SET_LOSS_BYTES})"
+_RUN_LIMIT_MESSAGE = (
+    f"the spec plans more runs than its status can hold (the object must stay under {OBJECT_BUDGET_BYTES >> 20} MiB): "
+    "reduce recipes, protocols, learning rates, seeds or evaluation sets, or split the study into several comparisons")
+
+
+def _eval_window_cel(scale: str) -> str:
+    return (f"(has(self.evaluation.tokens) ? self.evaluation.tokens : {DEFAULT_EVAL_TOKENS}) > "
+            f"{_seq_cel(scale)}")
+
+
+class RecipeComparisonSpec(SpecModel):
     model_config = ConfigDict(json_schema_extra=_validations(
         _unique_names_cel("recipes", "recipe"),
+        _cel(f"{_RUNS_CEL} * {_PER_RUN_CEL} + {_FIXED_BYTES_CEL} <= {OBJECT_BUDGET_BYTES}", _RUN_LIMIT_MESSAGE,
+             messageExpression=f"'the spec plans ' + string({_RUNS_CEL}) + ' runs, more than the ' + "
+                               f"string(({OBJECT_BUDGET_BYTES} - ({_FIXED_BYTES_CEL})) / {_PER_RUN_CEL}) + "
+                               f"' its status can hold: ' + {_RUN_LIMIT_MESSAGE.split(': ', 1)[1]!r}",
+             reason="FieldValueInvalid"),
+        _cel(_eval_window_cel("self.proxy"), "evaluation.tokens must exceed the proxy's sequence length (one "
+             f"window is seqLen + 1 tokens; the default is {DEFAULT_EVAL_TOKENS})", fieldPath=".evaluation.tokens",
+             reason="FieldValueInvalid"),
+        _cel(f"!has(self.target) || {_eval_window_cel('self.target')}", "evaluation.tokens must exceed the target's "
+             f"sequence length (one window is seqLen + 1 tokens; the default is {DEFAULT_EVAL_TOKENS})",
+             fieldPath=".evaluation.tokens", reason="FieldValueInvalid"),
         _cel("!has(self.reliability) || !has(self.reliability.protocol) || "
              "self.proxy.protocols.exists(p, p.name == self.reliability.protocol)",
              "reliability.protocol must name one of proxy.protocols", fieldPath=".reliability.protocol",
@@ -384,6 +644,53 @@ class RecipeComparisonSpec(APIModel):
                              f"({', '.join(names)})")
         return self
 
+    @model_validator(mode="after")
+    def _eval_window(self) -> Self:
+        tokens = self.evaluation.tokens or DEFAULT_EVAL_TOKENS
+        label, seq = max((("target", self.target.sequence_length()) if self.target is not None else ("", 0)),
+                         ("proxy", self.proxy.sequence_length()), key=lambda x: x[1])
+        if tokens <= seq:
+            given = f"evaluation.tokens {tokens}" if self.evaluation.tokens else f"evaluation.tokens (default {tokens})"
+            raise ValueError(f"{given} is shorter than one evaluation window of the {label} model (its sequence "
+                             f"length + 1 = {seq + 1}); set evaluation.tokens >= {seq + 1}")
+        return self
+
+    @model_validator(mode="after")
+    def _run_limit(self) -> Self:
+        usage = self.run_usage()
+        if usage.runs > usage.limit:
+            raise ValueError(
+                f"the spec plans {usage.runs:,} runs ({usage.formula}), more than the {usage.limit:,} its status can "
+                f"hold: each finished run adds about {usage.per_run:,} bytes with {usage.eval_sets} evaluation "
+                f"set{'s' * (usage.eval_sets != 1)}, and the stored object must stay under "
+                f"{OBJECT_BUDGET_BYTES >> 20} MiB. Reduce recipes, protocols, learning rates, seeds or evaluation "
+                "sets, or split the study into several comparisons")
+        return self
+
+    @model_validator(mode="after")
+    def _spec_size(self) -> Self:
+        size = len(self.model_dump_json(by_alias=True, exclude_none=True).encode())
+        if size > MAX_SPEC_BYTES:
+            raise ValueError(
+                f"the spec is {size:,} bytes as JSON (defaults included), more than {MAX_SPEC_BYTES:,}: the stored "
+                f"object holds it up to {SPEC_COPIES} times beside the status and must stay under "
+                f"{OBJECT_BUDGET_BYTES >> 20} MiB. Shorten URIs and descriptions, or split the recipes into several "
+                "comparisons")
+        return self
+
+    def run_usage(self) -> RunUsage:
+        """How many runs the spec plans and how many fit, computed arithmetically (never by planning)."""
+        proxy_rates = sum(len(p.rates) for p in self.proxy.protocols)
+        target_rates = len(self.target.learning_rates) if self.target is not None else 0
+        protocols, eval_sets = len(self.proxy.protocols), len(self.evaluation.sets)
+        recipes = len(self.recipes)
+        formula = f"{recipes} recipes x {self.seeds} seed{'s' * (self.seeds != 1)} x ({proxy_rates} proxy " \
+                  f"learning rate{'s' * (proxy_rates != 1)}" + \
+                  (f" + {target_rates} target" if self.target is not None else "") + ")"
+        return RunUsage(runs=planned_runs(recipes, self.seeds, proxy_rates, target_rates),
+                        limit=max_runs(protocols, eval_sets, proxy_rates, target_rates),
+                        per_run=bytes_per_run(eval_sets), eval_sets=eval_sets, formula=formula)
+
     def judged_protocol(self) -> Protocol:
         """The protocol the reliability verdict is about."""
         by_name = {p.name: p for p in self.proxy.protocols}
@@ -392,13 +699,53 @@ class RecipeComparisonSpec(APIModel):
         return by_name.get(DEFAULT_REFERENCE_PROTOCOL, self.proxy.protocols[0])
 
 
-class ObjectMeta(BaseModel):
-    model_config = ConfigDict(extra="allow")
+MAX_ANNOTATIONS_BYTES = 256 << 10  # the API server's limit on all annotations of an object together
 
-    name: str = Field(min_length=1, max_length=253)
-    namespace: str | None = None
+
+def _check_keys(values: dict[str, str] | None, what: str) -> None:
+    for key in values or {}:
+        problem = qualified_name_problem(key)
+        if problem:
+            raise ValueError(f"{what} key {key!r} {problem}")
+
+
+class ObjectMeta(BaseModel):
+    """metadata, checked as the API server checks it: name a DNS subdomain, namespace a DNS label, label and
+    annotation keys qualified names, label values label values, no unknown fields. Server-set fields pass through."""
+
+    name: Subdomain = Field(description="A DNS subdomain, as for every Kubernetes object; also the default work "
+                                        "directory's name in embedded mode.")
+    namespace: Name | None = None
     uid: str | None = None
     generation: int | None = None
+    labels: dict[str, LabelValue] | None = None
+    annotations: dict[str, str] | None = None
+    generate_name: str | None = Field(default=None, alias="generateName", max_length=253)
+    resource_version: str | None = Field(default=None, alias="resourceVersion")
+    creation_timestamp: str | None = Field(default=None, alias="creationTimestamp")
+    deletion_timestamp: str | None = Field(default=None, alias="deletionTimestamp")
+    deletion_grace_period_seconds: int | None = Field(default=None, alias="deletionGracePeriodSeconds")
+    finalizers: list[str] | None = None
+    owner_references: list[dict[str, Any]] | None = Field(default=None, alias="ownerReferences")
+    managed_fields: list[dict[str, Any]] | None = Field(default=None, alias="managedFields")
+    self_link: str | None = Field(default=None, alias="selfLink")
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        _check_keys(v, "label")
+        return v
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotation_keys(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        _check_keys(v, "annotation")
+        size = sum(len(k.encode()) + len(x.encode()) for k, x in (v or {}).items())
+        if size > MAX_ANNOTATIONS_BYTES:
+            raise ValueError(f"annotations take {size:,} bytes, more than the API server's {MAX_ANNOTATIONS_BYTES:,}")
+        return v
 
 
 # ----------------------------------------------------------------------------------------------------------- status

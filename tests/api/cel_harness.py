@@ -1,9 +1,17 @@
 """Offline stand-in for the API server's validation of a RecipeComparison: OpenAPI schema + CEL rules.
 
 jsonschema checks types, bounds, enums and required fields (with ``additionalProperties: false`` added, as strict
-server-side field validation rejects unknown fields); cel-python evaluates every ``x-kubernetes-validations`` rule at
+server-side field validation rejects unknown fields; patterns matched with RE2, as Go's regexp does: ``$`` is the end of
+the text, not also the place before a final newline); cel-python evaluates every ``x-kubernetes-validations`` rule at
 the node that carries it, with numbers typed by the schema (a ``number`` field is a CEL double even when written 1),
-and transition rules (``oldSelf``) only on updates, as the API server does.
+the Kubernetes list function ``sum()``, ``messageExpression`` for the message, and transition rules (``oldSelf``) only
+on updates, as the API server does. Before the schema, ``field: null`` is pruned where the field is not nullable, and
+the checks outside the CRD run: apiVersion and kind of the endpoint, and ObjectMeta's (name, namespace, labels,
+annotations, no unknown metadata fields).
+
+Not modelled (validate is stricter there, see test_fuzz.py): a JSON 1.0 for an integer field (Draft 4 rejects it,
+as validate does; the API server may accept it), the object's serialised size, and CEL cost limits, which only a
+real API server estimates.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ from typing import Any
 
 import celpy
 import jsonschema
+import re2
+from celpy import celtypes
 
 from proxyrank.crd import crd_manifest
 
@@ -32,10 +42,90 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
+def _re2_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    if validator.is_type(instance, "string") and re2.search(pattern, instance) is None:
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _re2_pattern})
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_LABEL_NAME = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+_LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+_META_FIELDS = {"name", "generateName", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
+                "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations", "ownerReferences",
+                "finalizers", "managedFields", "selfLink"}
+
+
+def _qualified_name(key: Any) -> bool:
+    if not isinstance(key, str):
+        return False
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and (not prefix or len(prefix) > 253 or re2.search(_DNS_SUBDOMAIN, prefix) is None):
+        return False
+    return 0 < len(name) <= 63 and re2.search(_LABEL_NAME, name) is not None
+
+
+def object_errors(obj: Any) -> list[str]:
+    """What the API server checks outside the CRD's schema: the endpoint's apiVersion and kind, and ValidateObjectMeta
+    (name a DNS-1123 subdomain, namespace a DNS-1123 label, label and annotation keys and label values, no unknown
+    metadata fields). Written out here, not taken from proxyrank.api, so that the harness stays an independent
+    oracle."""
+    if not isinstance(obj, dict):
+        return ["<root>: must be an object"]
+    errors = []
+    if obj.get("apiVersion") != "proxyrank.io/v1alpha1" or obj.get("kind") != "RecipeComparison":
+        errors.append("<root>: apiVersion/kind do not match the endpoint")
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return [*errors, "metadata: must be an object"]
+    errors += [f"metadata.{k}: unknown field" for k in meta if k not in _META_FIELDS]
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        errors.append("metadata.name: name or generateName is required")
+    elif len(name) > 253 or re2.search(_DNS_SUBDOMAIN, name) is None:
+        errors.append(f"metadata.name: {name!r} is not a DNS-1123 subdomain")
+    namespace = meta.get("namespace")
+    if namespace is not None and (not isinstance(namespace, str) or len(namespace) > 63
+                                  or re2.search(_DNS_LABEL, namespace) is None):
+        errors.append(f"metadata.namespace: {namespace!r} is not a DNS-1123 label")
+    for field in ("labels", "annotations"):
+        values = meta.get(field)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            errors.append(f"metadata.{field}: must be a map of strings")
+            continue
+        for k, v in values.items():
+            if not _qualified_name(k) or not isinstance(v, str):
+                errors.append(f"metadata.{field}.{k}: invalid key or value")
+            elif field == "labels" and (len(v) > 63 or re2.search(_LABEL_VALUE, v) is None):
+                errors.append(f"metadata.labels.{k}: {v!r} is not a label value")
+    return errors
+
+
+def prune_nulls(schema: dict[str, Any], value: Any) -> Any:
+    """Drop ``field: null`` where the field is not nullable, as the API server does before defaulting (object
+    properties only; null items and map values stay and fail the type check)."""
+    if isinstance(value, dict) and schema.get("type") == "object":
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        out = {}
+        for k, v in value.items():
+            sub = props.get(k)
+            if v is None and sub is not None and not sub.get("nullable"):
+                continue
+            out[k] = prune_nulls(sub if sub is not None else (extra if isinstance(extra, dict) else {}), v)
+        return out
+    if isinstance(value, list) and schema.get("type") == "array":
+        return [prune_nulls(schema.get("items", {}), v) for v in value]
+    return value
+
+
 def schema_errors(obj: dict[str, Any]) -> list[str]:
     schema = _strict(openapi_schema())
     schema["properties"]["metadata"] = {"type": "object"}
-    validator = jsonschema.Draft4Validator(schema)
+    validator = _Validator(schema)
     return [f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}" for e in validator.iter_errors(obj)]
 
 
@@ -69,13 +159,21 @@ def _typed(schema: dict[str, Any], value: Any) -> Any:
     return value
 
 
+def _sum(values: Any) -> Any:
+    """The Kubernetes CEL list library's ``sum()`` (k8s.io/apiserver/pkg/cel/library/lists.go)."""
+    total: Any = celtypes.IntType(0)
+    for i, v in enumerate(values):
+        total = v if i == 0 else total + v
+    return total
+
+
 _ENV = celpy.Environment()
 _PROGRAMS: dict[str, Any] = {}
 
 
 def _program(rule: str) -> Any:
     if rule not in _PROGRAMS:
-        _PROGRAMS[rule] = _ENV.program(_ENV.compile(rule))
+        _PROGRAMS[rule] = _ENV.program(_ENV.compile(rule), functions={"sum": _sum})
     return _PROGRAMS[rule]
 
 
@@ -100,7 +198,11 @@ def _walk(schema: dict[str, Any], value: Any, old: Any, path: str, errors: list[
             activation["oldSelf"] = celpy.json_to_cel(old)
         result = _program(rule["rule"]).evaluate(activation)
         if result is not True and not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
-            errors.append(f"{path or '<root>'}: {rule['message']}")
+            message = rule.get("message", "")
+            if "messageExpression" in rule:
+                evaluated = _program(rule["messageExpression"]).evaluate(activation)
+                message = str(evaluated) if isinstance(evaluated, str) else message
+            errors.append(f"{path or '<root>'}: {message}")
     if isinstance(value, dict):
         props = schema.get("properties", {})
         extra = schema.get("additionalProperties")
@@ -117,5 +219,10 @@ def _walk(schema: dict[str, Any], value: Any, old: Any, path: str, errors: list[
 
 def server_errors(obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
     """Everything the API server would reject (schema first; CEL only runs on schema-valid objects)."""
-    errs = schema_errors(obj)
+    errs = object_errors(obj)
+    if isinstance(obj, dict):
+        schema = openapi_schema()
+        obj = prune_nulls(schema, copy.deepcopy(obj))
+        old = None if old is None else prune_nulls(schema, copy.deepcopy(old))
+        errs += schema_errors(obj)
     return errs if errs else cel_errors(obj, old)

@@ -10,6 +10,7 @@ import pytest
 from proxyrank.api import RecipeComparison
 from proxyrank.validation import SpecError, parse_comparison, parse_spec
 from tests.api.cases import BAD_CASES
+from tests.api.cel_harness import server_errors
 from tests.conftest import GOOD_COMPARISON
 
 
@@ -80,3 +81,68 @@ def test_non_finite_learning_rate_is_rejected() -> None:
     with pytest.raises(SpecError) as info:
         parse_comparison(obj)
     assert any("learningRate" in p and "finite" in p for p in info.value.problems), info.value.problems
+
+
+POD_FIELDS = {"image": "ghcr.io/example/proxyrank-trainer:0.1.0", "queue": "research.gpu",
+              "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "zone": ""},
+              "tolerations": [{"operator": "Exists"},
+                              {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                              {"key": "spot", "operator": "Equal", "value": "true", "effect": "NoExecute",
+                               "tolerationSeconds": 600},
+                              {"key": "dedicated", "value": "ml"}],
+              "imagePullSecrets": ["ghcr-pull", "registry.example.com"], "serviceAccountName": "proxyrank-trainer",
+              "env": {"HF_HOME": "/cache/hf", "_PRIVATE": "1", "my.setting-x": "y"}}
+
+
+def test_valid_pod_fields_pass_the_model_and_the_api_server() -> None:
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"]["trainer"].update(copy.deepcopy(POD_FIELDS))
+    obj["metadata"].update(namespace="ml-team", labels={"app.kubernetes.io/part-of": "study", "owner": ""},
+                           annotations={"example.com/ticket": "ML-123: anything goes here"})
+    trainer = parse_comparison(copy.deepcopy(obj)).spec.trainer
+    assert trainer.env == POD_FIELDS["env"] and trainer.tolerations is not None and len(trainer.tolerations) == 4
+    assert server_errors(obj) == []
+
+
+def test_null_means_absent_as_on_the_api_server() -> None:
+    """The API server prunes ``field: null`` (no spec field is nullable) and then applies defaults."""
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"]["seeds"] = None
+    obj["spec"]["policy"]["suspend"] = None
+    obj["spec"]["trainer"]["image"] = None
+    spec = parse_comparison(copy.deepcopy(obj)).spec
+    assert (spec.seeds, spec.policy.suspend, spec.trainer.image) == (1, False, None)
+    assert server_errors(obj) == []
+    obj["spec"]["evaluation"] = None  # required: absent is an error on both sides
+    with pytest.raises(SpecError) as info:
+        parse_comparison(copy.deepcopy(obj))
+    assert info.value.problems == ["spec.evaluation: required field is missing; add it"]
+    assert server_errors(obj)
+
+
+def test_numbers_without_a_fraction_are_valid_numbers() -> None:
+    """Strict types, but a JSON number 1 is a valid ``number`` for the API server: floats accept ints."""
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"]["reliability"]["threshold"] = 1
+    obj["spec"]["recipes"][0]["sources"][0]["weight"] = 2
+    obj["spec"]["proxy"]["protocols"][0]["learningRate"] = 1
+    spec = parse_comparison(copy.deepcopy(obj)).spec
+    assert spec.reliability.threshold == 1.0 and isinstance(spec.reliability.threshold, float)
+    assert server_errors(obj) == []
+
+
+def test_preset_context_rules_hold_for_every_preset() -> None:
+    """CEL sees the preset table through the generated rules: each preset's context is its own."""
+    from proxyrank_trainer.presets import PRESETS
+
+    for preset, shape in PRESETS.items():
+        for seq_len, ok in ((shape.seq_len, True), (shape.seq_len * 2, False)):
+            obj = copy.deepcopy(GOOD_COMPARISON)
+            obj["spec"]["proxy"].update(model=preset, seqLen=seq_len, batchTokens=seq_len * 4)
+            obj["spec"]["evaluation"]["tokens"] = 1 << 20
+            try:
+                parse_comparison(copy.deepcopy(obj))
+                model_ok = True
+            except SpecError:
+                model_ok = False
+            assert model_ok == ok == (server_errors(obj) == []), (preset, seq_len)
