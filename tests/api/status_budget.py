@@ -36,9 +36,10 @@ from proxyrank.api import (
 )
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
-from proxyrank.launchers.fake import FakeLauncher, Outcome, synthetic_result
+from proxyrank.launchers.fake import FakeLauncher, Outcome
 from proxyrank.planner import PlannedRun, plan_runs
 from proxyrank.reconciler import LaunchState
+from proxyrank.testing import make_result
 
 RECIPE_CHARS, PROTOCOL_CHARS, EVAL_SET_CHARS, NAMESPACE_CHARS = 40, 24, 24, 24
 LOSS = 2.8123456789012345  # 18 characters: a full-precision loss
@@ -211,9 +212,9 @@ def finished_status(spec: RecipeComparisonSpec) -> RecipeComparisonStatus:
         if (i + int(run.seed)) % 7 == 0 and attempt == 1:
             return Outcome(LaunchState.failed, message="exit code 1 (Error): out of memory", polls=0)
         loss = 2.5 + ((i * 7919 + int(run.learning_rate * 1e6) * 104729) % 1000) / 997.0 + math.pi * 1e-9
-        result = synthetic_result(run, loss, seconds=3600.0 + i / 7, eval_sets=eval_sets)
-        result["valLoss"] = {s: loss + j / 9973.0 for j, s in enumerate(eval_sets)}
-        result["device"] = "cuda:0"
+        result = make_result(run.key, loss, seconds=3600.0 + i / 7, eval_sets=eval_sets, tokens=run.tokens,
+                             learning_rate=run.learning_rate, seed=run.seed, device="cuda:0").model_copy(
+            update={"val_loss": {s: loss + j / 9973.0 for j, s in enumerate(eval_sets)}})
         return Outcome(LaunchState.succeeded, result, polls=0)
 
     uid = "3f0c8a1e-9d1b-4c55-8a7e-1c2d3e4f5a6b"
