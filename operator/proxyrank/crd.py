@@ -11,10 +11,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import yaml
-
 from proxyrank import CATEGORY, GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION
 from proxyrank.api import RecipeComparisonSpec, RecipeComparisonStatus
+from proxyrank.validation import dump_yaml
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
@@ -138,24 +137,6 @@ def crd_manifest() -> dict[str, Any]:
             }],
         },
     }
-
-
-class _Yaml11SafeDumper(yaml.SafeDumper):
-    """Quotes the strings YAML 1.1 readers (Helm, kubectl) take for booleans: a property named ``n`` must stay
-    a string key, not become ``false``. PyYAML already quotes yes/no/on/off/true/false."""
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    if value in ("y", "Y", "n", "N"):
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
-    return dumper.represent_str(value)
-
-
-_Yaml11SafeDumper.add_representer(str, _str)
-
-
-def dump_yaml(data: Any) -> str:
-    return yaml.dump(data, Dumper=_Yaml11SafeDumper, sort_keys=False, width=120)
 
 
 def crd_yaml() -> str:

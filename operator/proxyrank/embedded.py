@@ -42,7 +42,7 @@ from proxyrank.launchers.local import LocalLauncher
 from proxyrank.planner import Plan, format_lr, local_uid, plan_runs
 from proxyrank.reconciler import parse_iso
 from proxyrank.summary import summary_tables
-from proxyrank.validation import SpecError, load_comparison, problems_from
+from proxyrank.validation import SpecError, dump_yaml, load_comparison, problems_from
 from proxyrank_trainer.redact import redact_uris
 
 STATUS_FILE = "status.yaml"
@@ -142,7 +142,7 @@ class StatusFile:
     def save(self, status: RecipeComparisonStatus) -> bool:
         """Write ``status`` (atomically) unless it is what this object wrote last; True when it wrote. Messages quote
         trainers' stderr, which may name a data URI: credentials in URIs are redacted."""
-        text = yaml.safe_dump(_redacted(status.dump()), sort_keys=False, width=120)
+        text = dump_yaml(_redacted(status.dump()))
         if text == self._written:
             return False
         write_atomic(self.path, text)
@@ -193,7 +193,7 @@ def prepare_workdir(obj: RecipeComparison, workdir: Path) -> None:
                             "directory only spec.policy and spec.reliability may change, or runs may be added "
                             "(more recipes, protocols or learning rates): use another --workdir")
     full = obj.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"status"})
-    write_atomic(stored, yaml.safe_dump(full, sort_keys=False, width=120))
+    write_atomic(stored, dump_yaml(full))
 
 
 def _eta(status: RecipeComparisonStatus, parallelism: int) -> str:

@@ -276,6 +276,27 @@ _Resolver.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$
 _Resolver.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"),
                                 ["~", "n", "N", ""])
 
+
+
+class _RoundTripDumper(yaml.SafeDumper):
+    """Writes YAML that :func:`parse_yaml` (and kubectl, Helm) read back as written: a string that the resolver above
+    would take for something else (``y``, ``n``, ``1e3``, ``on``) is quoted."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    if _Resolver().resolve(yaml.ScalarNode, value, (True, False)) != "tag:yaml.org,2002:str":
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
+    return dumper.represent_str(value)
+
+
+_RoundTripDumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as block YAML that :func:`parse_yaml` reads back unchanged (keys in insertion order)."""
+    return yaml.dump(data, Dumper=_RoundTripDumper, sort_keys=False, width=120)
+
+
 if getattr(yaml, "__with_libyaml__", False):
     from yaml._yaml import CParser as _Parser  # libyaml's scanner and parser: C speed, events to Python
 

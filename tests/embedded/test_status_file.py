@@ -101,3 +101,20 @@ def test_proxyrank_report_on_an_old_work_directory_shows_the_derived_results(tmp
     report = (tmp_path / "out" / "report.md").read_text()
     committed = RecipeComparisonStatus.model_validate(yaml.safe_load((STUDY / STATUS_FILE).read_text()))
     assert committed.verdict is not None and committed.verdict.message in report
+
+
+def test_a_work_directory_round_trips_names_yaml_would_read_as_booleans_or_numbers(tmp_path: Path) -> None:
+    """kubectl's YAML reads ``y``/``n`` as booleans and ``1e3`` as a number: the stored comparison quotes them."""
+    from proxyrank.embedded import COMPARISON_FILE, prepare_workdir
+    from proxyrank.validation import dump_yaml, parse_yaml
+
+    doc = copy.deepcopy(GOOD_COMPARISON)
+    doc["metadata"]["name"] = "y"
+    for recipe, name in zip(doc["spec"]["recipes"], ("n", "1e3"), strict=False):
+        recipe["name"] = name
+    assert parse_yaml(dump_yaml({"a": ["y", "n", "1e3", "on", "0x1f", "null", "plain"]})) == {
+        "a": ["y", "n", "1e3", "on", "0x1f", "null", "plain"]}
+    obj = parse_comparison(doc)
+    prepare_workdir(obj, tmp_path)
+    again = load_comparison(tmp_path / COMPARISON_FILE)
+    assert again.metadata.name == "y" and [r.name for r in again.spec.recipes][:2] == ["n", "1e3"]
