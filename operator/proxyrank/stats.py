@@ -2,8 +2,10 @@
 
 Lower loss is better everywhere: rank 1 is the recipe with the lowest loss.
 
-Pure Python on purpose (stdlib only): the operator image is slim and has no numpy/scipy. scipy.stats is the *test
-oracle* for the correlation functions, so their conventions follow scipy's (average ranks for ties, Kendall tau-b).
+The single-sample statistics are plain Python; the bootstrap (``bootstrap_ci``, ``compare``) evaluates them for all
+resamples at once with numpy (the operator image ships numpy; scipy stays a test-only dependency). scipy.stats is the
+*test oracle* for the correlation functions, so their conventions follow scipy's (average ranks for ties, Kendall
+tau-b); the vectorised bootstrap reproduces the plain functions exactly (see "bootstrap").
 
 Non-finite values. A diverged run is a result, not a crash (see the paper notes): it reaches this module as ``+inf``.
 - Rank-based statistics (ranks, Spearman, Kendall, pairwise accuracy, top-k, flips) treat ``+inf`` as a loss worse
@@ -19,11 +21,14 @@ that are plainly wrong (misaligned lengths, ``k < 1``) raise ``ValueError``.
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 __all__ = [
     "Agreement",
@@ -276,6 +281,28 @@ def top1_match(pred: Sequence[float], target: Sequence[float]) -> bool:
 
 # ----------------------------------------------------------------------------------------------------------------------
 # bootstrap
+#
+# The statistics of all resamples are computed at once by proxyrank.vectorised (numpy, imported on first use), equal
+# to the plain functions above applied to each resample; see that module for why they are exactly equal.
+
+
+def _resampled(fn: Statistic, p: list[float], t: list[float], n_resamples: int, seed: int) -> NDArray[np.float64]:
+    """``fn`` on each of the ``n_resamples`` resamples (nan where undefined): the four statistics of this module at
+    numpy speed, any other function called once per resample on the same draws."""
+    import numpy as np
+
+    from proxyrank import vectorised
+
+    n = len(p)
+    if fn is pearson:
+        return vectorised.resampled_pearson(np.array(p), np.array(t), vectorised.resample_weights(n, n_resamples, seed))
+    field_name = {spearman: "spearman", kendall_tau: "kendall", pairwise_accuracy: "pairwise"}.get(fn)
+    if field_name is not None:
+        agreement = vectorised.rank_agreement(np.array(p), np.array(t),
+                                              vectorised.resample_weights(n, n_resamples, seed))
+        return np.asarray(getattr(agreement, field_name))
+    rows = vectorised.resample_indices(n, n_resamples, seed).tolist()
+    return np.array([float(fn([p[i] for i in idx], [t[i] for i in idx])) for idx in rows], dtype=np.float64)
 
 
 def _quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -286,6 +313,22 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float:
     frac = pos - lo
     a, b = sorted_values[lo], sorted_values[hi]
     return a if frac == 0.0 or a == b else a + (b - a) * frac
+
+
+def _percentile_interval(values: NDArray[np.float64], n_resamples: int, confidence: float) -> tuple[float, float]:
+    """The percentile interval of the defined values; (nan, nan) unless at least half the resamples are defined."""
+    ordered = sorted(v for v in values.tolist() if not math.isnan(v))
+    if len(ordered) * 2 < n_resamples or not ordered:
+        return (math.nan, math.nan)
+    alpha = (1.0 - confidence) / 2.0
+    return (_quantile(ordered, alpha), _quantile(ordered, 1.0 - alpha))
+
+
+def _check_bootstrap(n_resamples: int, confidence: float) -> None:
+    if n_resamples < 0:
+        raise ValueError(f"n_resamples must be >= 0, got {n_resamples}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
 
 
 def bootstrap_ci(
@@ -304,29 +347,17 @@ def bootstrap_ci(
     if fewer than half of the resamples are valid, the interval would describe a degenerate conditional
     distribution, so (nan, nan) is returned instead (also for n < 2 or ``n_resamples == 0``).
 
-    Deterministic: draws come from ``random.Random(seed).random()``, the one part of the ``random`` module whose
-    sequence Python promises to keep across versions, so a stored CI can be reproduced later.
+    Deterministic: resample r draws recipes ``int(u * n)`` for the n values u from ``random.Random(seed).random()``
+    after the first r * n, the one part of the ``random`` module whose sequence Python promises to keep across
+    versions, so a stored CI can be reproduced later (``vectorised.resample_draws`` produces that very sequence).
+    ``spearman``, ``kendall_tau``, ``pairwise_accuracy`` and ``pearson`` are evaluated for all resamples at once;
+    any other ``fn`` is called once per resample.
     """
-    if n_resamples < 0:
-        raise ValueError(f"n_resamples must be >= 0, got {n_resamples}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_bootstrap(n_resamples, confidence)
     p, t = _pair(pred, target)
-    n = len(p)
-    if n < 2 or n_resamples == 0:
+    if len(p) < 2 or n_resamples == 0:
         return (math.nan, math.nan)
-    rng = random.Random(seed)
-    stats: list[float] = []
-    for _ in range(n_resamples):
-        idx = [int(rng.random() * n) for _ in range(n)]
-        value = float(fn([p[i] for i in idx], [t[i] for i in idx]))
-        if not math.isnan(value):
-            stats.append(value)
-    if len(stats) * 2 < n_resamples:
-        return (math.nan, math.nan)
-    stats.sort()
-    alpha = (1.0 - confidence) / 2.0
-    return (_quantile(stats, alpha), _quantile(stats, 1.0 - alpha))
+    return _percentile_interval(_resampled(fn, p, t, n_resamples, seed), n_resamples, confidence)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -432,25 +463,42 @@ def compare(
     """Every agreement statistic of ``pred`` against ``target`` at once, with bootstrap CIs.
 
     ``k`` is clipped to the number of recipes (so the regret of a 2-recipe comparison is a top-2 regret, which is 0).
-    The three CIs share one seed, hence the same resamples, so they describe the same bootstrap world.
+    The three CIs share one seed, hence the same resamples, so they describe the same bootstrap world. The rank
+    statistics and their CIs come from one vectorised pass (``_rank_agreement``) and equal ``spearman``,
+    ``kendall_tau``, ``pairwise_accuracy`` and ``bootstrap_ci`` of each exactly.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     p, t = _pair(pred, target)
+    _check_bootstrap(n_resamples, 0.95)
     n = len(p)
     k_eff = min(k, n)
+    nan_ci = (math.nan, math.nan)
+    point: tuple[float, ...] = (math.nan,) * 3  # spearman, kendall, pairwise accuracy
+    cis: tuple[tuple[float, float], ...] = (nan_ci,) * 3
+    if n >= 2:
+        import numpy as np
+
+        from proxyrank import vectorised
+
+        # row 0: the sample itself (every recipe once); rows 1..: the resamples
+        weights = np.vstack((np.ones((1, n)), vectorised.resample_weights(n, n_resamples, seed)))
+        rank = vectorised.rank_agreement(np.array(p), np.array(t), weights)
+        point = tuple(float(v[0]) for v in rank)
+        if n_resamples:
+            cis = tuple(_percentile_interval(v[1:], n_resamples, 0.95) for v in rank)
     return Agreement(
-        spearman=spearman(p, t),
-        kendall=kendall_tau(p, t),
+        spearman=point[0],
+        kendall=point[1],
         pearson=pearson(p, t),
-        pairwise_accuracy=pairwise_accuracy(p, t),
+        pairwise_accuracy=point[2],
         top1_match=top1_match(p, t),
         top_k_regret=top_k_regret(p, t, k_eff) if n else math.nan,
         k=k_eff,
         n=n,
-        spearman_ci=bootstrap_ci(spearman, p, t, n_resamples=n_resamples, seed=seed),
-        kendall_ci=bootstrap_ci(kendall_tau, p, t, n_resamples=n_resamples, seed=seed),
-        pairwise_accuracy_ci=bootstrap_ci(pairwise_accuracy, p, t, n_resamples=n_resamples, seed=seed),
+        spearman_ci=cis[0],
+        kendall_ci=cis[1],
+        pairwise_accuracy_ci=cis[2],
     )
 
 
