@@ -1,16 +1,16 @@
 """The numpy statistics (proxyrank.vectorised, behind proxyrank.stats) against the pure-Python code they replaced.
 
-tests/reference/stats_v1.py is proxyrank.stats as it was before the vectorised bootstrap. The rank statistics and
-their bootstrap intervals must give *identical* numbers (not just close ones: stored intervals are reproduced from
-the runs and compared to 6 digits, see tests/test_results_doc.py); Pearson's bootstrap is the documented exception
-(numpy sums, within 1e-12).
+tests/reference/stats_v1.py is proxyrank.stats as it was before the vectorised bootstrap. The rank statistics, their
+bootstrap intervals, the flip scan and the loss tables must give *identical* numbers (not just close ones: stored
+intervals are reproduced from the runs and compared to 6 digits, see tests/test_results_doc.py); Pearson's bootstrap
+is the documented exception (numpy sums, within 1e-12).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -124,3 +124,51 @@ def test_compare_at_the_sizes_the_analysis_uses(n: int, reps: int, levels: int) 
     pred = [round(p, 2) for p in pred]
     assert identical_agreements(stats.compare(pred, target, n_resamples=reps), stats_v1.compare(pred, target,
                                                                                                 n_resamples=reps))
+
+
+# -- flips and loss tables -------------------------------------------------------------------------------------------
+
+RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]
+
+
+@PROPERTY
+@given(st.integers(0, 12).flatmap(lambda n: st.dictionaries(st.sampled_from(RATES),
+                                                            st.lists(losses, min_size=n, max_size=n), max_size=5)))
+def test_flip_share_is_identical(sweep: dict[float, list[float]]) -> None:
+    new, old = stats.flip_share(sweep), stats_v1.flip_share(sweep)
+    assert (new.flipped_pairs, new.n_pairs) == (old.flipped_pairs, old.n_pairs)
+    assert identical(new.share, old.share)
+
+
+run_losses = st.lists(st.tuples(st.sampled_from("gh"), st.sampled_from("abcd"), st.sampled_from(RATES[:3]),
+                                st.integers(0, 2), st.one_of(st.none(), losses)), max_size=30)
+
+
+def _outcome(fn: Callable[..., object], *args: object) -> object:
+    try:
+        return repr(fn(*args))
+    except ValueError as e:  # a duplicate run
+        return f"ValueError: {e}"
+
+
+@PROPERTY
+@given(run_losses)
+def test_loss_tables_are_identical(runs: list[tuple[str, str, float, int, float | None]]) -> None:
+    new = [stats.RunLoss(*r) for r in runs]
+    old = [stats_v1.RunLoss(*r) for r in runs]
+    assert _outcome(stats.recipe_losses, new) == _outcome(stats_v1.recipe_losses, old)
+    for group in "gh":
+        assert _outcome(stats.losses_by_lr, new, group) == _outcome(stats_v1.losses_by_lr, old, group)
+        assert _outcome(stats.best_learning_rate, new, group) == _outcome(stats_v1.best_learning_rate, old, group)
+
+
+def test_a_loss_table_answers_like_the_functions_and_hands_out_copies() -> None:
+    runs = [stats.RunLoss("g", r, lr, 0, loss) for r, lr, loss in
+            [("a", 1e-4, 2.0), ("a", 1e-3, 1.5), ("b", 1e-4, 1.0), ("b", 1e-3, INF), ("c", 1e-3, None)]]
+    table = stats.LossTable(runs)
+    assert table.recipe_losses() == stats.recipe_losses(runs) == {"g": {"a": 1.5, "b": 1.0}}
+    assert table.best_learning_rate("g") == stats.best_learning_rate(runs, "g") == {"a": (1e-3, True),
+                                                                                    "b": (1e-4, True)}
+    by_lr = table.losses_by_lr("g")
+    by_lr[1e-4]["a"] = 99.0
+    assert table.losses_by_lr("g")[1e-4]["a"] == 2.0

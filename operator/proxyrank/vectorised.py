@@ -1,4 +1,4 @@
-"""numpy kernels behind :mod:`proxyrank.stats`: its statistics for every bootstrap resample at once.
+"""numpy kernels behind :mod:`proxyrank.stats`: its statistics for every bootstrap resample at once, and the flip scan.
 
 :mod:`proxyrank.stats` imports this module on first use, so that importing the statistics (and with them the CLI,
 ``proxyrank validate`` included) does not load numpy.
@@ -160,3 +160,24 @@ def resampled_pearson(x: FloatArray, y: FloatArray, weights: FloatArray) -> Floa
         denom = np.where((prod > 0.0) & (prod < np.inf), np.sqrt(prod), np.sqrt(sxx) * np.sqrt(syy))
         return np.where(undefined, np.nan, np.clip(sxy / denom, -1.0, 1.0))
 
+
+def first_flips(columns: list[list[float]]) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+    """``stats.flip_share``'s scan: for each recipe pair i < j (in the order of a double loop over i then j), the
+    index of the column where its order first reverses (-1: never) and of the last column before it where the pair
+    was ordered the earlier way. Columns are the learning rates in ascending order, aligned by recipe, nan read as
+    +inf; a tie (inf vs inf included) is no order."""
+    n = len(columns[0]) if columns else 0
+    first, second = np.triu_indices(n, k=1)
+    table = np.array(columns, dtype=np.float64).reshape(len(columns), n)
+    a, b = table[:, first], table[:, second]
+    signs = (a > b).astype(np.int8) - (a < b).astype(np.int8)  # lrs x pairs
+    last_sign = np.zeros(first.size, dtype=np.int8)  # the order at the last lr where the pair was not tied
+    last_at = np.zeros(first.size, dtype=np.intp)
+    flip_from, flip_to = np.zeros(first.size, dtype=np.intp), np.full(first.size, -1, dtype=np.intp)
+    for at, sign in enumerate(signs):  # scanning the sweep from the lowest lr up; a pair stops at its first flip
+        scanning = (flip_to < 0) & (sign != 0)
+        flips = scanning & (last_sign != 0) & (sign != last_sign)
+        flip_from[flips], flip_to[flips] = last_at[flips], at
+        moves = scanning & ~flips
+        last_sign[moves], last_at[moves] = sign[moves], at
+    return first, second, flip_from, flip_to
