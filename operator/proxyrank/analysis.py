@@ -14,11 +14,10 @@ passes for a tuned optimum. Runs that failed for good are left out of the minimu
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
+import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from proxyrank import stats
@@ -160,27 +159,10 @@ def _inputs(spec: RecipeComparisonSpec, runs: list[RunStatus]) -> _Inputs:
     return _Inputs(spec, runs, table, table.recipe_losses(), per_set, reference, _device_seconds(runs))
 
 
-_CACHE: OrderedDict[str, Analysis] = OrderedDict()
-_CACHE_SIZE = 64
-
-
 def analyze(spec: RecipeComparisonSpec, runs: Sequence[RunStatus]) -> Analysis:
-    """Rankings, agreements and verdict; memoised on (spec, run outcomes) since bootstraps are not free and the
-    reconciler calls this on every pass while most passes change nothing."""
-    outcome = [(r.key, r.protocol, r.recipe, r.learning_rate, r.seed, r.state.value, r.val_loss, r.set_losses,
-                r.gpu_seconds, r.cpu_seconds) for r in runs]
-    key = hashlib.sha256((spec.model_dump_json() + json.dumps(outcome)).encode()).hexdigest()
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-    else:
-        _CACHE[key] = _analyze(spec, list(runs))
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return copy.deepcopy(_CACHE[key])
-
-
-def _analyze(spec: RecipeComparisonSpec, runs: list[RunStatus]) -> Analysis:
-    inputs = _inputs(spec, runs)
+    """Rankings, agreements and verdict of ``runs`` under ``spec``. Pure and deterministic, so it can be memoised
+    on what it reads (:class:`AnalysisMemo`, which the reconciler uses: most passes bring no new result)."""
+    inputs = _inputs(spec, list(runs))
     protocols = [_protocol_result(inputs, p) for p in spec.proxy.protocols]
     target = _target_result(inputs)
     agreements = _three_agreements(inputs)
@@ -263,6 +245,57 @@ def _three_agreements(inputs: _Inputs) -> Agreements:
         out.within_scale = _agreement(judged, tuned, losses.get(judged, {}), losses.get(tuned, {}),
                                       resamples=inputs.resamples, k=k)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# memo
+
+
+def fingerprint(spec: RecipeComparisonSpec, runs: Sequence[RunStatus]) -> Hashable:
+    """Everything :func:`analyze` reads: the spec, and per run its identity, its state once finished, its losses and
+    its device-seconds.
+
+    Pending, launching and running are all "not finished" to the analysis, so a pass where runs only start or move
+    along has the fingerprint of the pass before; a result arriving, a run failing for good or any spec change
+    (reliability settings included) gives a new one. Equal fingerprints mean equal analyses. This module's settings
+    are part of it too, so that a test or benchmark that changes them never gets an analysis made under others.
+    """
+    settings = (BOOTSTRAP_RESAMPLES, BOOTSTRAP_WORK, BOOTSTRAP_SEED, MAX_FLIPS_LISTED)
+    return (settings, spec.model_dump_json(), tuple(
+        (r.key, r.protocol, r.recipe, r.learning_rate, r.seed, r.state if r.state in TERMINAL_STATES else None,
+         r.val_loss, None if r.set_losses is None else tuple(r.set_losses), r.gpu_seconds, r.cpu_seconds)
+        for r in runs))
+
+
+class AnalysisMemo:
+    """The last analysis of each comparison, handed out again (as a copy) while its :func:`fingerprint` holds.
+
+    One entry per comparison rather than one per fingerprint, so that many comparisons reconciled in turn cannot
+    evict each other's entries; the least recently used comparison goes beyond ``max_comparisons``. Thread-safe
+    (Kopf runs handlers of different comparisons in a thread pool). ``computed`` counts the analyses actually run.
+    """
+
+    def __init__(self, max_comparisons: int = 512) -> None:
+        self.max_comparisons = max_comparisons
+        self.computed = 0
+        self._entries: OrderedDict[str, tuple[Hashable, Analysis]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def analyze(self, comparison: str, spec: RecipeComparisonSpec, runs: Sequence[RunStatus]) -> Analysis:
+        key = fingerprint(spec, runs)
+        with self._lock:
+            entry = self._entries.get(comparison)
+            if entry is not None and entry[0] == key:
+                self._entries.move_to_end(comparison)
+                return copy.deepcopy(entry[1])
+        result = analyze(spec, runs)
+        with self._lock:
+            self.computed += 1
+            self._entries[comparison] = (key, result)
+            self._entries.move_to_end(comparison)
+            while len(self._entries) > self.max_comparisons:
+                self._entries.popitem(last=False)
+        return copy.deepcopy(result)  # the entry stays private: a status is mutable
 
 
 _METRIC_FIELD = {"spearman": "spearman", "kendall": "kendall", "pearson": "pearson", "pairwise": "pairwise_accuracy"}
