@@ -162,6 +162,26 @@ def test_loss_tables_are_identical(runs: list[tuple[str, str, float, int, float 
         assert _outcome(stats.best_learning_rate, new, group) == _outcome(stats_v1.best_learning_rate, old, group)
 
 
+@PROPERTY
+@given(run_losses, st.lists(losses, min_size=30, max_size=30))
+def test_tables_per_column_equal_tables_built_one_by_one(runs: list[tuple[str, str, float, int, float | None]],
+                                                         other: list[float]) -> None:
+    run_list = [stats.RunLoss(*r) for r in runs]
+    columns = [[r.loss for r in run_list], other[:len(run_list)]]
+    try:
+        tables = stats.LossTable.per_column(run_list, columns)
+    except ValueError:  # a duplicate run, as LossTable(run_list) says
+        with pytest.raises(ValueError, match="duplicate run"):
+            stats.LossTable(run_list)
+        return
+    for table, column in zip(tables, columns, strict=True):
+        alone = stats.LossTable(r._replace(loss=v) for r, v in zip(run_list, column, strict=True))
+        assert repr(table.recipe_losses()) == repr(alone.recipe_losses())
+        for group in "gh":
+            assert repr(table.losses_by_lr(group)) == repr(alone.losses_by_lr(group))
+            assert table.best_learning_rate(group) == alone.best_learning_rate(group)
+
+
 def test_a_loss_table_answers_like_the_functions_and_hands_out_copies() -> None:
     runs = [stats.RunLoss("g", r, lr, 0, loss) for r, lr, loss in
             [("a", 1e-4, 2.0), ("a", 1e-3, 1.5), ("b", 1e-4, 1.0), ("b", 1e-3, INF), ("c", 1e-3, None)]]

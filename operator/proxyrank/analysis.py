@@ -109,9 +109,9 @@ def _complete(runs: Sequence[RunStatus]) -> set[tuple[str, str]]:
 def _loss_tables(done: Sequence[RunStatus], n_sets: int) -> list[stats.LossTable]:
     """Tables of the finished runs' losses: the mean eval loss, then, with more than one eval set, each set's."""
     n_sets = n_sets if n_sets > 1 else 0
-    rows = [(r.protocol, r.recipe, r.learning_rate, r.seed, _run_losses(r, n_sets)) for r in done]
-    return [stats.LossTable(stats.RunLoss(group, recipe, lr, seed, losses[c])
-                            for group, recipe, lr, seed, losses in rows) for c in range(n_sets + 1)]
+    runs = [stats.RunLoss(r.protocol, r.recipe, r.learning_rate, r.seed, None) for r in done]
+    columns = list(zip(*(_run_losses(r, n_sets) for r in done), strict=True)) or [()] * (n_sets + 1)
+    return stats.LossTable.per_column(runs, columns)
 
 
 def _reference_protocol(spec: RecipeComparisonSpec) -> str | None:

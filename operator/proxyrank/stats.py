@@ -519,17 +519,17 @@ class RunLoss(NamedTuple):
     loss: float | None
 
 
-def _cells(runs: Iterable[RunLoss]) -> dict[tuple[str, str, float], dict[int, float | None]]:
-    """Runs keyed by (group, recipe, lr) then seed; a repeated run key is an upstream bug, so it raises."""
-    cells: dict[tuple[str, str, float], dict[int, float | None]] = {}
-    for run in runs:
+def _cells(runs: Sequence[RunLoss]) -> dict[tuple[str, str, float], list[int]]:
+    """Run positions keyed by (group, recipe, lr), in run order; a repeated run key is an upstream bug, so it raises."""
+    cells: dict[tuple[str, str, float], dict[int, int]] = {}
+    for i, run in enumerate(runs):
         seeds = cells.setdefault((run.group, run.recipe, float(run.learning_rate)), {})
         if run.seed in seeds:
             raise ValueError(
                 f"duplicate run: group={run.group!r} recipe={run.recipe!r} lr={run.learning_rate!r} seed={run.seed}"
             )
-        seeds[run.seed] = run.loss
-    return cells
+        seeds[run.seed] = i
+    return {key: list(seeds.values()) for key, seeds in cells.items()}
 
 
 def _seed_mean(losses: Iterable[float | None]) -> float | None:
@@ -549,14 +549,16 @@ def _seed_mean(losses: Iterable[float | None]) -> float | None:
     return math.fsum(values) / len(values) if values else None
 
 
-def _seed_means(runs: Iterable[RunLoss]) -> dict[tuple[str, str, float], float]:
+def _seed_means(cells: Mapping[tuple[str, str, float], list[int]],
+                losses: Sequence[float | None]) -> dict[tuple[str, str, float], float]:
+    """The complete cells' seed means, ``losses[i]`` being the loss of the run at position i."""
     out: dict[tuple[str, str, float], float] = {}
-    for key, seeds in _cells(runs).items():
-        if len(seeds) == 1:  # the common single-seed cell without the loop; fsum([v]) / 1 is v + 0.0 (-0.0 -> 0.0)
-            (loss,) = seeds.values()
+    for key, rows in cells.items():
+        if len(rows) == 1:  # the common single-seed cell without the loop; fsum([v]) / 1 is v + 0.0 (-0.0 -> 0.0)
+            loss = losses[rows[0]]
             mean = None if loss is None else float(loss) + 0.0 if math.isfinite(loss) else math.inf
         else:
-            mean = _seed_mean(seeds.values())
+            mean = _seed_mean(losses[i] for i in rows)
         if mean is not None:
             out[key] = mean
     return out
@@ -569,8 +571,22 @@ class LossTable:
 
     def __init__(self, runs: Iterable[RunLoss]) -> None:
         self._runs = list(runs)
-        self._means = _seed_means(self._runs)
+        self._means = _seed_means(_cells(self._runs), [r.loss for r in self._runs])
         self._by_lr: dict[str, dict[float, dict[str, float]]] | None = None
+
+    @classmethod
+    def per_column(cls, runs: Iterable[RunLoss], columns: Iterable[Sequence[float | None]]) -> list[LossTable]:
+        """One table per loss column of the same runs, the runs grouped once: table c is
+        ``LossTable(run._replace(loss=columns[c][i]) for i, run in enumerate(runs))`` (each run's own ``loss`` is
+        not read). The analysis has one column for the mean eval loss and one per eval set."""
+        run_list = list(runs)
+        cells = _cells(run_list)
+        tables = []
+        for column in columns:
+            table = cls.__new__(cls)
+            table._runs, table._means, table._by_lr = run_list, _seed_means(cells, column), None
+            tables.append(table)
+        return tables
 
     def losses_by_lr(self, group: str) -> dict[float, dict[str, float]]:
         """See :func:`losses_by_lr`."""
