@@ -1,5 +1,5 @@
 """FROZEN REFERENCE: proxyrank.analysis as of commit 6b171aa (before the numpy bootstrap), kept verbatim except for
-this docstring line and the import of the reference stats module. tests/test_analysis_identity.py and
+this docstring line and the import of the reference stats module. tests/test_analysis.py and
 bench/analysis_speed.py compare the live module against it. Do not edit.
 
 From per-run losses to rankings, agreements and the reliability verdict. Pure, built on :mod:`proxyrank.stats`.
