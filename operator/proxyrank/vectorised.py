@@ -91,12 +91,12 @@ def _resampled_ranks(g: _Groups, weights: FloatArray) -> tuple[FloatArray, Float
     """Each recipe's average rank within each resample (resamples x n), and the draws per value.
 
     A value drawn m times after ``below`` smaller draws spans positions below + 1 .. below + m: average
-    below + (m + 1) / 2, what ``average_ranks`` gives the expanded resample. Recipes not drawn get a rank too, which
-    their zero weight cancels.
+    below + (m + 1) / 2 = (below + m) - (m - 1) / 2, what ``average_ranks`` gives the expanded resample. Recipes not
+    drawn get a rank too, which their zero weight cancels.
     """
     per_group = _drawn_per_group(g, weights)
-    below = np.cumsum(per_group, axis=1) - per_group
-    return below[:, g.of] + (per_group[:, g.of] + 1.0) / 2.0, per_group
+    average = np.cumsum(per_group, axis=1) - (per_group - 1.0) / 2.0
+    return average[:, g.of], per_group
 
 
 def _concordant_minus_discordant(x: IntArray, y: IntArray, weights: FloatArray) -> FloatArray:
@@ -127,8 +127,8 @@ def rank_agreement(x: FloatArray, y: FloatArray, weights: FloatArray) -> RankAgr
     rx, per_x = _resampled_ranks(gx, weights)
     ry, per_y = _resampled_ranks(gy, weights)
     dx, dy = rx - (n + 1.0) / 2.0, ry - (n + 1.0) / 2.0  # exactly _correlation's deviations from the mean rank
-    sxx, syy, sxy = ((weights * dx * dx).sum(axis=1), (weights * dy * dy).sum(axis=1),
-                     (weights * dx * dy).sum(axis=1))
+    wdx = weights * dx
+    sxx, syy, sxy = (wdx * dx).sum(axis=1), (weights * dy * dy).sum(axis=1), (wdx * dy).sum(axis=1)
     c_minus_d = _concordant_minus_discordant(gx.of, gy.of, weights)
     pairs = n * (n - 1.0) / 2.0
     x_ties, y_ties = _tied_pairs_drawn(per_x), _tied_pairs_drawn(per_y)
