@@ -31,7 +31,7 @@ def resample_draws(seed: int, count: int) -> FloatArray:
 
     Both generators are MT19937 and build a double the same way from two 32-bit outputs,
     ``((a >> 5) * 2**26 + (b >> 6)) / 2**53``, so numpy's bit generator, started from the state Python's seeding
-    produced, emits the same sequence (tests/test_stats.py checks it against ``random.Random``).
+    produced, emits the same sequence (tests/test_stats_vectorised.py checks it against ``random.Random``).
     """
     internal = random.Random(seed).getstate()[1]  # 624 state words, then the position in them
     bits = np.random.MT19937()
@@ -53,7 +53,7 @@ def resample_indices(n: int, n_resamples: int, seed: int) -> IntArray:
 
 @functools.lru_cache(maxsize=8)
 def resample_weights(n: int, n_resamples: int, seed: int) -> FloatArray:
-    """How often each resample draws each recipe (resamples x n), as exact integers in float64 (for BLAS)."""
+    """How often each resample draws each recipe (resamples x n), as exact integers in float64."""
     idx = resample_indices(n, n_resamples, seed)
     flat = idx + (np.arange(n_resamples, dtype=np.intp) * n)[:, None]
     weights = np.bincount(flat.ravel(), minlength=n * n_resamples).reshape(n_resamples, n).astype(np.float64)
@@ -148,8 +148,8 @@ def resampled_pearson(x: FloatArray, y: FloatArray, weights: FloatArray) -> Floa
     finite = np.isfinite(x) & np.isfinite(y)
     xf, yf = np.where(finite, x, 0.0), np.where(finite, y, 0.0)
     n = float(x.size)
-    dx = xf[None, :] - (weights @ xf / n)[:, None]
-    dy = yf[None, :] - (weights @ yf / n)[:, None]
+    dx = xf[None, :] - ((weights * xf).sum(axis=1) / n)[:, None]  # no BLAS here either (see above)
+    dy = yf[None, :] - ((weights * yf).sum(axis=1) / n)[:, None]
     sxx, syy, sxy = ((weights * dx * dx).sum(axis=1), (weights * dy * dy).sum(axis=1),
                      (weights * dx * dy).sum(axis=1))
     prod = sxx * syy
@@ -164,8 +164,8 @@ def resampled_pearson(x: FloatArray, y: FloatArray, weights: FloatArray) -> Floa
 def first_flips(columns: list[list[float]]) -> tuple[IntArray, IntArray, IntArray, IntArray]:
     """``stats.flip_share``'s scan: for each recipe pair i < j (in the order of a double loop over i then j), the
     index of the column where its order first reverses (-1: never) and of the last column before it where the pair
-    was ordered the earlier way. Columns are the learning rates in ascending order, aligned by recipe, nan read as
-    +inf; a tie (inf vs inf included) is no order."""
+    was ordered the earlier way. Columns are the learning rates in ascending order, aligned by recipe, nan already
+    read as +inf; a tie (inf vs inf included) is no order."""
     n = len(columns[0]) if columns else 0
     first, second = np.triu_indices(n, k=1)
     table = np.array(columns, dtype=np.float64).reshape(len(columns), n)
