@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+from analysis_speed import analysis_ms
 
 from proxyrank.api import Phase, RecipeComparisonSpec, RecipeComparisonStatus
 from proxyrank.driver import reconcile_and_apply
@@ -253,7 +254,11 @@ def run(comparisons: int, recipes: int, parallelism: int, max_rounds: int) -> di
         sim.step()  # Volcano and the kubelet move every job one step, between rounds
     wall = time.perf_counter() - started
     kube.stop()
-    return _summary(items, records, parallelism, rounds, wall)
+    out = _summary(items, records, parallelism, rounds, wall)
+    # the full analysis of the largest comparison the API allows (200 recipes, 1,600 finished runs): what a pass
+    # where a result arrived costs there (bench/analysis_speed.py compares it with the pure-Python analysis)
+    out["analysis_1600_ms"] = analysis_ms("1600", repeats=5)
+    return out
 
 
 def main() -> int:

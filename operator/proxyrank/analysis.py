@@ -14,11 +14,10 @@ passes for a tuned optimum. Runs that failed for good are left out of the minimu
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
+import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from proxyrank import stats
@@ -29,6 +28,7 @@ from proxyrank.api import (
     Agreements,
     Flip,
     Interval,
+    Protocol,
     ProtocolResult,
     RecipeComparisonSpec,
     RunState,
@@ -44,9 +44,12 @@ BOOTSTRAP_WORK = 50_000  # resamples x recipes: a 200-recipe comparison gets 250
 
 
 def bootstrap_resamples(n_recipes: int) -> int:
-    """Fewer resamples for large comparisons: a bootstrap costs O(resamples x n log n) on every pass with news,
-    and with many recipes the CI is narrow and stable with a few hundred resamples."""
+    """Fewer resamples for large comparisons: with many recipes the CI is narrow and stable with a few hundred
+    resamples. (This capped the pure-Python bootstrap's cost; the vectorised one would afford 1000 at any size, but
+    the counts stay as they were so that stored intervals can be reproduced.)"""
     return max(200, min(BOOTSTRAP_RESAMPLES, BOOTSTRAP_WORK // max(1, n_recipes)))
+
+
 BOOTSTRAP_SEED = 0
 MAX_FLIPS_LISTED = 20
 
@@ -83,16 +86,15 @@ def _agreement(of: str, against: str, pred: dict[str, float], ref: dict[str, flo
                      pairwise_accuracy_ci=_interval(a.pairwise_accuracy_ci) if resamples else None)
 
 
-def _run_loss(run: RunStatus, set_index: int | None) -> float | None:
+def _run_losses(run: RunStatus, n_sets: int) -> list[float | None]:
+    """The run's mean eval loss, then its loss on each of the first ``n_sets`` eval sets: +inf when it diverged (or has
+    no loss for a set), None without a result."""
     if run.state == RunState.diverged:
-        return math.inf
+        return [math.inf] * (n_sets + 1)
     if run.state != RunState.succeeded:
-        return None
-    if set_index is None:
-        return run.val_loss
-    losses = run.set_losses or []
-    value = losses[set_index] if set_index < len(losses) else None
-    return math.inf if value is None else value
+        return [None] * (n_sets + 1)
+    losses = (run.set_losses or [])[:n_sets]
+    return [run.val_loss, *(math.inf if v is None else v for v in losses), *[math.inf] * (n_sets - len(losses))]
 
 
 def _complete(runs: Sequence[RunStatus]) -> set[tuple[str, str]]:
@@ -104,16 +106,12 @@ def _complete(runs: Sequence[RunStatus]) -> set[tuple[str, str]]:
             if all(r.state in TERMINAL_STATES for r in rs) and any(r.state in DONE_STATES for r in rs)}
 
 
-def _run_losses(runs: Sequence[RunStatus], complete: set[tuple[str, str]],
-                set_index: int | None) -> list[stats.RunLoss]:
-    return [stats.RunLoss(group=r.protocol, recipe=r.recipe, learning_rate=r.learning_rate, seed=r.seed,
-                          loss=_run_loss(r, set_index))
-            for r in runs if (r.protocol, r.recipe) in complete and r.state in DONE_STATES]
-
-
-def _group_losses(runs: Sequence[RunStatus], complete: set[tuple[str, str]],
-                  set_index: int | None = None) -> dict[str, dict[str, float]]:
-    return stats.recipe_losses(_run_losses(runs, complete, set_index))
+def _loss_tables(done: Sequence[RunStatus], n_sets: int) -> list[stats.LossTable]:
+    """Tables of the finished runs' losses: the mean eval loss, then, with more than one eval set, each set's."""
+    n_sets = n_sets if n_sets > 1 else 0
+    runs = [stats.RunLoss(r.protocol, r.recipe, r.learning_rate, r.seed, None) for r in done]
+    columns = list(zip(*(_run_losses(r, n_sets) for r in done), strict=True)) or [()] * (n_sets + 1)
+    return stats.LossTable.per_column(runs, columns)
 
 
 def _reference_protocol(spec: RecipeComparisonSpec) -> str | None:
@@ -125,86 +123,99 @@ def _reference_protocol(spec: RecipeComparisonSpec) -> str | None:
     return None
 
 
-_CACHE: OrderedDict[str, Analysis] = OrderedDict()
-_CACHE_SIZE = 64
+def _device_seconds(runs: Sequence[RunStatus]) -> dict[str, tuple[float, float]]:
+    """Per group, GPU- and CPU-seconds of its runs (summed in run order, as the status has always reported them)."""
+    totals: dict[str, list[float]] = {}
+    for r in runs:
+        t = totals.setdefault(r.protocol, [0, 0])
+        t[0] += r.gpu_seconds or 0.0
+        t[1] += r.cpu_seconds or 0.0
+    return {group: (round(gpu, 3), round(cpu, 3)) for group, (gpu, cpu) in totals.items()}
+
+
+@dataclass
+class _Inputs:
+    """What every part of one analysis reads, computed once."""
+
+    spec: RecipeComparisonSpec
+    runs: list[RunStatus]
+    table: stats.LossTable  # per-run mean eval loss, of the recipes whose runs in the group are all finished
+    losses: dict[str, dict[str, float]]  # group -> recipe -> loss (mean over seeds, best over lr)
+    per_set: list[dict[str, dict[str, float]]]  # the same per evaluation set (empty with a single set)
+    reference: str | None
+    seconds: dict[str, tuple[float, float]]
+
+    @property
+    def resamples(self) -> int:
+        return bootstrap_resamples(len(self.spec.recipes))
+
+
+def _inputs(spec: RecipeComparisonSpec, runs: list[RunStatus]) -> _Inputs:
+    complete = _complete(runs)
+    done = [r for r in runs if r.state in DONE_STATES and (r.protocol, r.recipe) in complete]
+    table, *set_tables = _loss_tables(done, len(spec.evaluation.sets))
+    per_set = [t.recipe_losses() for t in set_tables]
+    reference = TARGET if spec.target is not None else _reference_protocol(spec)
+    return _Inputs(spec, runs, table, table.recipe_losses(), per_set, reference, _device_seconds(runs))
 
 
 def analyze(spec: RecipeComparisonSpec, runs: Sequence[RunStatus]) -> Analysis:
-    """Rankings, agreements and verdict; memoised on (spec, run outcomes) since bootstraps are not free and the
-    reconciler calls this on every pass while most passes change nothing."""
-    outcome = [(r.key, r.protocol, r.recipe, r.learning_rate, r.seed, r.state.value, r.val_loss, r.set_losses,
-                r.gpu_seconds, r.cpu_seconds) for r in runs]
-    key = hashlib.sha256((spec.model_dump_json() + json.dumps(outcome)).encode()).hexdigest()
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-    else:
-        _CACHE[key] = _analyze(spec, list(runs))
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return copy.deepcopy(_CACHE[key])
-
-
-def _analyze(spec: RecipeComparisonSpec, runs: list[RunStatus]) -> Analysis:
-    complete = _complete(runs)
-    losses = _group_losses(runs, complete)
-    eval_sets = [s.name for s in spec.evaluation.sets]
-    per_set = [_group_losses(runs, complete, i) for i in range(len(eval_sets))] if len(eval_sets) > 1 else []
-    all_runs = [stats.RunLoss(group=r.protocol, recipe=r.recipe, learning_rate=r.learning_rate, seed=r.seed,
-                              loss=_run_loss(r, None))
-                for r in runs if (r.protocol, r.recipe) in complete and r.state in DONE_STATES]
-    reference = TARGET if spec.target is not None else _reference_protocol(spec)
-    ref_losses = losses.get(reference, {}) if reference else {}
-
-    def seconds(group: str) -> tuple[float, float]:
-        rs = [r for r in runs if r.protocol == group]
-        return (round(sum(r.gpu_seconds or 0.0 for r in rs), 3), round(sum(r.cpu_seconds or 0.0 for r in rs), 3))
-
-    protocols: list[ProtocolResult] = []
-    for p in spec.proxy.protocols:
-        mine = losses.get(p.name, {})
-        gpu, cpu = seconds(p.name)
-        result = ProtocolResult(name=p.name, learning_rates=p.rates, recipes_done=len(mine),
-                                losses={k: _num(v) for k, v in mine.items()}, ranking=stats.ranking(mine),
-                                gpu_seconds=gpu, cpu_seconds=cpu)
-        result.winner = result.ranking[0] if result.ranking else None
-        if p.is_sweep:
-            best = stats.best_learning_rate(all_runs, p.name)
-            result.best_learning_rate = {k: lr for k, (lr, _) in best.items()}
-            result.edge_of_grid = [k for k, (_, edge) in best.items() if edge]
-            result.flip_share, result.flips = _flips(all_runs, p.name)
-        if reference and reference != p.name:
-            result.agreement = _agreement(p.name, reference, mine, ref_losses,
-                                          resamples=bootstrap_resamples(len(spec.recipes)), k=spec.reliability.top_k)
-            if per_set:
-                sets = [_agreement(f"{p.name}:{name}", f"{reference}:{name}", per_set[i].get(p.name, {}),
-                                   per_set[i].get(reference, {}), resamples=0,
-                                   k=spec.reliability.top_k) for i, name in enumerate(eval_sets)]
-                result.per_set = [a for a in sets if a is not None] or None
-        protocols.append(result)
-
-    target: TargetResult | None = None
-    if spec.target is not None:
-        mine = losses.get(TARGET, {})
-        best = stats.best_learning_rate(all_runs, TARGET)
-        gpu, cpu = seconds(TARGET)
-        ranking = stats.ranking(mine)
-        target = TargetResult(learning_rates=spec.target.rates, recipes_done=len(mine),
-                              losses={k: _num(v) for k, v in mine.items()}, ranking=ranking,
-                              winner=ranking[0] if ranking else None,
-                              best_learning_rate={k: lr for k, (lr, _) in best.items()},
-                              edge_of_grid=[k for k, (_, edge) in best.items() if edge], gpu_seconds=gpu,
-                              cpu_seconds=cpu)
-        if len(spec.target.rates) > 1:
-            target.flip_share, target.flips = _flips(all_runs, TARGET)
-
-    agreements = _three_agreements(spec, all_runs, losses)
-    verdict = _verdict(spec, protocols, target, reference, runs)
+    """Rankings, agreements and verdict of ``runs`` under ``spec``. Pure and deterministic, so it can be memoised
+    on what it reads (:class:`AnalysisMemo`, which the reconciler uses: most passes bring no new result)."""
+    inputs = _inputs(spec, list(runs))
+    protocols = [_protocol_result(inputs, p) for p in spec.proxy.protocols]
+    target = _target_result(inputs)
+    agreements = _three_agreements(inputs)
+    verdict = _verdict(spec, protocols, target, inputs.reference, inputs.runs)
     return Analysis(protocols=protocols, target=target, agreements=agreements, verdict=verdict)
 
 
-def _flips(all_runs: list[stats.RunLoss], group: str) -> tuple[float | None, list[Flip] | None]:
+def _protocol_result(inputs: _Inputs, p: Protocol) -> ProtocolResult:
+    mine = inputs.losses.get(p.name, {})
+    gpu, cpu = inputs.seconds.get(p.name, (0.0, 0.0))
+    result = ProtocolResult(name=p.name, learning_rates=p.rates, recipes_done=len(mine),
+                            losses={k: _num(v) for k, v in mine.items()}, ranking=stats.ranking(mine),
+                            gpu_seconds=gpu, cpu_seconds=cpu)
+    result.winner = result.ranking[0] if result.ranking else None
+    if p.is_sweep:
+        best = inputs.table.best_learning_rate(p.name)
+        result.best_learning_rate = {k: lr for k, (lr, _) in best.items()}
+        result.edge_of_grid = [k for k, (_, edge) in best.items() if edge]
+        result.flip_share, result.flips = _flips(inputs.table, p.name)
+    reference, k = inputs.reference, inputs.spec.reliability.top_k
+    if reference and reference != p.name:
+        result.agreement = _agreement(p.name, reference, mine, inputs.losses.get(reference, {}),
+                                      resamples=inputs.resamples, k=k)
+        if inputs.per_set:
+            sets = [_agreement(f"{p.name}:{s.name}", f"{reference}:{s.name}", losses.get(p.name, {}),
+                               losses.get(reference, {}), resamples=0, k=k)
+                    for s, losses in zip(inputs.spec.evaluation.sets, inputs.per_set, strict=True)]
+            result.per_set = [a for a in sets if a is not None] or None
+    return result
+
+
+def _target_result(inputs: _Inputs) -> TargetResult | None:
+    spec = inputs.spec
+    if spec.target is None:
+        return None
+    mine = inputs.losses.get(TARGET, {})
+    best = inputs.table.best_learning_rate(TARGET)
+    gpu, cpu = inputs.seconds.get(TARGET, (0.0, 0.0))
+    ranking = stats.ranking(mine)
+    target = TargetResult(learning_rates=spec.target.rates, recipes_done=len(mine),
+                          losses={k: _num(v) for k, v in mine.items()}, ranking=ranking,
+                          winner=ranking[0] if ranking else None,
+                          best_learning_rate={k: lr for k, (lr, _) in best.items()},
+                          edge_of_grid=[k for k, (_, edge) in best.items() if edge], gpu_seconds=gpu,
+                          cpu_seconds=cpu)
+    if len(spec.target.rates) > 1:
+        target.flip_share, target.flips = _flips(inputs.table, TARGET)
+    return target
+
+
+def _flips(table: stats.LossTable, group: str) -> tuple[float | None, list[Flip] | None]:
     """The share of recipe pairs whose order reverses inside the group's lr sweep, and the first few flips."""
-    names, columns = stats.align_sweep(stats.losses_by_lr(all_runs, group))
+    names, columns = stats.align_sweep(table.losses_by_lr(group))
     if len(names) < 2 or len(columns) < 2:
         return None, None
     report = stats.flip_share(columns)
@@ -213,27 +224,78 @@ def _flips(all_runs: list[stats.RunLoss], group: str) -> tuple[float | None, lis
     return _num(report.share), flips
 
 
-def _three_agreements(spec: RecipeComparisonSpec, all_runs: list[stats.RunLoss],
-                      losses: dict[str, dict[str, float]]) -> Agreements:
+def _three_agreements(inputs: _Inputs) -> Agreements:
+    spec, losses, k = inputs.spec, inputs.losses, inputs.spec.reliability.top_k
     judged = spec.judged_protocol().name
     out = Agreements()
     if spec.target is not None:
-        target_by_lr = stats.losses_by_lr(all_runs, TARGET)
+        target_by_lr = inputs.table.losses_by_lr(TARGET)
         for p in spec.proxy.protocols:
-            proxy_by_lr = stats.losses_by_lr(all_runs, p.name)
+            proxy_by_lr = inputs.table.losses_by_lr(p.name)
             for lr in p.rates:
                 if lr in spec.target.rates and lr in proxy_by_lr and lr in target_by_lr:
                     a = _agreement(f"{p.name}@{lr:g}", f"{TARGET}@{lr:g}", proxy_by_lr[lr], target_by_lr[lr],
-                                   resamples=bootstrap_resamples(len(spec.recipes)), k=spec.reliability.top_k)
+                                   resamples=inputs.resamples, k=k)
                     if a is not None:
                         out.cross_scale.append(a)
         out.end_to_end = _agreement(judged, TARGET, losses.get(judged, {}), losses.get(TARGET, {}),
-                                    resamples=bootstrap_resamples(len(spec.recipes)), k=spec.reliability.top_k)
+                                    resamples=inputs.resamples, k=k)
     tuned = _reference_protocol(spec)
     if tuned is not None:
         out.within_scale = _agreement(judged, tuned, losses.get(judged, {}), losses.get(tuned, {}),
-                                      resamples=bootstrap_resamples(len(spec.recipes)), k=spec.reliability.top_k)
+                                      resamples=inputs.resamples, k=k)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# memo
+
+
+def fingerprint(spec: RecipeComparisonSpec, runs: Sequence[RunStatus]) -> Hashable:
+    """Everything :func:`analyze` reads: the spec, and per run its identity, its state once finished, its losses and
+    its device-seconds.
+
+    Pending, launching and running are all "not finished" to the analysis, so a pass where runs only start or move
+    along has the fingerprint of the pass before; a result arriving, a run failing for good or any spec change
+    (reliability settings included) gives a new one. Equal fingerprints mean equal analyses. This module's settings
+    are part of it too, so that a test or benchmark that changes them never gets an analysis made under others.
+    """
+    settings = (BOOTSTRAP_RESAMPLES, BOOTSTRAP_WORK, BOOTSTRAP_SEED, MAX_FLIPS_LISTED)
+    return (settings, spec.model_dump_json(), tuple(
+        (r.key, r.protocol, r.recipe, r.learning_rate, r.seed, r.state if r.state in TERMINAL_STATES else None,
+         r.val_loss, None if r.set_losses is None else tuple(r.set_losses), r.gpu_seconds, r.cpu_seconds)
+        for r in runs))
+
+
+class AnalysisMemo:
+    """The last analysis of each comparison, handed out again (as a copy) while its :func:`fingerprint` holds.
+
+    One entry per comparison rather than one per fingerprint, so that many comparisons reconciled in turn cannot
+    evict each other's entries; the least recently used comparison goes beyond ``max_comparisons``. Thread-safe
+    (Kopf runs handlers of different comparisons in a thread pool). ``computed`` counts the analyses actually run.
+    """
+
+    def __init__(self, max_comparisons: int = 512) -> None:
+        self.max_comparisons = max_comparisons
+        self.computed = 0
+        self._entries: OrderedDict[str, tuple[Hashable, Analysis]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def analyze(self, comparison: str, spec: RecipeComparisonSpec, runs: Sequence[RunStatus]) -> Analysis:
+        key = fingerprint(spec, runs)
+        with self._lock:
+            entry = self._entries.get(comparison)
+            if entry is not None and entry[0] == key:
+                self._entries.move_to_end(comparison)
+                return copy.deepcopy(entry[1])
+        result = analyze(spec, runs)
+        with self._lock:
+            self.computed += 1
+            self._entries[comparison] = (key, result)
+            self._entries.move_to_end(comparison)
+            while len(self._entries) > self.max_comparisons:
+                self._entries.popitem(last=False)
+        return copy.deepcopy(result)  # the entry stays private: a status is mutable
 
 
 _METRIC_FIELD = {"spearman": "spearman", "kendall": "kendall", "pearson": "pearson", "pairwise": "pairwise_accuracy"}

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
-from proxyrank.analysis import analyze
+from proxyrank.analysis import Analysis, AnalysisMemo
 from proxyrank.api import (
     FAILED_STATES,
     TERMINAL_STATES,
@@ -308,11 +308,22 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
     if status.phase in (Phase.succeeded, Phase.failed):
         status.finished_at = prev.finished_at or iso(now)
 
-    analysis = analyze(spec, runs)
+    analysis = _analysis(spec, plan, runs)
     status.protocols, status.target, status.agreements, status.verdict = (
         analysis.protocols, analysis.target, analysis.agreements, analysis.verdict)
     _conditions(status, prev, spec, failed_for_good, now, generation, step.events)
     return ReconcileResult(status=status, actions=step.actions, events=step.events)
+
+
+# The analysis (rankings, correlations, bootstrap intervals) depends only on the spec and on which runs finished and
+# how; most passes only see runs start or progress. It is recomputed when its fingerprint changes (a result arrived,
+# a run failed for good, the spec changed) and otherwise copied from this memo, one entry per comparison. Memoising
+# a pure function keeps reconcile pure: the result is the same either way (tests/test_reconciler.py checks both).
+ANALYSES = AnalysisMemo()
+
+
+def _analysis(spec: RecipeComparisonSpec, plan: Plan, runs: Sequence[RunStatus]) -> Analysis:
+    return ANALYSES.analyze(plan.uid, spec, runs)
 
 
 def invalid_status(previous: RecipeComparisonStatus | None, problems: Sequence[str], now: datetime,

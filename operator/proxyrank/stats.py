@@ -2,8 +2,10 @@
 
 Lower loss is better everywhere: rank 1 is the recipe with the lowest loss.
 
-Pure Python on purpose (stdlib only): the operator image is slim and has no numpy/scipy. scipy.stats is the *test
-oracle* for the correlation functions, so their conventions follow scipy's (average ranks for ties, Kendall tau-b).
+The single-sample statistics are plain Python; the bootstrap (``bootstrap_ci``, ``compare``) evaluates them for all
+resamples at once with numpy (the operator image ships numpy; scipy stays a test-only dependency). scipy.stats is the
+*test oracle* for the correlation functions, so their conventions follow scipy's (average ranks for ties, Kendall
+tau-b); the vectorised bootstrap reproduces the plain functions exactly (see "bootstrap").
 
 Non-finite values. A diverged run is a result, not a crash (see the paper notes): it reaches this module as ``+inf``.
 - Rank-based statistics (ranks, Spearman, Kendall, pairwise accuracy, top-k, flips) treat ``+inf`` as a loss worse
@@ -19,15 +21,19 @@ that are plainly wrong (misaligned lengths, ``k < 1``) raise ``ValueError``.
 from __future__ import annotations
 
 import math
-import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 __all__ = [
     "Agreement",
     "FlipReport",
+    "LossTable",
     "RunLoss",
     "align",
     "align_sweep",
@@ -61,7 +67,9 @@ def _loss(value: float) -> float:
 
 
 def _losses(values: Iterable[float]) -> list[float]:
-    return [_loss(v) for v in values]
+    """``_loss`` of each value, inlined (``v != v`` only for nan): the analysis converts every aligned pair of loss
+    lists several times per agreement."""
+    return [math.inf if v != v else v for v in map(float, values)]
 
 
 def _pair(x: Sequence[float], y: Sequence[float]) -> tuple[list[float], list[float]]:
@@ -276,6 +284,28 @@ def top1_match(pred: Sequence[float], target: Sequence[float]) -> bool:
 
 # ----------------------------------------------------------------------------------------------------------------------
 # bootstrap
+#
+# The statistics of all resamples are computed at once by proxyrank.vectorised (numpy, imported on first use), equal
+# to the plain functions above applied to each resample; see that module for why they are exactly equal.
+
+
+def _resampled(fn: Statistic, p: list[float], t: list[float], n_resamples: int, seed: int) -> NDArray[np.float64]:
+    """``fn`` on each of the ``n_resamples`` resamples (nan where undefined): the four statistics of this module at
+    numpy speed, any other function called once per resample on the same draws."""
+    import numpy as np
+
+    from proxyrank import vectorised
+
+    n = len(p)
+    if fn is pearson:
+        return vectorised.resampled_pearson(np.array(p), np.array(t), vectorised.resample_weights(n, n_resamples, seed))
+    field_name = {spearman: "spearman", kendall_tau: "kendall", pairwise_accuracy: "pairwise"}.get(fn)
+    if field_name is not None:
+        agreement = vectorised.rank_agreement(np.array(p), np.array(t),
+                                              vectorised.resample_weights(n, n_resamples, seed))
+        return np.asarray(getattr(agreement, field_name))
+    rows = vectorised.resample_indices(n, n_resamples, seed).tolist()
+    return np.array([float(fn([p[i] for i in idx], [t[i] for i in idx])) for idx in rows], dtype=np.float64)
 
 
 def _quantile(sorted_values: Sequence[float], q: float) -> float:
@@ -286,6 +316,22 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float:
     frac = pos - lo
     a, b = sorted_values[lo], sorted_values[hi]
     return a if frac == 0.0 or a == b else a + (b - a) * frac
+
+
+def _percentile_interval(values: NDArray[np.float64], n_resamples: int, confidence: float) -> tuple[float, float]:
+    """The percentile interval of the defined values; (nan, nan) unless at least half the resamples are defined."""
+    ordered = sorted(v for v in values.tolist() if not math.isnan(v))
+    if len(ordered) * 2 < n_resamples or not ordered:
+        return (math.nan, math.nan)
+    alpha = (1.0 - confidence) / 2.0
+    return (_quantile(ordered, alpha), _quantile(ordered, 1.0 - alpha))
+
+
+def _check_bootstrap(n_resamples: int, confidence: float) -> None:
+    if n_resamples < 0:
+        raise ValueError(f"n_resamples must be >= 0, got {n_resamples}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
 
 
 def bootstrap_ci(
@@ -304,29 +350,17 @@ def bootstrap_ci(
     if fewer than half of the resamples are valid, the interval would describe a degenerate conditional
     distribution, so (nan, nan) is returned instead (also for n < 2 or ``n_resamples == 0``).
 
-    Deterministic: draws come from ``random.Random(seed).random()``, the one part of the ``random`` module whose
-    sequence Python promises to keep across versions, so a stored CI can be reproduced later.
+    Deterministic: resample r draws recipes ``int(u * n)`` for the n values u from ``random.Random(seed).random()``
+    after the first r * n, the one part of the ``random`` module whose sequence Python promises to keep across
+    versions, so a stored CI can be reproduced later (``vectorised.resample_draws`` produces that very sequence).
+    ``spearman``, ``kendall_tau``, ``pairwise_accuracy`` and ``pearson`` are evaluated for all resamples at once;
+    any other ``fn`` is called once per resample.
     """
-    if n_resamples < 0:
-        raise ValueError(f"n_resamples must be >= 0, got {n_resamples}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_bootstrap(n_resamples, confidence)
     p, t = _pair(pred, target)
-    n = len(p)
-    if n < 2 or n_resamples == 0:
+    if len(p) < 2 or n_resamples == 0:
         return (math.nan, math.nan)
-    rng = random.Random(seed)
-    stats: list[float] = []
-    for _ in range(n_resamples):
-        idx = [int(rng.random() * n) for _ in range(n)]
-        value = float(fn([p[i] for i in idx], [t[i] for i in idx]))
-        if not math.isnan(value):
-            stats.append(value)
-    if len(stats) * 2 < n_resamples:
-        return (math.nan, math.nan)
-    stats.sort()
-    alpha = (1.0 - confidence) / 2.0
-    return (_quantile(stats, alpha), _quantile(stats, 1.0 - alpha))
+    return _percentile_interval(_resampled(fn, p, t, n_resamples, seed), n_resamples, confidence)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -364,17 +398,12 @@ def flip_share(losses_by_lr: Mapping[float, Sequence[float]]) -> FlipReport:
     n = sizes.pop() if sizes else 0
     n_pairs = n * (n - 1) // 2
     flipped: list[tuple[int, int, float, float]] = []
-    for i in range(n):
-        for j in range(i + 1, n):
-            last_sign, last_lr = 0, math.nan
-            for lr, col in zip(lrs, columns, strict=True):
-                sign = (col[i] > col[j]) - (col[i] < col[j])
-                if sign == 0:
-                    continue
-                if last_sign and sign != last_sign:
-                    flipped.append((i, j, last_lr, lr))
-                    break
-                last_sign, last_lr = sign, lr
+    if n_pairs and len(lrs) > 1:
+        from proxyrank import vectorised
+
+        first, second, flip_from, flip_to = (a.tolist() for a in vectorised.first_flips(columns))
+        flipped = [(i, j, lrs[lo], lrs[hi]) for i, j, lo, hi in zip(first, second, flip_from, flip_to, strict=True)
+                   if hi >= 0]
     return FlipReport(share=len(flipped) / n_pairs if n_pairs else math.nan, flipped_pairs=flipped, n_pairs=n_pairs)
 
 
@@ -432,25 +461,42 @@ def compare(
     """Every agreement statistic of ``pred`` against ``target`` at once, with bootstrap CIs.
 
     ``k`` is clipped to the number of recipes (so the regret of a 2-recipe comparison is a top-2 regret, which is 0).
-    The three CIs share one seed, hence the same resamples, so they describe the same bootstrap world.
+    The three CIs share one seed, hence the same resamples, so they describe the same bootstrap world. The rank
+    statistics and their CIs come from one vectorised pass (``_rank_agreement``) and equal ``spearman``,
+    ``kendall_tau``, ``pairwise_accuracy`` and ``bootstrap_ci`` of each exactly.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     p, t = _pair(pred, target)
+    _check_bootstrap(n_resamples, 0.95)
     n = len(p)
     k_eff = min(k, n)
+    nan_ci = (math.nan, math.nan)
+    point: tuple[float, ...] = (math.nan,) * 3  # spearman, kendall, pairwise accuracy
+    cis: tuple[tuple[float, float], ...] = (nan_ci,) * 3
+    if n >= 2:
+        import numpy as np
+
+        from proxyrank import vectorised
+
+        # row 0: the sample itself (every recipe once); rows 1..: the resamples
+        weights = np.vstack((np.ones((1, n)), vectorised.resample_weights(n, n_resamples, seed)))
+        rank = vectorised.rank_agreement(np.array(p), np.array(t), weights)
+        point = tuple(float(v[0]) for v in rank)
+        if n_resamples:
+            cis = tuple(_percentile_interval(v[1:], n_resamples, 0.95) for v in rank)
     return Agreement(
-        spearman=spearman(p, t),
-        kendall=kendall_tau(p, t),
+        spearman=point[0],
+        kendall=point[1],
         pearson=pearson(p, t),
-        pairwise_accuracy=pairwise_accuracy(p, t),
+        pairwise_accuracy=point[2],
         top1_match=top1_match(p, t),
         top_k_regret=top_k_regret(p, t, k_eff) if n else math.nan,
         k=k_eff,
         n=n,
-        spearman_ci=bootstrap_ci(spearman, p, t, n_resamples=n_resamples, seed=seed),
-        kendall_ci=bootstrap_ci(kendall_tau, p, t, n_resamples=n_resamples, seed=seed),
-        pairwise_accuracy_ci=bootstrap_ci(pairwise_accuracy, p, t, n_resamples=n_resamples, seed=seed),
+        spearman_ci=cis[0],
+        kendall_ci=cis[1],
+        pairwise_accuracy_ci=cis[2],
     )
 
 
@@ -458,12 +504,12 @@ def compare(
 # from runs to per-recipe losses
 
 
-@dataclass(frozen=True)
-class RunLoss:
+class RunLoss(NamedTuple):
     """One training run's outcome, as the statistics need it.
 
     ``group`` is the protocol name, or ``"target"`` for the target-scale sweep. ``loss`` is None while the run has
-    no result yet; nan or inf (a diverged run) is read as +inf.
+    no result yet; nan or inf (a diverged run) is read as +inf. A named tuple (immutable, and several times cheaper to
+    build than a frozen dataclass: the analysis of the largest comparison builds 8,000 of them per pass).
     """
 
     group: str
@@ -473,17 +519,17 @@ class RunLoss:
     loss: float | None
 
 
-def _cells(runs: Iterable[RunLoss]) -> dict[tuple[str, str, float], dict[int, float | None]]:
-    """Runs keyed by (group, recipe, lr) then seed; a repeated run key is an upstream bug, so it raises."""
-    cells: dict[tuple[str, str, float], dict[int, float | None]] = {}
-    for run in runs:
+def _cells(runs: Sequence[RunLoss]) -> dict[tuple[str, str, float], list[int]]:
+    """Run positions keyed by (group, recipe, lr), in run order; a repeated run key is an upstream bug, so it raises."""
+    cells: dict[tuple[str, str, float], dict[int, int]] = {}
+    for i, run in enumerate(runs):
         seeds = cells.setdefault((run.group, run.recipe, float(run.learning_rate)), {})
         if run.seed in seeds:
             raise ValueError(
                 f"duplicate run: group={run.group!r} recipe={run.recipe!r} lr={run.learning_rate!r} seed={run.seed}"
             )
-        seeds[run.seed] = run.loss
-    return cells
+        seeds[run.seed] = i
+    return {key: list(seeds.values()) for key, seeds in cells.items()}
 
 
 def _seed_mean(losses: Iterable[float | None]) -> float | None:
@@ -503,13 +549,71 @@ def _seed_mean(losses: Iterable[float | None]) -> float | None:
     return math.fsum(values) / len(values) if values else None
 
 
-def _seed_means(runs: Iterable[RunLoss]) -> dict[tuple[str, str, float], float]:
+def _seed_means(cells: Mapping[tuple[str, str, float], list[int]],
+                losses: Sequence[float | None]) -> dict[tuple[str, str, float], float]:
+    """The complete cells' seed means, ``losses[i]`` being the loss of the run at position i."""
     out: dict[tuple[str, str, float], float] = {}
-    for key, seeds in _cells(runs).items():
-        mean = _seed_mean(seeds.values())
+    for key, rows in cells.items():
+        if len(rows) == 1:  # the common single-seed cell without the loop; fsum([v]) / 1 is v + 0.0 (-0.0 -> 0.0)
+            loss = losses[rows[0]]
+            mean = None if loss is None else float(loss) + 0.0 if math.isfinite(loss) else math.inf
+        else:
+            mean = _seed_mean(losses[i] for i in rows)
         if mean is not None:
             out[key] = mean
     return out
+
+
+class LossTable:
+    """The seed-averaged losses of one set of runs, computed once and read as ``recipe_losses``, ``losses_by_lr`` and
+    ``best_learning_rate`` read them (the module functions of those names build a table and ask it once; the analysis
+    asks one table many questions)."""
+
+    def __init__(self, runs: Iterable[RunLoss]) -> None:
+        self._runs = list(runs)
+        self._means = _seed_means(_cells(self._runs), [r.loss for r in self._runs])
+        self._by_lr: dict[str, dict[float, dict[str, float]]] | None = None
+
+    @classmethod
+    def per_column(cls, runs: Iterable[RunLoss], columns: Iterable[Sequence[float | None]]) -> list[LossTable]:
+        """One table per loss column of the same runs, the runs grouped once: table c is
+        ``LossTable(run._replace(loss=columns[c][i]) for i, run in enumerate(runs))`` (each run's own ``loss`` is
+        not read). The analysis has one column for the mean eval loss and one per eval set."""
+        run_list = list(runs)
+        cells = _cells(run_list)
+        tables = []
+        for column in columns:
+            table = cls.__new__(cls)
+            table._runs, table._means, table._by_lr = run_list, _seed_means(cells, column), None
+            tables.append(table)
+        return tables
+
+    def losses_by_lr(self, group: str) -> dict[float, dict[str, float]]:
+        """See :func:`losses_by_lr`."""
+        if self._by_lr is None:
+            self._by_lr = {}
+            for (g, recipe, lr), mean in sorted(self._means.items(), key=lambda kv: (kv[0][2], kv[0][1])):
+                self._by_lr.setdefault(g, {}).setdefault(lr, {})[recipe] = mean
+        return {lr: dict(row) for lr, row in self._by_lr.get(group, {}).items()}
+
+    def recipe_losses(self) -> dict[str, dict[str, float]]:
+        """See :func:`recipe_losses`."""
+        best: dict[str, dict[str, float]] = {}
+        for (group, recipe, _lr), mean in self._means.items():
+            row = best.setdefault(group, {})
+            row[recipe] = min(mean, row.get(recipe, math.inf))
+        return {g: dict(sorted(best[g].items())) for g in sorted(best)}
+
+    def best_learning_rate(self, group: str) -> dict[str, tuple[float, bool]]:
+        """See :func:`best_learning_rate`."""
+        grid = sorted({float(r.learning_rate) for r in self._runs if r.group == group})
+        edges = {grid[0], grid[-1]} if len(grid) >= 2 else set()
+        argmin: dict[str, tuple[float, float]] = {}  # recipe -> (lr, loss)
+        for lr, row in self.losses_by_lr(group).items():  # ascending lr, and strict "<": ties keep the lowest lr
+            for recipe, loss in row.items():
+                if recipe not in argmin or loss < argmin[recipe][1]:
+                    argmin[recipe] = (lr, loss)
+        return {recipe: (lr, lr in edges) for recipe, (lr, _) in sorted(argmin.items())}
 
 
 def losses_by_lr(runs: Iterable[RunLoss], group: str) -> dict[float, dict[str, float]]:
@@ -518,11 +622,7 @@ def losses_by_lr(runs: Iterable[RunLoss], group: str) -> dict[float, dict[str, f
     Only complete cells appear: pass pending runs with ``loss=None`` so that a cell with some seeds still running
     is left out rather than averaged over the seeds that happen to be done.
     """
-    table: dict[float, dict[str, float]] = {}
-    for (g, recipe, lr), mean in sorted(_seed_means(runs).items(), key=lambda kv: (kv[0][2], kv[0][1])):
-        if g == group:
-            table.setdefault(lr, {})[recipe] = mean
-    return table
+    return LossTable(runs).losses_by_lr(group)
 
 
 def recipe_losses(runs: Iterable[RunLoss]) -> dict[str, dict[str, float]]:
@@ -533,11 +633,7 @@ def recipe_losses(runs: Iterable[RunLoss]) -> dict[str, dict[str, float]]:
     A recipe appears once at least one of its learning rates is complete; while others are pending its value is
     provisional. Recipes with no complete learning rate are left out. Groups and recipes are sorted by name.
     """
-    best: dict[str, dict[str, float]] = {}
-    for (group, recipe, _lr), mean in _seed_means(runs).items():
-        row = best.setdefault(group, {})
-        row[recipe] = min(mean, row.get(recipe, math.inf))
-    return {g: dict(sorted(best[g].items())) for g in sorted(best)}
+    return LossTable(runs).recipe_losses()
 
 
 def best_learning_rate(runs: Iterable[RunLoss], group: str) -> dict[str, tuple[float, bool]]:
@@ -549,15 +645,7 @@ def best_learning_rate(runs: Iterable[RunLoss], group: str) -> dict[str, tuple[f
     conservative choice; in particular a recipe that diverged everywhere gets the lowest lr, flagged, which says
     "go lower"). Recipes with no complete learning rate are left out.
     """
-    run_list = list(runs)
-    grid = sorted({float(r.learning_rate) for r in run_list if r.group == group})
-    edges = {grid[0], grid[-1]} if len(grid) >= 2 else set()
-    argmin: dict[str, tuple[float, float]] = {}  # recipe -> (lr, loss)
-    for lr, row in losses_by_lr(run_list, group).items():  # ascending lr, and strict "<": ties keep the lowest lr
-        for recipe, loss in row.items():
-            if recipe not in argmin or loss < argmin[recipe][1]:
-                argmin[recipe] = (lr, loss)
-    return {recipe: (lr, lr in edges) for recipe, (lr, _) in sorted(argmin.items())}
+    return LossTable(runs).best_learning_rate(group)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
