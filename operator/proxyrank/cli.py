@@ -58,7 +58,9 @@ TOOLS = (
 def build_parser() -> argparse.ArgumentParser:
     from proxyrank import __version__
 
-    parser = argparse.ArgumentParser(prog="proxyrank", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="proxyrank", description=(
+        "Rank pretraining data recipes with proxy models, and measure whether the proxy ranking can be trusted. "
+        "Exit codes: 0 ok, 1 runtime failure, 2 invalid input."))
     parser.add_argument("--version", action="version", version=f"proxyrank {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in BUILTIN_COMMANDS:
