@@ -8,6 +8,12 @@ name, labels, owner reference, scheduling fields, run config and termination-mes
 Each reconcile pass makes a bounded number of API calls, independent of the run count: one list of jobs and at most
 one list of pods, both by the comparison-uid label; results come from the trainer container's termination message,
 and only when that is missing from its log (once per job; results are cached).
+
+A result counts only when read from a pod of the job the operator created: labels select the pods (anyone who may
+create pods in the namespace can copy them), and the pod's controller owner reference decides. Volcano's job
+controller creates each pod with ``ownerReferences: [{apiVersion: batch.volcano.sh/v1alpha1, kind: Job, name, uid,
+controller: true}]`` (``createJobPod``); a pod whose controller is not one of this comparison's jobs, by uid from the
+job list, is ignored and logged.
 """
 
 from __future__ import annotations
@@ -151,6 +157,7 @@ class KubernetesLauncher:
         self.owner = dict(owner) if owner else None
         self.sleep = sleep
         self._results: dict[str, tuple[RunResult | None, str | None]] = {}  # job name -> (result, message)
+        self._ignored_pods: set[str] = set()  # pods not created for one of our jobs, warned about once each
 
     # -------------------------------------------------------------------------------------------------- build
     def build_job(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> dict[str, Any]:
@@ -195,7 +202,8 @@ class KubernetesLauncher:
 
     def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
         latest: dict[str, tuple[int, dict[str, Any]]] = {}
-        for job in self.list_jobs(ref.namespace, ref.uid):
+        jobs = self.list_jobs(ref.namespace, ref.uid)
+        for job in jobs:
             labels = job.get("metadata", {}).get("labels") or {}
             key = labels.get(LABEL_RUN)
             try:
@@ -209,14 +217,29 @@ class KubernetesLauncher:
                     and job["metadata"]["name"] not in self._results]
         pods_by_job: dict[str, list[dict[str, Any]]] = {}
         if finished:
+            owners = {str(job["metadata"]["uid"]): job["metadata"]["name"] for job in jobs
+                      if job.get("metadata", {}).get("uid")}
             for pod in self._list(ref.uid, "pods", self.core.list_namespaced_pod, ref.namespace):
-                labels = pod.get("metadata", {}).get("labels") or {}
-                name = job_name(labels.get(LABEL_RUN, ""), int(labels.get(LABEL_ATTEMPT, "0") or 0))
-                pods_by_job.setdefault(name, []).append(pod)
+                owner = owning_job(pod, owners)
+                if owner is not None:
+                    pods_by_job.setdefault(owner, []).append(pod)
+                else:
+                    self._ignore_pod(ref, pod)
         out: dict[str, Observation] = {}
         for key, (attempt, job) in latest.items():
             out[key] = self._observation(ref, key, attempt, job, pods_by_job)
         return out
+
+    def _ignore_pod(self, ref: ComparisonRef, pod: Mapping[str, Any]) -> None:
+        name = str(pod.get("metadata", {}).get("name", "?"))
+        if name in self._ignored_pods:
+            return
+        self._ignored_pods.add(name)
+        owners = [f"{o.get('kind')}/{o.get('name')} uid={o.get('uid')}"
+                  for o in pod.get("metadata", {}).get("ownerReferences") or []]
+        log.warning("ignoring pod %s/%s: it carries the labels of comparison %s but was not created by Volcano for "
+                    "one of its jobs (owner references: %s); its result is not read", ref.namespace, name, ref.name,
+                    ", ".join(owners) or "none")
 
     def _observation(self, ref: ComparisonRef, key: str, attempt: int, job: dict[str, Any],
                      pods_by_job: dict[str, list[dict[str, Any]]]) -> Observation:
@@ -284,6 +307,21 @@ class KubernetesLauncher:
     def close(self) -> None:
         """Nothing runs in this process and the API clients are shared: only the cached results are dropped."""
         self._results.clear()
+        self._ignored_pods.clear()
+
+
+def owning_job(pod: Mapping[str, Any], jobs_by_uid: Mapping[str, str]) -> str | None:
+    """The name of the job in ``jobs_by_uid`` (uid -> name) that controls ``pod``: the pod's controller owner reference
+    must be a Volcano Job with one of those uids (and its name). None for a pod no job of ours created."""
+    for ref in pod.get("metadata", {}).get("ownerReferences") or []:
+        if not ref.get("controller"):
+            continue
+        name = jobs_by_uid.get(str(ref.get("uid") or ""))
+        if ref.get("apiVersion") == f"{VOLCANO_GROUP}/{VOLCANO_VERSION}" and ref.get("kind") == "Job" and \
+                name is not None and ref.get("name") == name:
+            return name
+        return None  # an object has at most one controller
+    return None
 
 
 def _container_terminations(pods: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
