@@ -14,7 +14,14 @@ from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
 from proxyrank.launchers.fake import FakeLauncher, Outcome
 from proxyrank.planner import PlannedRun, plan_runs
-from proxyrank.reconciler import LaunchState, Observation, ReconcileResult, invalid_status, reconcile
+from proxyrank.reconciler import (
+    LaunchState,
+    Observation,
+    ReconcileResult,
+    invalid_status,
+    reconcile,
+    status_patch,
+)
 from proxyrank.testing import make_result
 from proxyrank.validation import parse_comparison
 from tests.conftest import GOOD_COMPARISON
@@ -348,3 +355,48 @@ def test_an_invalid_spec_keeps_the_runs_and_results_of_the_previous_status() -> 
     assert result.status.phase == Phase.invalid
     assert result.status.model_dump()["runs"] == before["runs"]
     assert result.status.run_counts == h.status.run_counts
+
+
+def test_status_patch_sends_changes_and_nulls_for_cleared_fields_at_every_depth() -> None:
+    old = {"phase": "Succeeded", "progress": "12/12", "finishedAt": "2026-12-01T00:00:00Z",
+           "verdict": {"protocol": "reduced-lr", "reliable": True, "value": 1.0, "message": "ok"},
+           "target": {"losses": {"a": 2.0, "b": 3.0}, "winner": "a"},
+           "agreements": {"crossScale": [{"of": "x", "n": 3}], "endToEnd": {"of": "x", "n": 3, "spearman": 1.0}},
+           "runs": [{"key": "r1", "valLoss": 2.0}]}
+    new = {"phase": "Running", "progress": "12/12",
+           "verdict": {"protocol": "fixed", "message": "undefined"},
+           "target": {"losses": {"a": 2.0}, "winner": "a"},
+           "agreements": {"crossScale": []},
+           "runs": [{"key": "r1"}]}
+    patch = status_patch(old, new)
+    assert patch == {"phase": "Running", "finishedAt": None,
+                     "verdict": {"protocol": "fixed", "message": "undefined", "reliable": None, "value": None},
+                     "target": {"losses": {"b": None}},
+                     "agreements": {"crossScale": [], "endToEnd": None},
+                     "runs": [{"key": "r1"}]}  # lists are replaced whole (RFC 7386)
+    assert status_patch(new, new) == {}
+    assert status_patch({}, new) == new
+    assert status_patch({"n": 3}, {"n": 3.0}) == {}  # the same JSON number
+    assert status_patch({"n": 1}, {"n": True}) == {"n": True}
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 MergePatch, as the API server applies a merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+def test_applying_the_status_patch_to_the_stored_status_gives_the_new_status() -> None:
+    h = Harness(_spec(parallelism=30))
+    statuses = [h.step().status.dump() for _ in range(6)]
+    bumped = reconcile(_spec(parallelism=30, maxFailedRuns=0, runRetries=0), h.plan, h.status, {}, h.now, 2)
+    statuses.append(bumped.status.dump())
+    for old, new in zip([{}, *statuses], statuses, strict=False):
+        assert _merge(old, status_patch(old, new)) == new

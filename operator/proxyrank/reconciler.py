@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from proxyrank.analysis import analyze
 from proxyrank.api import (
@@ -246,6 +246,30 @@ def record_launch_failure(status: RecipeComparisonStatus, spec: RecipeComparison
         if r.key == key:
             step._failure(r, RunState.failed, "LaunchFailed", message)
     return step.events
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns the stored status ``old`` into ``new`` (both as JSON, ``new`` without
+    nulls, as :meth:`~proxyrank.api.APIModel.dump` gives it): every changed field with its new value, objects merged
+    field by field at every depth, lists and scalars whole, and ``None`` (JSON null, which deletes) for every field
+    ``old`` has and ``new`` no longer does. A status dumped without its empty fields and sent as a plain merge patch
+    would keep their old values (a verdict still ``reliable: true`` after it became unknown). Empty when equal."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key, _ABSENT)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            nested = status_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif before is _ABSENT or isinstance(before, bool) != isinstance(value, bool) or before != value:
+            patch[key] = value  # (1 and 1.0 are the same JSON number; true is not 1)
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch
+
+
+_ABSENT = object()
 
 
 def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparisonStatus | None,
