@@ -400,3 +400,86 @@ def test_applying_the_status_patch_to_the_stored_status_gives_the_new_status() -
     statuses.append(bumped.status.dump())
     for old, new in zip([{}, *statuses], statuses, strict=False):
         assert _merge(old, status_patch(old, new)) == new
+
+
+def _fixed_fails(first_attempts: int) -> Callable[[PlannedRun, int], Outcome]:
+    """'fixed' runs fail on their first ``first_attempts`` attempts, then succeed; other runs take a while."""
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        if run.protocol == "fixed" and attempt <= first_attempts:
+            return Outcome(state=LaunchState.failed, message="OOMKilled", polls=0)
+        return Outcome(result=make_result(run.key, _loss(run), eval_sets=("pile-cc",)), polls=3)
+    return script
+
+
+def _failed(h: Harness) -> RecipeComparisonStatus:
+    for _ in range(20):
+        if h.step().status.phase == Phase.failed:
+            break
+    assert h.status is not None and h.status.phase == Phase.failed
+    return h.status
+
+
+def test_a_failed_comparison_resumes_when_max_failed_runs_is_raised() -> None:
+    h = Harness(_spec(runRetries=0, maxFailedRuns=1, parallelism=6), _fixed_fails(100))
+    failed = _failed(h)
+    cancelled = {r.key for r in failed.runs if r.state == RunState.cancelled}
+    assert cancelled and failed.run_counts.failed == 3
+    h.step()
+    assert h.status is not None and h.status.phase == Phase.failed, "nothing changed: it stays Failed"
+
+    h.spec.policy.max_failed_runs = 3
+    resumed = h.step()
+    assert resumed.status.phase == Phase.running
+    assert [e.message for e in resumed.events if e.reason == "Resumed"] == [
+        "the failure budget is now policy.maxFailedRuns=3, policy.runRetries=0 (3 runs failed for good): "
+        f"{len(cancelled)} cancelled runs go back to Pending, 0 failed runs get another attempt"]
+    assert {a.run.key for a in resumed.launches} <= cancelled and len(resumed.launches) == 6
+    status = h.run()
+    assert status.phase == Phase.succeeded and status.run_counts.failed == 3 and status.run_counts.cancelled == 0
+    assert {c.type: c.status for c in status.conditions}["Ready"] == "True"
+    assert len(h.events("Resumed")) == 1
+
+
+def test_raising_run_retries_retries_the_runs_that_failed_for_good() -> None:
+    h = Harness(_spec(runRetries=0, maxFailedRuns=1, parallelism=30), _fixed_fails(1))
+    failed = _failed(h)
+    fixed = {r.key for r in failed.runs if r.protocol == "fixed"}
+    assert all(r.state == RunState.failed and r.failed_attempts == 1 for r in failed.runs if r.key in fixed)
+
+    h.spec.policy.run_retries = 1
+    resumed = h.step()
+    assert resumed.status.phase == Phase.running
+    assert fixed <= {a.run.key for a in resumed.launches if a.attempt == 2}
+    assert "3 failed runs get another attempt" in h.events("Resumed")[0]
+    status = h.run()
+    assert status.phase == Phase.succeeded and status.run_counts.succeeded == len(status.runs)
+    for r in status.runs:
+        if r.key in fixed:
+            assert (r.attempts, r.failed_attempts) == (2, 1), r
+
+
+def test_a_budget_raised_too_little_keeps_the_comparison_failed() -> None:
+    h = Harness(_spec(runRetries=0, maxFailedRuns=1, parallelism=6), _fixed_fails(100))
+    _failed(h)
+    launched = len(h.launcher.launched)
+    h.spec.policy.max_failed_runs = 2  # 3 failed for good: still over
+    result = h.step()
+    assert result.status.phase == Phase.failed and not result.launches and len(h.launcher.launched) == launched
+    assert not h.events("Resumed")
+
+
+def test_raising_run_retries_does_not_retry_a_run_stopped_at_its_deadline() -> None:
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        if attempt == 1:
+            return Outcome(state=LaunchState.failed, message="OOMKilled", polls=0)
+        return Outcome(result=make_result(run.key, 2.0), polls=10_000)
+
+    h = Harness(_spec(runDeadlineSeconds=25, runRetries=1, maxFailedRuns=100, parallelism=1), script)
+    for _ in range(8):
+        h.step()
+    assert h.status is not None
+    stopped = next(r for r in h.status.runs if r.state == RunState.failed)
+    assert stopped.failed_attempts == 1 and (stopped.message or "").startswith("DeadlineExceeded")
+    h.step()
+    again = next(r for r in h.status.runs if r.key == stopped.key)
+    assert again.state == RunState.failed and again.attempts == stopped.attempts

@@ -17,6 +17,8 @@ Results arrive typed (:class:`~proxyrank_trainer.contract.RunResult`, parsed by 
 for the run whose key it carries, and GPU-seconds count every rank (``RunResult.device_seconds``).
 
 The comparison fails once more than ``policy.maxFailedRuns`` runs failed for good; its in-flight runs are cancelled.
+Raising the budget afterwards resumes it: the cancelled runs go back to Pending, and runs that failed for good get the
+attempts a raised ``policy.runRetries`` gives them.
 An observed child with a newer attempt than the status knows (an operator restart between launching and recording)
 is adopted, never launched again.
 """
@@ -193,7 +195,7 @@ class _RunStep:
                 self.actions.append(Cancel(entry.key, entry.attempts, entry.handle, "DeadlineExceeded"))
                 entry.state = RunState.failed
                 entry.finished_at = iso(self.now)
-                entry.message = f"DeadlineExceeded: still running after runDeadlineSeconds=" \
+                entry.message = f"{DEADLINE_EXCEEDED}: still running after runDeadlineSeconds=" \
                                 f"{self.spec.policy.run_deadline_seconds}"
                 self.events.append(Event("Warning", "RunFailed", f"{_title(entry)}: {entry.message}"))
             return
@@ -285,19 +287,9 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
         step.advance(entry, observed.get(p.key))
         runs.append(entry)
 
-    failed_for_good = sum(r.state in FAILED_STATES for r in runs)
-    budget_exceeded = failed_for_good > spec.policy.max_failed_runs or prev.phase == Phase.failed
-    planned = {p.key: p for p in plan.runs}
-
-    if budget_exceeded:
-        for r in runs:
-            if r.state in IN_FLIGHT:
-                step.actions.append(Cancel(r.key, r.attempts, r.handle, "FailureBudgetExceeded"))
-            if r.state in IN_FLIGHT or r.state == RunState.pending:
-                r.state = RunState.cancelled
-                r.message = "cancelled: the comparison failed (failure budget exceeded)"
-                r.finished_at = r.finished_at or iso(now)
-    elif not spec.policy.suspend:
+    failed_for_good, budget_exceeded = _apply_budget(runs, spec, prev, now, step)
+    if not budget_exceeded and not spec.policy.suspend:
+        planned = {p.key: p for p in plan.runs}
         slots = spec.policy.parallelism - sum(r.state in IN_FLIGHT for r in runs)
         for r in runs:
             if slots <= 0:
@@ -337,6 +329,48 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
         analysis.protocols, analysis.target, analysis.agreements, analysis.verdict)
     _conditions(status, prev, spec, failed_for_good, now, generation, step.events)
     return ReconcileResult(status=status, actions=step.actions, events=step.events)
+
+
+BUDGET_CANCELLED = "cancelled: the comparison failed (failure budget exceeded)"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+
+
+def _may_retry(run: RunStatus, spec: RecipeComparisonSpec) -> bool:
+    """A run that failed for good after ``failedAttempts`` failed attempts, while ``policy.runRetries`` now allows
+    more (it was raised since). A run stopped at its deadline is not retried (the deadline is not a retry budget)."""
+    return run.state in FAILED_STATES and 0 < run.failed_attempts <= spec.policy.run_retries and \
+        not (run.message or "").startswith(DEADLINE_EXCEEDED)
+
+
+def _apply_budget(runs: list[RunStatus], spec: RecipeComparisonSpec, prev: RecipeComparisonStatus, now: datetime,
+                  step: _RunStep) -> tuple[int, bool]:
+    """The failure budget: ``(runs failed for good, exceeded?)``. Exceeded: in-flight runs are cancelled (and pending
+    ones too). Within it, and only then, what a raised budget allows resumes: runs cancelled because of the budget go
+    back to Pending and runs failed for good get the attempts a raised ``policy.runRetries`` gives them. Nothing
+    latches: a Failed comparison whose budget was raised resumes, with a ``Resumed`` event naming the budget."""
+    retry = [r for r in runs if _may_retry(r, spec)]
+    failed_for_good = sum(r.state in FAILED_STATES for r in runs) - len(retry)
+    budget = spec.policy.max_failed_runs
+    if failed_for_good > budget:
+        for r in runs:
+            if r.state in IN_FLIGHT:
+                step.actions.append(Cancel(r.key, r.attempts, r.handle, "FailureBudgetExceeded"))
+            if r.state in IN_FLIGHT or r.state == RunState.pending:
+                r.state = RunState.cancelled
+                r.message = BUDGET_CANCELLED
+                r.finished_at = r.finished_at or iso(now)
+        return failed_for_good + len(retry), True
+    cancelled = [r for r in runs if r.state == RunState.cancelled and r.message == BUDGET_CANCELLED]
+    for r in cancelled + retry:
+        r.state = RunState.pending
+        r.finished_at = None
+        r.message = f"resumed: policy.maxFailedRuns={budget}, policy.runRetries={spec.policy.run_retries}"
+    if cancelled or retry or prev.phase == Phase.failed:
+        step.events.append(Event("Normal", "Resumed", (
+            f"the failure budget is now policy.maxFailedRuns={budget}, policy.runRetries={spec.policy.run_retries} "
+            f"({failed_for_good} runs failed for good): {len(cancelled)} cancelled runs go back to Pending, "
+            f"{len(retry)} failed runs get another attempt")))
+    return failed_for_good, False
 
 
 def invalid_status(previous: RecipeComparisonStatus | None, problems: Sequence[str], now: datetime,
