@@ -483,3 +483,32 @@ def test_raising_run_retries_does_not_retry_a_run_stopped_at_its_deadline() -> N
     h.step()
     again = next(r for r in h.status.runs if r.key == stopped.key)
     assert again.state == RunState.failed and again.attempts == stopped.attempts
+
+
+def test_an_unavailable_api_defers_launches_without_counting_a_failure() -> None:
+    outage = {"calls": 3}  # the API answers 503 to the first three create calls
+
+    def unavailable(run: PlannedRun, attempt: int) -> str | None:
+        outage["calls"] -= 1
+        return "the Kubernetes API is unavailable (HTTP 503 Service Unavailable)" if outage["calls"] >= 0 else None
+
+    h = Harness(_spec(parallelism=8, runRetries=0, maxFailedRuns=0), launch_deferred=unavailable)
+    first = h.step()
+    assert h.launcher.launch_calls == [(first.launches[0].run.key, 1)], "one call to a failing API per pass"
+    assert not h.launcher.launched and first.status.phase == Phase.pending
+    counts = first.status.run_counts
+    assert (counts.pending, counts.launching, counts.failed) == (counts.total, 0, 0), counts
+    waiting = [r for r in first.status.runs if r.message]
+    assert len(waiting) == 8 and all(r.state == RunState.pending and r.attempts == 0 and r.failed_attempts == 0
+                                     and (r.message or "").startswith("waiting to launch: the Kubernetes API is "
+                                                                      "unavailable (HTTP 503") for r in waiting)
+    progressing = next(c for c in first.status.conditions if c.type == "Progressing")
+    assert progressing.message == f"0 running, {counts.total} waiting"
+    assert len(h.events("LaunchDeferred")) == 1 and "not counted as failures" in h.events("LaunchDeferred")[0]
+    h.step()
+    h.step()
+    assert len(h.launcher.launch_calls) == 3 and len(h.events("LaunchDeferred")) == 1, "one event per outage"
+    status = h.run()
+    assert status.phase == Phase.succeeded, "maxFailedRuns=0: a deferral is no failure"
+    assert all(r.failed_attempts == 0 and r.attempts == 1 and r.message is None for r in status.runs)
+    assert not h.events("RunFailed") and not h.events("RunRetried")

@@ -240,6 +240,37 @@ def record_launch(status: RecipeComparisonStatus, key: str, handle: str | None) 
             return
 
 
+WAITING_TO_LAUNCH = "waiting to launch"
+
+
+def record_launch_deferred(status: RecipeComparisonStatus, key: str, message: str) -> None:
+    """A launch the API could not take now (unavailable: 429, 5xx, unreachable): not a failed attempt. The run goes
+    back to Pending as it was before this pass launched it, with ``message`` saying why; a later pass launches it."""
+    for r in status.runs:
+        if r.key == key and r.state == RunState.launching:
+            r.attempts -= 1
+            r.state = RunState.pending
+            r.started_at = None
+            r.message = message
+
+
+def refresh_after_launches(status: RecipeComparisonStatus, now: datetime, generation: int | None) -> None:
+    """Counts, progress, phase and the Progressing condition again, after the driver applied the launches: a launch
+    that failed or was deferred changed its run's state after :func:`reconcile` counted it."""
+    counts = _count(status.runs)
+    status.run_counts = counts
+    status.progress = f"{counts.done}/{counts.total}"
+    if status.phase in (Phase.running, Phase.pending):
+        in_flight = counts.launching + counts.running
+        status.phase = Phase.running if in_flight or counts.done or counts.failed else Phase.pending
+        status.conditions = set_condition(status.conditions, "Progressing", "True", "RunsInProgress",
+                                          _in_progress(counts), now, generation)
+
+
+def _in_progress(counts: RunCounts) -> str:
+    return f"{counts.launching + counts.running} running, {counts.pending} waiting"
+
+
 def record_launch_failure(status: RecipeComparisonStatus, spec: RecipeComparisonSpec, key: str, message: str,
                           now: datetime) -> list[Event]:
     """A launch the launcher could not submit (e.g. the API rejected the job): a failed attempt."""
@@ -299,7 +330,7 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
                 r.state = RunState.launching
                 r.started_at = iso(now)
                 r.finished_at = None
-                if r.failed_attempts == 0 and r.attempts == 1:
+                if (r.failed_attempts == 0 and r.attempts == 1) or (r.message or "").startswith(WAITING_TO_LAUNCH):
                     r.message = None
                 step.actions.append(Launch(planned[r.key], r.attempts))
                 slots -= 1
@@ -412,8 +443,7 @@ def _conditions(status: RecipeComparisonStatus, prev: RecipeComparisonStatus, sp
     else:
         c = set_condition(c, "Ready", "False", "RunsInProgress", f"{counts.done}/{counts.total} runs done", now,
                           generation)
-        c = set_condition(c, "Progressing", "True", "RunsInProgress",
-                          f"{counts.launching + counts.running} running, {counts.pending} waiting", now, generation)
+        c = set_condition(c, "Progressing", "True", "RunsInProgress", _in_progress(counts), now, generation)
     if failed_for_good:
         c = set_condition(c, "Degraded", "True", "RunsFailed",
                           f"{failed_for_good} runs failed for good (budget policy.maxFailedRuns={budget})", now,

@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import MaxRetryError
 
 from proxyrank.api import RunState
-from proxyrank.launchers.base import ComparisonRef
+from proxyrank.launchers.base import ComparisonRef, LaunchDeferred, LaunchError
 from proxyrank.launchers.kubernetes import KubernetesLauncher, owning_job
 from proxyrank.launchers.volcano import LABEL_ATTEMPT, job_name
 from proxyrank.planner import LABEL_COMPARISON_UID, LABEL_RUN, Plan, PlannedRun, label_value, plan_runs
@@ -162,3 +164,68 @@ def test_owning_job_needs_the_controller_reference_of_a_volcano_job_by_uid() -> 
     not_controller = _pod("p", {}, owner=_volcano_owner("pr-a-a1", "u1"))
     not_controller["metadata"]["ownerReferences"][0]["controller"] = False
     assert owning_job(not_controller, jobs) is None
+
+
+class _Creates:
+    """A custom-objects API whose creates answer as ``answers`` says, in turn (an exception or None for 201)."""
+
+    def __init__(self, *answers: BaseException | None) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    def create_namespaced_custom_object(self, *args: Any) -> dict[str, Any]:
+        self.calls += 1
+        answer = self.answers.pop(0) if self.answers else None
+        if answer is not None:
+            raise answer
+        return {}
+
+
+def _api_error(status: int, message: str = "") -> ApiException:
+    exc = ApiException(status=status, reason={503: "Service Unavailable", 422: "Unprocessable Entity"}.get(status))
+    exc.body = json.dumps({"kind": "Status", "code": status, "message": message})
+    return exc
+
+
+def test_an_unavailable_api_defers_the_launch_and_backs_off() -> None:
+    ref, _, run = _setup()
+    api = _Creates(*[_api_error(503)] * 3, None)
+    launcher = KubernetesLauncher(api, _Core([], {}))
+    outcomes = []
+    for _ in range(7):
+        try:
+            launcher.launch(ref, run, 1)
+            outcomes.append(f"created after {api.calls} calls")
+        except LaunchDeferred as exc:
+            outcomes.append(f"deferred after {api.calls} calls: {exc}")
+    name = job_name(run.key, 1)
+    assert outcomes == [
+        f"deferred after 1 calls: the Kubernetes API is unavailable (HTTP 503 Service Unavailable) creating job {name}",
+        f"deferred after 2 calls: the Kubernetes API is unavailable (HTTP 503 Service Unavailable) creating job {name}",
+        "deferred after 2 calls: the Kubernetes API was unavailable (HTTP 503 Service Unavailable); backing off",
+        f"deferred after 3 calls: the Kubernetes API is unavailable (HTTP 503 Service Unavailable) creating job {name}",
+        "deferred after 3 calls: the Kubernetes API was unavailable (HTTP 503 Service Unavailable); backing off",
+        "deferred after 3 calls: the Kubernetes API was unavailable (HTTP 503 Service Unavailable); backing off",
+        "deferred after 3 calls: the Kubernetes API was unavailable (HTTP 503 Service Unavailable); backing off",
+    ]  # the n-th deferral in a row skips the next 2**(n-1) - 1 calls
+    launcher.launch(ref, run, 1)  # the backoff is over and the API is back
+    assert api.calls == 4
+    api.answers = [_api_error(503), None]
+    with pytest.raises(LaunchDeferred):
+        launcher.launch(ref, run, 1)
+    launcher.launch(ref, run, 1)  # a success reset the backoff: the next pass tries at once
+    assert api.calls == 6
+
+
+def test_unreachable_and_throttled_apis_defer_while_rejections_fail_the_attempt() -> None:
+    ref, _, run = _setup()
+    for answer in (MaxRetryError(None, "/apis", "connection refused"), ConnectionResetError(), _api_error(429),
+                   _api_error(500), _api_error(504)):
+        with pytest.raises(LaunchDeferred):
+            KubernetesLauncher(_Creates(answer), _Core([], {})).launch(ref, run, 1)
+    for status in (400, 403, 422):
+        with pytest.raises(LaunchError) as info:
+            KubernetesLauncher(_Creates(_api_error(status, "denied")), _Core([], {})).launch(ref, run, 1)
+        assert not isinstance(info.value, LaunchDeferred) and "denied" in str(info.value)
+    with pytest.raises(LaunchError, match="is not served: is Volcano installed"):
+        KubernetesLauncher(_Creates(_api_error(404)), _Core([], {})).launch(ref, run, 1)

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from proxyrank.api import RecipeComparisonSpec, Resources, TrainerSpec
-from proxyrank.launchers.base import ComparisonRef, LaunchError, parse_run_result
+from proxyrank.launchers.base import ComparisonRef, LaunchDeferred, LaunchError, parse_run_result
 from proxyrank.launchers.volcano import (
     LABEL_ATTEMPT,
     RESULT_PATH,
@@ -60,6 +60,7 @@ _PHASES: Mapping[str, LaunchState] = {
 }
 
 T = TypeVar("T")
+MAX_SKIPPED_PASSES = 8  # while the API is unavailable, try a create at least every 9 passes (2 min at 15 s)
 
 
 def _api_exception() -> type[Exception]:
@@ -68,26 +69,43 @@ def _api_exception() -> type[Exception]:
     return ApiException
 
 
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """What the Kubernetes client raises when the API server cannot be reached or does not answer in time (urllib3's
+    errors are not OSErrors)."""
+    from urllib3.exceptions import HTTPError
+
+    return HTTPError, OSError
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether an API error says the API is unavailable now (429, 408, 5xx, no answer), not that the request is
+    wrong: retrying later may succeed."""
+    if isinstance(exc, _api_exception()):
+        status = getattr(exc, "status", None)
+        return not status or status in (408, 429) or status >= 500
+    return isinstance(exc, _connection_errors())
+
+
 def with_retries(fn: Callable[[], T], what: str, *, attempts: int = 4, base_delay: float = 0.5,
                  sleep: Callable[[float], None] = time.sleep) -> T:
     """Retry transient API failures (429, 5xx, connection errors) with exponential backoff."""
-    api_exception = _api_exception()
     for i in range(attempts):
         try:
             return fn()
-        except api_exception as exc:
-            status = getattr(exc, "status", None)
-            if status not in (429, 500, 502, 503, 504) and status is not None and status != 0:
+        except (_api_exception(), *_connection_errors()) as exc:
+            if not unavailable(exc) or i == attempts - 1:
                 raise
-            if i == attempts - 1:
-                raise
-            log.warning("%s: API error %s, retrying", what, status)
-        except (ConnectionError, OSError) as exc:
-            if i == attempts - 1:
-                raise
-            log.warning("%s: %s, retrying", what, exc)
+            log.warning("%s: %s, retrying", what, _describe_api_error(exc))
         sleep(base_delay * 2**i)
     raise AssertionError("unreachable")
+
+
+def _describe_api_error(exc: BaseException) -> str:
+    """An API error in one line without its response body (a validation error echoes the manifest back)."""
+    status = getattr(exc, "status", None)
+    if status:
+        return f"HTTP {status} {getattr(exc, 'reason', '') or ''}".strip()
+    return f"{type(exc).__name__}"
 
 
 def validate_for_kubernetes(spec: RecipeComparisonSpec) -> list[str]:
@@ -158,6 +176,9 @@ class KubernetesLauncher:
         self.sleep = sleep
         self._results: dict[str, tuple[RunResult | None, str | None]] = {}  # job name -> (result, message)
         self._ignored_pods: set[str] = set()  # pods not created for one of our jobs, warned about once each
+        self._deferrals = 0  # launches deferred in a row because the API was unavailable
+        self._skip_launches = 0  # launch calls still to defer without calling the API (backoff)
+        self._unavailable = ""  # why the API was unavailable, last time
 
     # -------------------------------------------------------------------------------------------------- build
     def build_job(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> dict[str, Any]:
@@ -167,26 +188,38 @@ class KubernetesLauncher:
 
     # -------------------------------------------------------------------------------------------------- launcher
     def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
+        """Create the attempt's job: one API call, no retries within the pass. An unavailable API (429, 5xx, no
+        answer) raises :class:`LaunchDeferred` and backs off: after the n-th deferral in a row the next
+        ``2**(n-1) - 1`` calls (at most :data:`MAX_SKIPPED_PASSES`; the driver makes one per pass while the API is
+        down) defer without calling it. Any other rejection raises :class:`LaunchError` (a failed attempt)."""
+        if self._skip_launches > 0:
+            self._skip_launches -= 1
+            raise LaunchDeferred(f"the Kubernetes API was unavailable ({self._unavailable}); backing off")
         ns = ref.namespace
         job = self.build_job(ref, run, attempt)
         name = job["metadata"]["name"]
-        api_exception = _api_exception()
         try:
-            with_retries(lambda: self.custom.create_namespaced_custom_object(
-                VOLCANO_GROUP, VOLCANO_VERSION, ns, VOLCANO_PLURAL, job), f"create job {ns}/{name}",
-                sleep=self.sleep)
-        except api_exception as exc:
-            if getattr(exc, "status", None) == 409:
+            self.custom.create_namespaced_custom_object(VOLCANO_GROUP, VOLCANO_VERSION, ns, VOLCANO_PLURAL, job)
+        except (_api_exception(), *_connection_errors()) as exc:
+            status = getattr(exc, "status", None)
+            if unavailable(exc):
+                self._back_off(_describe_api_error(exc))
+                raise LaunchDeferred(f"the Kubernetes API is unavailable ({self._unavailable}) creating job "
+                                     f"{name}") from None
+            if status == 409:
                 log.info("job %s/%s already exists: adopting it", ns, name)  # idempotent: same key, same attempt
-            elif getattr(exc, "status", None) == 404:
+            elif status == 404:
                 raise LaunchError(f"the Volcano Job API ({VOLCANO_GROUP}/{VOLCANO_VERSION}) is not served: is "
                                   "Volcano installed? (see docs/install.md)") from None
             else:
-                reason = getattr(exc, "reason", "") or ""
-                body = (getattr(exc, "body", "") or "")[:300]
-                status = getattr(exc, "status", "?")
-                raise LaunchError(f"creating job {name} failed: {status} {reason} {body}".strip()) from None
+                raise LaunchError(f"creating job {name} failed: {api_error_text(exc)}") from None
+        self._deferrals = 0
         return job_handle(ns, name)
+
+    def _back_off(self, reason: str) -> None:
+        self._deferrals += 1
+        self._skip_launches = min(2 ** (self._deferrals - 1) - 1, MAX_SKIPPED_PASSES)
+        self._unavailable = reason
 
     def _list(self, uid: str, what: str, fn: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
         selector = f"{LABEL_COMPARISON_UID}={label_value(uid)}"
@@ -322,6 +355,19 @@ def owning_job(pod: Mapping[str, Any], jobs_by_uid: Mapping[str, str]) -> str | 
             return name
         return None  # an object has at most one controller
     return None
+
+
+def api_error_text(exc: BaseException) -> str:
+    """An API rejection for a run's message and Events: the status, reason and the server's message (from its
+    ``Status`` body), at most 300 characters."""
+    status = getattr(exc, "status", "?")
+    reason = getattr(exc, "reason", "") or ""
+    body = getattr(exc, "body", "") or ""
+    try:
+        message = json.loads(body).get("message") or body
+    except (ValueError, AttributeError):
+        message = body
+    return f"{status} {reason} {message}".strip()[:300]
 
 
 def _container_terminations(pods: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

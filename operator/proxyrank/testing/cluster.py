@@ -84,7 +84,7 @@ class ApiError(Exception):
 @dataclass
 class Fault:
     """Answer the requests ``match`` selects with HTTP ``status`` instead of serving them (nothing is stored), at most
-    ``times`` times (``None``: any number) and only until ``seconds`` after the fault was added (``None``: no limit).
+    ``times`` times (``None``: any number) and for ``seconds`` from the first one it answers (``None``: no limit).
     ``message`` is the Status message, or a function of the request (e.g. one that echoes the request body back, as an
     API server's validation error does)."""
 
@@ -94,16 +94,18 @@ class Fault:
     times: int | None = 1
     seconds: float | None = None
     served: int = 0
-    _added: float = field(default_factory=time.monotonic)
+    _first: float | None = None
 
     def take(self, request: kmock.Request) -> bool:
         """Whether this fault answers ``request`` (and count it)."""
         if self.times is not None and self.served >= self.times:
             return False
-        if self.seconds is not None and time.monotonic() - self._added > self.seconds:
+        if self.seconds is not None and self._first is not None and time.monotonic() - self._first > self.seconds:
             return False
         if not self.match(request):
             return False
+        if self._first is None:
+            self._first = time.monotonic()
         self.served += 1
         return True
 
@@ -123,7 +125,7 @@ def status_response(code: int, reason: str, message: str) -> aiohttp.web.Respons
 def is_request(request: kmock.Request, method: str, plural: str, subresource: str | None = None) -> bool:
     """Whether ``request`` is ``method`` on a resource named ``plural`` (and on ``subresource``)."""
     return (request.method == method and request.resource is not None and request.resource.plural == plural
-            and request.subresource == subresource)
+            and (request.subresource or None) == subresource)
 
 
 @attrs.define(kw_only=True)
