@@ -14,7 +14,14 @@ from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
 from proxyrank.launchers.fake import FakeLauncher, Outcome
 from proxyrank.planner import PlannedRun, plan_runs
-from proxyrank.reconciler import LaunchState, Observation, ReconcileResult, invalid_status, reconcile
+from proxyrank.reconciler import (
+    LaunchState,
+    Observation,
+    ReconcileResult,
+    invalid_status,
+    reconcile,
+    status_patch,
+)
 from proxyrank.testing import make_result
 from proxyrank.validation import parse_comparison
 from tests.conftest import GOOD_COMPARISON
@@ -348,3 +355,160 @@ def test_an_invalid_spec_keeps_the_runs_and_results_of_the_previous_status() -> 
     assert result.status.phase == Phase.invalid
     assert result.status.model_dump()["runs"] == before["runs"]
     assert result.status.run_counts == h.status.run_counts
+
+
+def test_status_patch_sends_changes_and_nulls_for_cleared_fields_at_every_depth() -> None:
+    old = {"phase": "Succeeded", "progress": "12/12", "finishedAt": "2026-12-01T00:00:00Z",
+           "verdict": {"protocol": "reduced-lr", "reliable": True, "value": 1.0, "message": "ok"},
+           "target": {"losses": {"a": 2.0, "b": 3.0}, "winner": "a"},
+           "agreements": {"crossScale": [{"of": "x", "n": 3}], "endToEnd": {"of": "x", "n": 3, "spearman": 1.0}},
+           "runs": [{"key": "r1", "valLoss": 2.0}]}
+    new = {"phase": "Running", "progress": "12/12",
+           "verdict": {"protocol": "fixed", "message": "undefined"},
+           "target": {"losses": {"a": 2.0}, "winner": "a"},
+           "agreements": {"crossScale": []},
+           "runs": [{"key": "r1"}]}
+    patch = status_patch(old, new)
+    assert patch == {"phase": "Running", "finishedAt": None,
+                     "verdict": {"protocol": "fixed", "message": "undefined", "reliable": None, "value": None},
+                     "target": {"losses": {"b": None}},
+                     "agreements": {"crossScale": [], "endToEnd": None},
+                     "runs": [{"key": "r1"}]}  # lists are replaced whole (RFC 7386)
+    assert status_patch(new, new) == {}
+    assert status_patch({}, new) == new
+    assert status_patch({"n": 3}, {"n": 3.0}) == {}  # the same JSON number
+    assert status_patch({"n": 1}, {"n": True}) == {"n": True}
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 MergePatch, as the API server applies a merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+def test_applying_the_status_patch_to_the_stored_status_gives_the_new_status() -> None:
+    h = Harness(_spec(parallelism=30))
+    statuses = [h.step().status.dump() for _ in range(6)]
+    bumped = reconcile(_spec(parallelism=30, maxFailedRuns=0, runRetries=0), h.plan, h.status, {}, h.now, 2)
+    statuses.append(bumped.status.dump())
+    for old, new in zip([{}, *statuses], statuses, strict=False):
+        assert _merge(old, status_patch(old, new)) == new
+
+
+def _fixed_fails(first_attempts: int) -> Callable[[PlannedRun, int], Outcome]:
+    """'fixed' runs fail on their first ``first_attempts`` attempts, then succeed; other runs take a while."""
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        if run.protocol == "fixed" and attempt <= first_attempts:
+            return Outcome(state=LaunchState.failed, message="OOMKilled", polls=0)
+        return Outcome(result=make_result(run.key, _loss(run), eval_sets=("pile-cc",)), polls=3)
+    return script
+
+
+def _failed(h: Harness) -> RecipeComparisonStatus:
+    for _ in range(20):
+        if h.step().status.phase == Phase.failed:
+            break
+    assert h.status is not None and h.status.phase == Phase.failed
+    return h.status
+
+
+def test_a_failed_comparison_resumes_when_max_failed_runs_is_raised() -> None:
+    h = Harness(_spec(runRetries=0, maxFailedRuns=1, parallelism=6), _fixed_fails(100))
+    failed = _failed(h)
+    cancelled = {r.key for r in failed.runs if r.state == RunState.cancelled}
+    assert cancelled and failed.run_counts.failed == 3
+    h.step()
+    assert h.status is not None and h.status.phase == Phase.failed, "nothing changed: it stays Failed"
+
+    h.spec.policy.max_failed_runs = 3
+    resumed = h.step()
+    assert resumed.status.phase == Phase.running
+    assert [e.message for e in resumed.events if e.reason == "Resumed"] == [
+        "the failure budget is now policy.maxFailedRuns=3, policy.runRetries=0 (3 runs failed for good): "
+        f"{len(cancelled)} cancelled runs go back to Pending, 0 failed runs get another attempt"]
+    assert {a.run.key for a in resumed.launches} <= cancelled and len(resumed.launches) == 6
+    status = h.run()
+    assert status.phase == Phase.succeeded and status.run_counts.failed == 3 and status.run_counts.cancelled == 0
+    assert {c.type: c.status for c in status.conditions}["Ready"] == "True"
+    assert len(h.events("Resumed")) == 1
+
+
+def test_raising_run_retries_retries_the_runs_that_failed_for_good() -> None:
+    h = Harness(_spec(runRetries=0, maxFailedRuns=1, parallelism=30), _fixed_fails(1))
+    failed = _failed(h)
+    fixed = {r.key for r in failed.runs if r.protocol == "fixed"}
+    assert all(r.state == RunState.failed and r.failed_attempts == 1 for r in failed.runs if r.key in fixed)
+
+    h.spec.policy.run_retries = 1
+    resumed = h.step()
+    assert resumed.status.phase == Phase.running
+    assert fixed <= {a.run.key for a in resumed.launches if a.attempt == 2}
+    assert "3 failed runs get another attempt" in h.events("Resumed")[0]
+    status = h.run()
+    assert status.phase == Phase.succeeded and status.run_counts.succeeded == len(status.runs)
+    for r in status.runs:
+        if r.key in fixed:
+            assert (r.attempts, r.failed_attempts) == (2, 1), r
+
+
+def test_a_budget_raised_too_little_keeps_the_comparison_failed() -> None:
+    h = Harness(_spec(runRetries=0, maxFailedRuns=1, parallelism=6), _fixed_fails(100))
+    _failed(h)
+    launched = len(h.launcher.launched)
+    h.spec.policy.max_failed_runs = 2  # 3 failed for good: still over
+    result = h.step()
+    assert result.status.phase == Phase.failed and not result.launches and len(h.launcher.launched) == launched
+    assert not h.events("Resumed")
+
+
+def test_raising_run_retries_does_not_retry_a_run_stopped_at_its_deadline() -> None:
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        if attempt == 1:
+            return Outcome(state=LaunchState.failed, message="OOMKilled", polls=0)
+        return Outcome(result=make_result(run.key, 2.0), polls=10_000)
+
+    h = Harness(_spec(runDeadlineSeconds=25, runRetries=1, maxFailedRuns=100, parallelism=1), script)
+    for _ in range(8):
+        h.step()
+    assert h.status is not None
+    stopped = next(r for r in h.status.runs if r.state == RunState.failed)
+    assert stopped.failed_attempts == 1 and (stopped.message or "").startswith("DeadlineExceeded")
+    h.step()
+    again = next(r for r in h.status.runs if r.key == stopped.key)
+    assert again.state == RunState.failed and again.attempts == stopped.attempts
+
+
+def test_an_unavailable_api_defers_launches_without_counting_a_failure() -> None:
+    outage = {"calls": 3}  # the API answers 503 to the first three create calls
+
+    def unavailable(run: PlannedRun, attempt: int) -> str | None:
+        outage["calls"] -= 1
+        return "the Kubernetes API is unavailable (HTTP 503 Service Unavailable)" if outage["calls"] >= 0 else None
+
+    h = Harness(_spec(parallelism=8, runRetries=0, maxFailedRuns=0), launch_deferred=unavailable)
+    first = h.step()
+    assert h.launcher.launch_calls == [(first.launches[0].run.key, 1)], "one call to a failing API per pass"
+    assert not h.launcher.launched and first.status.phase == Phase.pending
+    counts = first.status.run_counts
+    assert (counts.pending, counts.launching, counts.failed) == (counts.total, 0, 0), counts
+    waiting = [r for r in first.status.runs if r.message]
+    assert len(waiting) == 8 and all(r.state == RunState.pending and r.attempts == 0 and r.failed_attempts == 0
+                                     and (r.message or "").startswith("waiting to launch: the Kubernetes API is "
+                                                                      "unavailable (HTTP 503") for r in waiting)
+    progressing = next(c for c in first.status.conditions if c.type == "Progressing")
+    assert progressing.message == f"0 running, {counts.total} waiting"
+    assert len(h.events("LaunchDeferred")) == 1 and "not counted as failures" in h.events("LaunchDeferred")[0]
+    h.step()
+    h.step()
+    assert len(h.launcher.launch_calls) == 3 and len(h.events("LaunchDeferred")) == 1, "one event per outage"
+    status = h.run()
+    assert status.phase == Phase.succeeded, "maxFailedRuns=0: a deferral is no failure"
+    assert all(r.failed_attempts == 0 and r.attempts == 1 and r.message is None for r in status.runs)
+    assert not h.events("RunFailed") and not h.events("RunRetried")

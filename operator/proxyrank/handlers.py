@@ -8,11 +8,16 @@
 - every watch event: refresh the in-memory view the Prometheus collector reads at scrape time.
 
 Kopf never writes status by itself here: handlers return None, progress and diff-base live in ``proxyrank.io/*``
-annotations (set in :func:`configure`), and only :func:`reconcile_object` fills ``patch.status``.
+annotations (set in :func:`configure`), and :func:`reconcile_object` writes the status itself, within the pass: a
+JSON merge patch (RFC 7386) of what changed since the status the API server last took, with ``null`` for the
+fields that were set and are now cleared. Writing it in the pass, not through Kopf's patch after the handler, tells
+the pass whether the server took it: a status the server did not confirm is sent again by the next pass (Kopf's own
+patch would fail after the handler returned, where nothing can retry it, and a failed patch ends a Kopf timer).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -30,28 +35,38 @@ from proxyrank.launchers.kubernetes import KubernetesLauncher
 from proxyrank.launchers.volcano import owner_reference
 from proxyrank.metrics import ComparisonSnapshot
 from proxyrank.planner import plan_runs
-from proxyrank.reconciler import Event, ReconcileResult, invalid_status
+from proxyrank.reconciler import Event, ReconcileResult, invalid_status, status_patch
 from proxyrank.validation import SpecError, parse_spec
 
 FINALIZER = "proxyrank.io/finalizer"
 ANNOTATION_PREFIX = "proxyrank.io"
 RECONCILE_INTERVAL = float(os.environ.get("PROXYRANK_RECONCILE_INTERVAL", "15"))
 MAX_EVENTS_PER_PASS = 10
+STATUS_WRITE_TIMEOUT = 30.0  # seconds; a pass holds its comparison's lock while it writes
 
 log = logging.getLogger(__name__)
 
 
 class OperatorState:
-    """What the operator knows between passes: the status it last wrote per object, and the metrics view.
+    """What the operator knows between passes: per object the status the last pass computed and the status the API
+    server confirmed, and the metrics view.
 
-    The operator is the only writer of status, so the status it wrote last is at least as new as the one in a
-    possibly stale watch event; after a restart the cache is empty and the object's status is used.
+    The operator is the only writer of status, so the status it computed last is at least as new as the one in a
+    possibly stale watch event: the next pass builds on it (``written``). What the server holds (``stored``, the
+    status of the last write it confirmed) is the base of the next patch, so a write the server did not take is sent
+    again. After a restart both are empty and the object's status is used for both.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.written: dict[str, RecipeComparisonStatus] = {}  # by uid
+        self.written: dict[str, RecipeComparisonStatus] = {}  # by uid: what the last pass computed
+        self.stored: dict[str, dict[str, Any]] = {}  # by uid: the status (as JSON) the API server confirmed
+        self.unconfirmed: set[str] = set()  # uids whose last status write failed
         self.snapshots: dict[tuple[str, str], ComparisonSnapshot] = {}
+
+    def confirmed(self, uid: str) -> bool:
+        """Whether the API server holds the status the last pass computed (after a restart: the object's)."""
+        return uid not in self.unconfirmed
 
     def snapshot_list(self) -> Iterable[ComparisonSnapshot]:
         with self._lock:
@@ -67,6 +82,8 @@ class OperatorState:
     def forget(self, uid: str) -> None:
         with self._lock:
             self.written.pop(uid, None)
+            self.stored.pop(uid, None)
+            self.unconfirmed.discard(uid)
 
 
 STATE = OperatorState()
@@ -81,14 +98,20 @@ _passes: dict[str, threading.Lock] = {}
 _registry_lock = threading.Lock()
 
 
-def launcher_for(name: str, uid: str) -> Launcher:
+def _shared() -> KubernetesLauncher:
+    """The launcher whose API clients every comparison's launcher (and the status writes) share; call locked."""
     global _launcher
+    if _launcher is None:
+        _launcher = KubernetesLauncher()
+    return _launcher
+
+
+def launcher_for(name: str, uid: str) -> Launcher:
     with _registry_lock:
-        if _launcher is None:
-            _launcher = KubernetesLauncher()
+        shared = _shared()
         launcher = _launchers.get(uid)
         if launcher is None:
-            launcher = _launchers[uid] = KubernetesLauncher(_launcher.custom, _launcher.core,
+            launcher = _launchers[uid] = KubernetesLauncher(shared.custom, shared.core,
                                                             owner=owner_reference(name, uid))
         return launcher
 
@@ -151,58 +174,89 @@ def _previous_status(uid: str, status: Mapping[str, Any]) -> RecipeComparisonSta
         return None
 
 
-def _write(body: kopf.Body, patch: kopf.Patch, uid: str, previous: RecipeComparisonStatus | None,
+def _patch_status(namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+    """Send a status merge patch (``null`` deletes a field) to the status subresource."""
+    with _registry_lock:
+        api = _shared().custom
+    api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": dict(patch)},
+                                              _content_type="application/merge-patch+json",
+                                              _request_timeout=STATUS_WRITE_TIMEOUT)
+
+
+def _write(body: kopf.Body, name: str, namespace: str | None, uid: str, seen: Mapping[str, Any],
            result: ReconcileResult) -> None:
-    """Patch the status only where it changed (every timer pass lands here), remember it, post the pass's events."""
-    new = result.status
-    if previous is None or new.model_dump() != previous.model_dump():
-        patch.status.update(new.dump())
-    STATE.written[uid] = new
+    """Send what changed since the status the API server holds (every timer pass lands here), remember what it took,
+    post the pass's events. A failed write is logged; the next pass sends the difference again."""
+    new = result.status.dump()
+    base = STATE.stored.get(uid)
+    if base is None:  # first pass of this process: the object's status is the server's
+        base = copy.deepcopy(dict(seen or {}))
+    STATE.written[uid] = result.status
+    patch = status_patch(base, new)
+    try:
+        if patch:
+            _patch_status(resolve_namespace(namespace), name, patch)
+    except Exception as exc:  # any failure: the server's status is unknown to have changed; the base stays
+        log.warning("writing the status of %s/%s failed (%s); the next pass sends it again",
+                    resolve_namespace(namespace), name, _api_error(exc))
+        STATE.stored[uid] = base
+        STATE.unconfirmed.add(uid)
+    else:
+        STATE.stored[uid] = new
+        STATE.unconfirmed.discard(uid)
     _post(body, result.events)
+
+
+def _api_error(exc: BaseException) -> str:
+    """An API error in one line, without the response body (it can echo what was sent)."""
+    status = getattr(exc, "status", None)
+    reason = getattr(exc, "reason", None)
+    return f"HTTP {status} {reason or ''}".strip() if status else type(exc).__name__
 
 
 @health.reconcile_pass  # proxyrank_reconcile_total, _duration_seconds, _errors_total, last_reconcile_timestamp
 def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], name: str,
-                     namespace: str | None, uid: str, generation: int | None, patch: kopf.Patch) -> None:
+                     namespace: str | None, uid: str, generation: int | None) -> None:
     previous = _previous_status(uid, status)
     try:
         parsed = parse_spec(dict(spec))
     except SpecError as exc:
-        _write(body, patch, uid, previous, invalid_status(previous, exc.problems, datetime.now(UTC), generation))
+        _write(body, name, namespace, uid, status,
+               invalid_status(previous, exc.problems, datetime.now(UTC), generation))
         return
     launcher = launcher_for(name, uid)
     problems = launcher.validate(parsed)
     if problems:
-        _write(body, patch, uid, previous, invalid_status(previous, problems, datetime.now(UTC), generation))
+        _write(body, name, namespace, uid, status, invalid_status(previous, problems, datetime.now(UTC), generation))
         return
     if previous is not None and previous.phase in (Phase.succeeded, Phase.failed) and \
-            previous.observed_generation == generation:
-        return  # finished and nothing changed since: no API calls
+            previous.observed_generation == generation and STATE.confirmed(uid):
+        return  # finished, nothing changed since and the server has it: no API calls
     plan = plan_runs(parsed, name, uid)
     ref = ComparisonRef(name=name, uid=uid, namespace=namespace, spec=parsed)
     result = reconcile_and_apply(ref, plan, launcher, previous, datetime.now(UTC), generation)
-    _write(body, patch, uid, previous, result)
+    _write(body, name, namespace, uid, status, result)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 def on_spec(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str | None,
-            uid: str, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
+            uid: str, meta: kopf.Meta, **_: Any) -> None:
     with pass_lock(uid):  # a spec change must be seen: wait for a timer pass in progress
-        reconcile_object(body, spec, status, name, namespace, uid, meta.get("generation"), patch)
+        reconcile_object(body, spec, status, name, namespace, uid, meta.get("generation"))
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL, initial_delay=RECONCILE_INTERVAL)
 def on_timer(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str | None,
-             uid: str, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
+             uid: str, meta: kopf.Meta, **_: Any) -> None:
     if meta.get("deletionTimestamp"):
         return
     lock = pass_lock(uid)
     if not lock.acquire(blocking=False):
         return  # another pass over this comparison is in progress; the next tick catches up
     try:
-        reconcile_object(body, spec, status, name, namespace, uid, meta.get("generation"), patch)
+        reconcile_object(body, spec, status, name, namespace, uid, meta.get("generation"))
     finally:
         lock.release()
 

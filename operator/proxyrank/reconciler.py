@@ -17,6 +17,8 @@ Results arrive typed (:class:`~proxyrank_trainer.contract.RunResult`, parsed by 
 for the run whose key it carries, and GPU-seconds count every rank (``RunResult.device_seconds``).
 
 The comparison fails once more than ``policy.maxFailedRuns`` runs failed for good; its in-flight runs are cancelled.
+Raising the budget afterwards resumes it: the cancelled runs go back to Pending, and runs that failed for good get the
+attempts a raised ``policy.runRetries`` gives them.
 An observed child with a newer attempt than the status knows (an operator restart between launching and recording)
 is adopted, never launched again.
 """
@@ -27,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from proxyrank.analysis import Analysis, AnalysisMemo
 from proxyrank.api import (
@@ -193,7 +195,7 @@ class _RunStep:
                 self.actions.append(Cancel(entry.key, entry.attempts, entry.handle, "DeadlineExceeded"))
                 entry.state = RunState.failed
                 entry.finished_at = iso(self.now)
-                entry.message = f"DeadlineExceeded: still running after runDeadlineSeconds=" \
+                entry.message = f"{DEADLINE_EXCEEDED}: still running after runDeadlineSeconds=" \
                                 f"{self.spec.policy.run_deadline_seconds}"
                 self.events.append(Event("Warning", "RunFailed", f"{_title(entry)}: {entry.message}"))
             return
@@ -238,6 +240,37 @@ def record_launch(status: RecipeComparisonStatus, key: str, handle: str | None) 
             return
 
 
+WAITING_TO_LAUNCH = "waiting to launch"
+
+
+def record_launch_deferred(status: RecipeComparisonStatus, key: str, message: str) -> None:
+    """A launch the API could not take now (unavailable: 429, 5xx, unreachable): not a failed attempt. The run goes
+    back to Pending as it was before this pass launched it, with ``message`` saying why; a later pass launches it."""
+    for r in status.runs:
+        if r.key == key and r.state == RunState.launching:
+            r.attempts -= 1
+            r.state = RunState.pending
+            r.started_at = None
+            r.message = message
+
+
+def refresh_after_launches(status: RecipeComparisonStatus, now: datetime, generation: int | None) -> None:
+    """Counts, progress, phase and the Progressing condition again, after the driver applied the launches: a launch
+    that failed or was deferred changed its run's state after :func:`reconcile` counted it."""
+    counts = _count(status.runs)
+    status.run_counts = counts
+    status.progress = f"{counts.done}/{counts.total}"
+    if status.phase in (Phase.running, Phase.pending):
+        in_flight = counts.launching + counts.running
+        status.phase = Phase.running if in_flight or counts.done or counts.failed else Phase.pending
+        status.conditions = set_condition(status.conditions, "Progressing", "True", "RunsInProgress",
+                                          _in_progress(counts), now, generation)
+
+
+def _in_progress(counts: RunCounts) -> str:
+    return f"{counts.launching + counts.running} running, {counts.pending} waiting"
+
+
 def record_launch_failure(status: RecipeComparisonStatus, spec: RecipeComparisonSpec, key: str, message: str,
                           now: datetime) -> list[Event]:
     """A launch the launcher could not submit (e.g. the API rejected the job): a failed attempt."""
@@ -246,6 +279,30 @@ def record_launch_failure(status: RecipeComparisonStatus, spec: RecipeComparison
         if r.key == key:
             step._failure(r, RunState.failed, "LaunchFailed", message)
     return step.events
+
+
+def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns the stored status ``old`` into ``new`` (both as JSON, ``new`` without
+    nulls, as :meth:`~proxyrank.api.APIModel.dump` gives it): every changed field with its new value, objects merged
+    field by field at every depth, lists and scalars whole, and ``None`` (JSON null, which deletes) for every field
+    ``old`` has and ``new`` no longer does. A status dumped without its empty fields and sent as a plain merge patch
+    would keep their old values (a verdict still ``reliable: true`` after it became unknown). Empty when equal."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key, _ABSENT)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            nested = status_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif before is _ABSENT or isinstance(before, bool) != isinstance(value, bool) or before != value:
+            patch[key] = value  # (1 and 1.0 are the same JSON number; true is not 1)
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    return patch
+
+
+_ABSENT = object()
 
 
 def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparisonStatus | None,
@@ -261,19 +318,9 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
         step.advance(entry, observed.get(p.key))
         runs.append(entry)
 
-    failed_for_good = sum(r.state in FAILED_STATES for r in runs)
-    budget_exceeded = failed_for_good > spec.policy.max_failed_runs or prev.phase == Phase.failed
-    planned = {p.key: p for p in plan.runs}
-
-    if budget_exceeded:
-        for r in runs:
-            if r.state in IN_FLIGHT:
-                step.actions.append(Cancel(r.key, r.attempts, r.handle, "FailureBudgetExceeded"))
-            if r.state in IN_FLIGHT or r.state == RunState.pending:
-                r.state = RunState.cancelled
-                r.message = "cancelled: the comparison failed (failure budget exceeded)"
-                r.finished_at = r.finished_at or iso(now)
-    elif not spec.policy.suspend:
+    failed_for_good, budget_exceeded = _apply_budget(runs, spec, prev, now, step)
+    if not budget_exceeded and not spec.policy.suspend:
+        planned = {p.key: p for p in plan.runs}
         slots = spec.policy.parallelism - sum(r.state in IN_FLIGHT for r in runs)
         for r in runs:
             if slots <= 0:
@@ -283,7 +330,7 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
                 r.state = RunState.launching
                 r.started_at = iso(now)
                 r.finished_at = None
-                if r.failed_attempts == 0 and r.attempts == 1:
+                if (r.failed_attempts == 0 and r.attempts == 1) or (r.message or "").startswith(WAITING_TO_LAUNCH):
                     r.message = None
                 step.actions.append(Launch(planned[r.key], r.attempts))
                 slots -= 1
@@ -326,6 +373,48 @@ def _analysis(spec: RecipeComparisonSpec, plan: Plan, runs: Sequence[RunStatus])
     return ANALYSES.analyze(plan.uid, spec, runs)
 
 
+BUDGET_CANCELLED = "cancelled: the comparison failed (failure budget exceeded)"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+
+
+def _may_retry(run: RunStatus, spec: RecipeComparisonSpec) -> bool:
+    """A run that failed for good after ``failedAttempts`` failed attempts, while ``policy.runRetries`` now allows
+    more (it was raised since). A run stopped at its deadline is not retried (the deadline is not a retry budget)."""
+    return run.state in FAILED_STATES and 0 < run.failed_attempts <= spec.policy.run_retries and \
+        not (run.message or "").startswith(DEADLINE_EXCEEDED)
+
+
+def _apply_budget(runs: list[RunStatus], spec: RecipeComparisonSpec, prev: RecipeComparisonStatus, now: datetime,
+                  step: _RunStep) -> tuple[int, bool]:
+    """The failure budget: ``(runs failed for good, exceeded?)``. Exceeded: in-flight runs are cancelled (and pending
+    ones too). Within it, and only then, what a raised budget allows resumes: runs cancelled because of the budget go
+    back to Pending and runs failed for good get the attempts a raised ``policy.runRetries`` gives them. Nothing
+    latches: a Failed comparison whose budget was raised resumes, with a ``Resumed`` event naming the budget."""
+    retry = [r for r in runs if _may_retry(r, spec)]
+    failed_for_good = sum(r.state in FAILED_STATES for r in runs) - len(retry)
+    budget = spec.policy.max_failed_runs
+    if failed_for_good > budget:
+        for r in runs:
+            if r.state in IN_FLIGHT:
+                step.actions.append(Cancel(r.key, r.attempts, r.handle, "FailureBudgetExceeded"))
+            if r.state in IN_FLIGHT or r.state == RunState.pending:
+                r.state = RunState.cancelled
+                r.message = BUDGET_CANCELLED
+                r.finished_at = r.finished_at or iso(now)
+        return failed_for_good + len(retry), True
+    cancelled = [r for r in runs if r.state == RunState.cancelled and r.message == BUDGET_CANCELLED]
+    for r in cancelled + retry:
+        r.state = RunState.pending
+        r.finished_at = None
+        r.message = f"resumed: policy.maxFailedRuns={budget}, policy.runRetries={spec.policy.run_retries}"
+    if cancelled or retry or prev.phase == Phase.failed:
+        step.events.append(Event("Normal", "Resumed", (
+            f"the failure budget is now policy.maxFailedRuns={budget}, policy.runRetries={spec.policy.run_retries} "
+            f"({failed_for_good} runs failed for good): {len(cancelled)} cancelled runs go back to Pending, "
+            f"{len(retry)} failed runs get another attempt")))
+    return failed_for_good, False
+
+
 def invalid_status(previous: RecipeComparisonStatus | None, problems: Sequence[str], now: datetime,
                    generation: int | None = None) -> ReconcileResult:
     """The status of a spec that cannot run: phase ``Invalid``, ``Ready`` and ``Progressing`` False with reason
@@ -365,8 +454,7 @@ def _conditions(status: RecipeComparisonStatus, prev: RecipeComparisonStatus, sp
     else:
         c = set_condition(c, "Ready", "False", "RunsInProgress", f"{counts.done}/{counts.total} runs done", now,
                           generation)
-        c = set_condition(c, "Progressing", "True", "RunsInProgress",
-                          f"{counts.launching + counts.running} running, {counts.pending} waiting", now, generation)
+        c = set_condition(c, "Progressing", "True", "RunsInProgress", _in_progress(counts), now, generation)
     if failed_for_good:
         c = set_condition(c, "Degraded", "True", "RunsFailed",
                           f"{failed_for_good} runs failed for good (budget policy.maxFailedRuns={budget})", now,

@@ -83,3 +83,31 @@ def test_failure_budget_exceeded_fails_the_comparison_and_cancels_in_flight_runs
     assert not {job_name(r["key"], r["attempts"]) for r in cancelled} & remaining
     assert len(remaining) == 4, remaining
     assert cluster.kube.events("Failed")[0]["type"] == "Warning"
+
+
+def test_a_failed_comparison_resumes_when_its_failure_budget_is_raised(cluster: Cluster) -> None:
+    held = {"on": True}
+    # gamma's proxy runs always fail; everything else runs until released
+    cluster.set_script(lambda info: Outcome("fail") if (info.recipe, info.scale) == ("gamma", "proxy")
+                       else Outcome("hold") if held["on"] else make_script()(info))
+    with cluster.operator():
+        cluster.create(comparison(maxFailedRuns=1, runRetries=0))
+        failed = cluster.wait_phase("Failed")
+        cancelled = {r["key"] for r in runs_of(failed) if r["state"] == "Cancelled"}
+        assert len(cancelled) == 10, failed["runCounts"]
+
+        held["on"] = False
+        cluster.kube.patch_spec(NAMESPACE, "cmp", {"policy": {"maxFailedRuns": 2}})
+        status = cluster.wait_phase("Succeeded")
+        wait_for(lambda: cluster.kube.events("Resumed"), timeout=5, what="the Resumed event")
+    assert status["runCounts"]["succeeded"] == 10 and status["runCounts"]["failed"] == 2, status["runCounts"]
+    assert status["observedGeneration"] == 2 and "finishedAt" in status
+    for run in runs_of(status):
+        if run["key"] in cancelled:
+            assert run["state"] == "Succeeded" and run["attempts"] >= 1, run
+    resumed = cluster.kube.events("Resumed")
+    assert len(resumed) == 1 and resumed[0]["type"] == "Normal"
+    assert "policy.maxFailedRuns=2" in resumed[0]["message"] and "10 cancelled runs go back to Pending" in \
+        resumed[0]["message"]
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Completed")

@@ -8,8 +8,10 @@ from collections import Counter
 
 from proxyrank.launchers.volcano import job_name
 from proxyrank.planner import plan_runs
+from proxyrank.testing import make_result
 from proxyrank.testing.cluster import JobInfo, Outcome, wait_for
 from proxyrank.validation import parse_spec
+from proxyrank_trainer.results import compact_for_termination
 from tests.operator.conftest import (
     NAMESPACE,
     Cluster,
@@ -121,3 +123,42 @@ def test_a_result_with_another_runs_key_is_rejected_and_a_2_rank_run_counts_both
     assert repr(alpha["key"]) in retried[0]
     assert run_where(status, "beta", "reduced-lr")["gpuSeconds"] == 200.0  # 2 ranks x 100 s
     assert run_where(status, "gamma", "reduced-lr")["gpuSeconds"] == 12.5
+
+
+def test_a_forged_pod_with_the_runs_labels_cannot_set_its_result(cluster: Cluster) -> None:
+    """Anyone who may create pods in the namespace can copy a run's labels (and its key into a result); only a pod of
+    the job the operator created, by its controller owner reference and the job's uid, is read."""
+    gate = {"open": False}
+    cluster.set_script(make_script(special=lambda info: Outcome("hold")
+                                   if (info.recipe, info.protocol) == ("alpha", "fixed") and not gate["open"]
+                                   else None))
+    with cluster.operator() as runner:
+        uid = cluster.create(comparison())["metadata"]["uid"]
+        job = wait_for(lambda: next((j for j in cluster.kube.jobs(NAMESPACE, uid)
+                                     if j["metadata"]["labels"]["proxyrank.io/recipe"] == "alpha"
+                                     and j["metadata"]["labels"]["proxyrank.io/protocol"] == "fixed"), None),
+                       what="alpha/fixed's job", describe=cluster.brief)
+        key = job["metadata"]["labels"]["proxyrank.io/run"]
+        labels = dict(job["spec"]["tasks"][0]["template"]["metadata"]["labels"])
+        forged = make_result(key, 0.01, eval_sets=("web",))
+        terminated = {"exitCode": 0, "reason": "Completed", "message": compact_for_termination(forged.to_json())}
+        owners: list[list[dict[str, object]]] = [
+            [], [{"apiVersion": "batch.volcano.sh/v1alpha1", "kind": "Job", "name": job["metadata"]["name"],
+                  "uid": str(uuid.uuid4()), "controller": True}]]
+        for i, refs in enumerate(owners):  # named to sort before the job's own pod
+            cluster.kube.call("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": f"aaa-forged-{i}", "namespace": NAMESPACE, "labels": labels,
+                             "ownerReferences": refs},
+                "spec": {"containers": [{"name": "trainer", "image": "busybox"}]},
+                "status": {"phase": "Succeeded", "containerStatuses": [  # as the kubelet reports a real pod
+                    {"name": "trainer", "ready": False, "restartCount": 0, "image": "busybox",
+                     "imageID": "docker.io/library/busybox@sha256:" + "0" * 64,
+                     "state": {"terminated": terminated}}]}})
+        gate["open"] = True
+        status = cluster.wait_phase("Succeeded")
+    run = run_where(status, "alpha", "fixed")
+    assert run["state"] == "Succeeded" and run["valLoss"] == default_loss("alpha", "fixed", "proxy", 3e-3), run
+    for i in range(2):
+        assert f"ignoring pod {NAMESPACE}/aaa-forged-{i}" in runner.output
+    assert runner.output.count("ignoring pod") == 2  # once per pod, not on every pass

@@ -50,7 +50,15 @@ def parse_run_result(payload: Any, where: str) -> tuple[RunResult | None, str | 
 
 
 class LaunchError(RuntimeError):
-    """A run could not be submitted; the reconciler records a failed attempt with this message."""
+    """A run could not be submitted and submitting it again will not help (the API rejected the job: 400, 403, 422;
+    the Volcano API is not served: 404); the reconciler records a failed attempt with this message."""
+
+
+class LaunchDeferred(LaunchError):
+    """Nothing was submitted because the API is unavailable (429, 5xx, a timeout or connection error): submitting
+    later may work. Not the run's failure: the driver puts the run back to Pending without counting an attempt and
+    launches nothing more in that pass. (A subclass of :class:`LaunchError`, so a caller that knows only
+    ``LaunchError`` still stops; the driver catches this one first.)"""
 
 
 class Launcher(Protocol):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from proxyrank.api import RecipeComparisonSpec
-from proxyrank.launchers.base import ComparisonRef, LaunchError
+from proxyrank.launchers.base import ComparisonRef, LaunchDeferred, LaunchError
 from proxyrank.planner import Plan, PlannedRun
 from proxyrank.reconciler import LaunchState, Observation
 from proxyrank_trainer.contract import RunResult
@@ -37,6 +37,8 @@ class _Attempt:
 class FakeLauncher:
     script: Callable[[PlannedRun, int], Outcome]
     launch_error: Callable[[PlannedRun, int], str | None] = lambda run, attempt: None
+    launch_deferred: Callable[[PlannedRun, int], str | None] = lambda run, attempt: None  # the API is unavailable
+    launch_calls: list[tuple[str, int]] = field(default_factory=list)  # every launch() call, deferred ones too
     attempts: dict[str, _Attempt] = field(default_factory=dict)
     launched: list[tuple[str, int]] = field(default_factory=list)
     cancelled: list[tuple[str, int]] = field(default_factory=list)
@@ -63,6 +65,10 @@ class FakeLauncher:
         return out
 
     def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
+        self.launch_calls.append((run.key, attempt))
+        unavailable = self.launch_deferred(run, attempt)
+        if unavailable:
+            raise LaunchDeferred(unavailable)
         error = self.launch_error(run, attempt)
         if error:
             raise LaunchError(error)

@@ -8,6 +8,12 @@ name, labels, owner reference, scheduling fields, run config and termination-mes
 Each reconcile pass makes a bounded number of API calls, independent of the run count: one list of jobs and at most
 one list of pods, both by the comparison-uid label; results come from the trainer container's termination message,
 and only when that is missing from its log (once per job; results are cached).
+
+A result counts only when read from a pod of the job the operator created: labels select the pods (anyone who may
+create pods in the namespace can copy them), and the pod's controller owner reference decides. Volcano's job
+controller creates each pod with ``ownerReferences: [{apiVersion: batch.volcano.sh/v1alpha1, kind: Job, name, uid,
+controller: true}]`` (``createJobPod``); a pod whose controller is not one of this comparison's jobs, by uid from the
+job list, is ignored and logged.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any, TypeVar
 
 from proxyrank.api import RecipeComparisonSpec, Resources, TrainerSpec
 from proxyrank.health import record_api_error
-from proxyrank.launchers.base import ComparisonRef, LaunchError, parse_run_result
+from proxyrank.launchers.base import ComparisonRef, LaunchDeferred, LaunchError, parse_run_result
 from proxyrank.launchers.volcano import (
     LABEL_ATTEMPT,
     RESULT_PATH,
@@ -55,6 +61,7 @@ _PHASES: Mapping[str, LaunchState] = {
 }
 
 T = TypeVar("T")
+MAX_SKIPPED_PASSES = 8  # while the API is unavailable, try a create at least every 9 passes (2 min at 15 s)
 
 
 def _api_exception() -> type[Exception]:
@@ -63,28 +70,44 @@ def _api_exception() -> type[Exception]:
     return ApiException
 
 
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """What the Kubernetes client raises when the API server cannot be reached or does not answer in time (urllib3's
+    errors are not OSErrors)."""
+    from urllib3.exceptions import HTTPError
+
+    return HTTPError, OSError
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether an API error says the API is unavailable now (429, 408, 5xx, no answer), not that the request is
+    wrong: retrying later may succeed."""
+    if isinstance(exc, _api_exception()):
+        status = getattr(exc, "status", None)
+        return not status or status in (408, 429) or status >= 500
+    return isinstance(exc, _connection_errors())
+
+
 def with_retries(fn: Callable[[], T], what: str, *, attempts: int = 4, base_delay: float = 0.5,
                  sleep: Callable[[float], None] = time.sleep) -> T:
     """Retry transient API failures (429, 5xx, connection errors) with exponential backoff."""
-    api_exception = _api_exception()
     for i in range(attempts):
         try:
             return fn()
-        except api_exception as exc:
-            status = getattr(exc, "status", None)
-            record_api_error(what, status)
-            if status not in (429, 500, 502, 503, 504) and status is not None and status != 0:
+        except (_api_exception(), *_connection_errors()) as exc:
+            record_api_error(what, getattr(exc, "status", None))
+            if not unavailable(exc) or i == attempts - 1:
                 raise
-            if i == attempts - 1:
-                raise
-            log.warning("%s: API error %s, retrying", what, status)
-        except (ConnectionError, OSError) as exc:
-            record_api_error(what, None)
-            if i == attempts - 1:
-                raise
-            log.warning("%s: %s, retrying", what, exc)
+            log.warning("%s: %s, retrying", what, _describe_api_error(exc))
         sleep(base_delay * 2**i)
     raise AssertionError("unreachable")
+
+
+def _describe_api_error(exc: BaseException) -> str:
+    """An API error in one line without its response body (a validation error echoes the manifest back)."""
+    status = getattr(exc, "status", None)
+    if status:
+        return f"HTTP {status} {getattr(exc, 'reason', '') or ''}".strip()
+    return f"{type(exc).__name__}"
 
 
 def validate_for_kubernetes(spec: RecipeComparisonSpec) -> list[str]:
@@ -154,6 +177,10 @@ class KubernetesLauncher:
         self.owner = dict(owner) if owner else None
         self.sleep = sleep
         self._results: dict[str, tuple[RunResult | None, str | None]] = {}  # job name -> (result, message)
+        self._ignored_pods: set[str] = set()  # pods not created for one of our jobs, warned about once each
+        self._deferrals = 0  # launches deferred in a row because the API was unavailable
+        self._skip_launches = 0  # launch calls still to defer without calling the API (backoff)
+        self._unavailable = ""  # why the API was unavailable, last time
 
     # -------------------------------------------------------------------------------------------------- build
     def build_job(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> dict[str, Any]:
@@ -163,26 +190,39 @@ class KubernetesLauncher:
 
     # -------------------------------------------------------------------------------------------------- launcher
     def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
+        """Create the attempt's job: one API call, no retries within the pass. An unavailable API (429, 5xx, no
+        answer) raises :class:`LaunchDeferred` and backs off: after the n-th deferral in a row the next
+        ``2**(n-1) - 1`` calls (at most :data:`MAX_SKIPPED_PASSES`; the driver makes one per pass while the API is
+        down) defer without calling it. Any other rejection raises :class:`LaunchError` (a failed attempt)."""
+        if self._skip_launches > 0:
+            self._skip_launches -= 1
+            raise LaunchDeferred(f"the Kubernetes API was unavailable ({self._unavailable}); backing off")
         ns = ref.namespace
         job = self.build_job(ref, run, attempt)
         name = job["metadata"]["name"]
-        api_exception = _api_exception()
         try:
-            with_retries(lambda: self.custom.create_namespaced_custom_object(
-                VOLCANO_GROUP, VOLCANO_VERSION, ns, VOLCANO_PLURAL, job), f"create job {ns}/{name}",
-                sleep=self.sleep)
-        except api_exception as exc:
-            if getattr(exc, "status", None) == 409:
+            self.custom.create_namespaced_custom_object(VOLCANO_GROUP, VOLCANO_VERSION, ns, VOLCANO_PLURAL, job)
+        except (_api_exception(), *_connection_errors()) as exc:
+            status = getattr(exc, "status", None)
+            record_api_error(f"create job {ns}/{name}", status)
+            if unavailable(exc):
+                self._back_off(_describe_api_error(exc))
+                raise LaunchDeferred(f"the Kubernetes API is unavailable ({self._unavailable}) creating job "
+                                     f"{name}") from None
+            if status == 409:
                 log.info("job %s/%s already exists: adopting it", ns, name)  # idempotent: same key, same attempt
-            elif getattr(exc, "status", None) == 404:
+            elif status == 404:
                 raise LaunchError(f"the Volcano Job API ({VOLCANO_GROUP}/{VOLCANO_VERSION}) is not served: is "
                                   "Volcano installed? (see docs/install.md)") from None
             else:
-                reason = getattr(exc, "reason", "") or ""
-                body = (getattr(exc, "body", "") or "")[:300]
-                status = getattr(exc, "status", "?")
-                raise LaunchError(f"creating job {name} failed: {status} {reason} {body}".strip()) from None
+                raise LaunchError(f"creating job {name} failed: {api_error_text(exc)}") from None
+        self._deferrals = 0
         return job_handle(ns, name)
+
+    def _back_off(self, reason: str) -> None:
+        self._deferrals += 1
+        self._skip_launches = min(2 ** (self._deferrals - 1) - 1, MAX_SKIPPED_PASSES)
+        self._unavailable = reason
 
     def _list(self, uid: str, what: str, fn: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
         selector = f"{LABEL_COMPARISON_UID}={label_value(uid)}"
@@ -198,7 +238,8 @@ class KubernetesLauncher:
 
     def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
         latest: dict[str, tuple[int, dict[str, Any]]] = {}
-        for job in self.list_jobs(ref.namespace, ref.uid):
+        jobs = self.list_jobs(ref.namespace, ref.uid)
+        for job in jobs:
             labels = job.get("metadata", {}).get("labels") or {}
             key = labels.get(LABEL_RUN)
             try:
@@ -212,14 +253,29 @@ class KubernetesLauncher:
                     and job["metadata"]["name"] not in self._results]
         pods_by_job: dict[str, list[dict[str, Any]]] = {}
         if finished:
+            owners = {str(job["metadata"]["uid"]): job["metadata"]["name"] for job in jobs
+                      if job.get("metadata", {}).get("uid")}
             for pod in self._list(ref.uid, "pods", self.core.list_namespaced_pod, ref.namespace):
-                labels = pod.get("metadata", {}).get("labels") or {}
-                name = job_name(labels.get(LABEL_RUN, ""), int(labels.get(LABEL_ATTEMPT, "0") or 0))
-                pods_by_job.setdefault(name, []).append(pod)
+                owner = owning_job(pod, owners)
+                if owner is not None:
+                    pods_by_job.setdefault(owner, []).append(pod)
+                else:
+                    self._ignore_pod(ref, pod)
         out: dict[str, Observation] = {}
         for key, (attempt, job) in latest.items():
             out[key] = self._observation(ref, key, attempt, job, pods_by_job)
         return out
+
+    def _ignore_pod(self, ref: ComparisonRef, pod: Mapping[str, Any]) -> None:
+        name = str(pod.get("metadata", {}).get("name", "?"))
+        if name in self._ignored_pods:
+            return
+        self._ignored_pods.add(name)
+        owners = [f"{o.get('kind')}/{o.get('name')} uid={o.get('uid')}"
+                  for o in pod.get("metadata", {}).get("ownerReferences") or []]
+        log.warning("ignoring pod %s/%s: it carries the labels of comparison %s but was not created by Volcano for "
+                    "one of its jobs (owner references: %s); its result is not read", ref.namespace, name, ref.name,
+                    ", ".join(owners) or "none")
 
     def _observation(self, ref: ComparisonRef, key: str, attempt: int, job: dict[str, Any],
                      pods_by_job: dict[str, list[dict[str, Any]]]) -> Observation:
@@ -287,6 +343,34 @@ class KubernetesLauncher:
     def close(self) -> None:
         """Nothing runs in this process and the API clients are shared: only the cached results are dropped."""
         self._results.clear()
+        self._ignored_pods.clear()
+
+
+def owning_job(pod: Mapping[str, Any], jobs_by_uid: Mapping[str, str]) -> str | None:
+    """The name of the job in ``jobs_by_uid`` (uid -> name) that controls ``pod``: the pod's controller owner reference
+    must be a Volcano Job with one of those uids (and its name). None for a pod no job of ours created."""
+    for ref in pod.get("metadata", {}).get("ownerReferences") or []:
+        if not ref.get("controller"):
+            continue
+        name = jobs_by_uid.get(str(ref.get("uid") or ""))
+        if ref.get("apiVersion") == f"{VOLCANO_GROUP}/{VOLCANO_VERSION}" and ref.get("kind") == "Job" and \
+                name is not None and ref.get("name") == name:
+            return name
+        return None  # an object has at most one controller
+    return None
+
+
+def api_error_text(exc: BaseException) -> str:
+    """An API rejection for a run's message and Events: the status, reason and the server's message (from its
+    ``Status`` body), at most 300 characters."""
+    status = getattr(exc, "status", "?")
+    reason = getattr(exc, "reason", "") or ""
+    body = getattr(exc, "body", "") or ""
+    try:
+        message = json.loads(body).get("message") or body
+    except (ValueError, AttributeError):
+        message = body
+    return f"{status} {reason} {message}".strip()[:300]
 
 
 def _container_terminations(pods: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

@@ -5,15 +5,20 @@ Needs kmock and its dependencies (aiohttp, attrs, jsonpatch): the ``dev`` extra.
 * :class:`Emulator`: kmock's ``KubernetesEmulator`` plus the API-server behaviour the operator and Kopf rely on and
   kmock 0.8 lacks: ``201 Created``, uid/``creationTimestamp``/``generateName`` on create, a new ``resourceVersion`` on
   every write, ``422`` for a failed JSON-patch ``test``, the ``generation`` bump on spec changes, ``labelSelector`` on
-  lists, ``text/plain`` pod logs, ``/api/v1/namespaces``, and a request history that does not make every request
-  slower than the last.
+  lists, ``text/plain`` pod logs, ``/api/v1/namespaces``, the 256 KiB limit on an object's annotations (``422``), and a
+  request history that does not make every request slower than the last. :class:`Fault` answers chosen requests
+  with an error (a 503 burst on job creates, a failed status PATCH) without serving them, as a failing server would.
 * :class:`Kube`: the emulator served from a background thread, with the resources the operator uses, pod logs, an
   optional one-shot ``409`` on a job create, and a small HTTP client for the test side. Requests the tests make carry
   ``User-Agent: proxyrank-tests`` so the operator's own requests can be told apart in the request log.
 * :class:`VolcanoSimulator`: plays the Volcano controller and the kubelet. It walks each Volcano Job through
   ``Pending -> Running -> Completed | Failed`` (PATCHing ``.../jobs/<name>/status``) and creates the job's pod with a
   terminated trainer container whose termination message is a real trainer result (``proxyrank_trainer.results``), or
-  only a ``PROXYRANK_RESULT`` log line, or nothing, or a failure, as a script says.
+  only a ``PROXYRANK_RESULT`` log line, or nothing, or a failure, as a script says. The pods look like the ones
+  Volcano's job controller creates (``createJobPod`` in volcano-sh/volcano ``pkg/controllers/job``): named
+  ``<job>-<task>-<index>``, the template's labels and annotations plus ``volcano.sh/job-name``,
+  ``volcano.sh/task-spec``, ``volcano.sh/job-namespace``, ``volcano.sh/queue-name``, and a controller
+  ``ownerReference`` to the Job with its uid.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ TEST_AGENT = "proxyrank-tests"
 API = "/apis/proxyrank.io/v1alpha1"
 VOLCANO = f"/apis/{VOLCANO_GROUP}/{VOLCANO_VERSION}"
 
+MAX_ANNOTATIONS_BYTES = 256 * 1024  # the API server's limit on the total size of an object's annotations
+VOLCANO_JOB_NAME = "volcano.sh/job-name"  # label and annotation Volcano's job controller puts on the pods it creates
+
 RESOURCES: dict[str, dict[str, Any]] = {
     "proxyrank.io/v1alpha1/recipecomparisons": dict(
         kind="RecipeComparison", namespaced=True, subresources={"status"},
@@ -73,6 +81,53 @@ class ApiError(Exception):
         self.status = status
 
 
+@dataclass
+class Fault:
+    """Answer the requests ``match`` selects with HTTP ``status`` instead of serving them (nothing is stored), at most
+    ``times`` times (``None``: any number) and for ``seconds`` from the first one it answers (``None``: no limit).
+    ``message`` is the Status message, or a function of the request (e.g. one that echoes the request body back, as an
+    API server's validation error does)."""
+
+    match: Callable[[kmock.Request], bool]
+    status: int = 503
+    message: str | Callable[[kmock.Request], str] = "injected failure"
+    times: int | None = 1
+    seconds: float | None = None
+    served: int = 0
+    _first: float | None = None
+
+    def take(self, request: kmock.Request) -> bool:
+        """Whether this fault answers ``request`` (and count it)."""
+        if self.times is not None and self.served >= self.times:
+            return False
+        if self.seconds is not None and self._first is not None and time.monotonic() - self._first > self.seconds:
+            return False
+        if not self.match(request):
+            return False
+        if self._first is None:
+            self._first = time.monotonic()
+        self.served += 1
+        return True
+
+    def response(self, request: kmock.Request) -> aiohttp.web.Response:
+        message = self.message(request) if callable(self.message) else self.message
+        reason = {422: "Invalid", 503: "ServiceUnavailable", 500: "InternalError", 429: "TooManyRequests",
+                  409: "Conflict", 403: "Forbidden", 404: "NotFound", 400: "BadRequest"}.get(self.status, "Failure")
+        return status_response(self.status, reason, message)
+
+
+def status_response(code: int, reason: str, message: str) -> aiohttp.web.Response:
+    """A ``v1 Status`` error response, as the API server sends it."""
+    return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                                      "reason": reason, "message": message, "code": code}, status=code)
+
+
+def is_request(request: kmock.Request, method: str, plural: str, subresource: str | None = None) -> bool:
+    """Whether ``request`` is ``method`` on a resource named ``plural`` (and on ``subresource``)."""
+    return (request.method == method and request.resource is not None and request.resource.plural == plural
+            and (request.subresource or None) == subresource)
+
+
 @attrs.define(kw_only=True)
 class Emulator(kmock.KubernetesEmulator):
     """kmock's emulator plus the API server's bookkeeping on writes: ``generateName``, uid and creationTimestamp on
@@ -82,6 +137,7 @@ class Emulator(kmock.KubernetesEmulator):
     _versions: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     log: list[kmock.Request] = attrs.field(factory=list, init=False)  # every request, in arrival order
     namespaces: tuple[str, ...] = ("default", "ml", "bench")
+    faults: list[Fault] = attrs.field(factory=list, init=False)  # consulted before a request is served
     _inflight: set[int] = attrs.field(factory=set, init=False)
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
@@ -113,6 +169,12 @@ class Emulator(kmock.KubernetesEmulator):
         # kmock matches each request against every reaction by scanning its whole request history (quadratic over a
         # long run: a benchmark round took 17 s), so the history keeps only the requests in flight; ``log`` has all.
         self.log.append(request)
+        for fault in list(self.faults):
+            if fault.take(request):
+                return fault.response(request)
+        rejected = self._too_many_annotations(request)
+        if rejected is not None:
+            return rejected
         self._inflight.add(id(request))
         if len(self._requests) > 32:
             self._requests[:] = [r for r in self._requests if id(r) in self._inflight]
@@ -120,6 +182,32 @@ class Emulator(kmock.KubernetesEmulator):
             return await self._write(request)
         finally:
             self._inflight.discard(id(request))
+
+    def _too_many_annotations(self, request: kmock.Request) -> aiohttp.web.Response | None:
+        """422 for a create or merge patch that would leave the object's annotations over 256 KiB in total, as the API
+        server answers (``metadata.annotations: Too long: must have at most 262144 bytes``)."""
+        data = request.data
+        if request.resource is None or request.subresource is not None or not isinstance(data, dict) or \
+                request.action not in (kmock.action.CREATE, kmock.action.UPDATE):
+            return None
+        patch = (data.get("metadata") or {}).get("annotations")
+        if not isinstance(patch, dict):
+            return None
+        merged: dict[str, Any] = {}
+        if request.action == kmock.action.UPDATE and request.name:
+            key = (request.resource, request.namespace, request.name)
+            if key in self.objects:
+                merged.update((self.objects[key].get("metadata") or {}).get("annotations") or {})
+        for name, value in patch.items():
+            if value is None:
+                merged.pop(name, None)
+            else:
+                merged[name] = value
+        size = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in merged.items())
+        if size <= MAX_ANNOTATIONS_BYTES:
+            return None
+        return status_response(422, "Invalid", f"metadata.annotations: Too long: must have at most "
+                                               f"{MAX_ANNOTATIONS_BYTES} bytes")
 
     async def _write(self, request: kmock.Request) -> Any:
         data = request.data
@@ -222,6 +310,12 @@ class Kube:
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(10)
+
+    def fail(self, fault: Fault) -> Fault:
+        """Answer the requests ``fault`` selects with its error (see :class:`Fault`); returns it, to read ``served``."""
+        assert self.k is not None
+        self.k.faults.append(fault)
+        return fault
 
     def _serve_log(self, request: kmock.Request) -> kmock.Response:
         text = self.logs.get((request.namespace or "", request.name or ""), "")
@@ -432,9 +526,7 @@ class VolcanoSimulator:
             pod_name = f"{info.name}-{task['name']}-0"
             container = template["spec"]["containers"][0]["name"]
             self.kube.logs[(info.namespace, pod_name)] = log
-            pod = {"apiVersion": "v1", "kind": "Pod",
-                   "metadata": {"name": pod_name, "namespace": info.namespace,
-                                "labels": dict(template["metadata"].get("labels") or {})},
+            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": volcano_pod_meta(job, task, pod_name),
                    "spec": template["spec"],
                    "status": {"phase": "Failed" if outcome.kind == "fail" else "Succeeded",
                               "containerStatuses": [{
@@ -448,6 +540,23 @@ class VolcanoSimulator:
         phase = "Failed" if outcome.kind == "fail" else "Completed"
         self._set_phase(job, phase)
         self.finished[info.name] = phase
+
+
+def volcano_pod_meta(job: Mapping[str, Any], task: Mapping[str, Any], pod_name: str) -> dict[str, Any]:
+    """The metadata Volcano's job controller gives a pod of ``job``'s ``task`` (``createJobPod``): the template's labels
+    and annotations plus Volcano's, and a controller owner reference to the Job, with the Job's uid."""
+    meta, template = job["metadata"], task["template"]
+    queue = str((job.get("spec") or {}).get("queue") or "default")
+    labels = {**(template.get("metadata", {}).get("labels") or {}), VOLCANO_JOB_NAME: meta["name"],
+              "volcano.sh/task-spec": task["name"], "volcano.sh/job-namespace": meta["namespace"],
+              "volcano.sh/queue-name": queue}
+    annotations = {**(template.get("metadata", {}).get("annotations") or {}), VOLCANO_JOB_NAME: meta["name"],
+                   "volcano.sh/task-spec": task["name"], "scheduling.k8s.io/group-name": meta["name"],
+                   "volcano.sh/queue-name": queue, "volcano.sh/job-version": "0"}
+    owner = {"apiVersion": f"{VOLCANO_GROUP}/{VOLCANO_VERSION}", "kind": "Job", "name": meta["name"],
+             "uid": meta.get("uid", ""), "controller": True, "blockOwnerDeletion": True}
+    return {"name": pod_name, "namespace": meta["namespace"], "labels": labels, "annotations": annotations,
+            "ownerReferences": [owner]}
 
 
 def job_info(job: dict[str, Any]) -> JobInfo:
