@@ -30,6 +30,7 @@ import kopf
 from proxyrank import GROUP, PLURAL, VERSION
 from proxyrank.api import Phase, RecipeComparisonStatus
 from proxyrank.driver import reconcile_and_apply
+from proxyrank.kopf_support import FingerprintDiffBaseStorage, install_log_filter
 from proxyrank.launchers.base import ComparisonRef, Launcher, resolve_namespace
 from proxyrank.launchers.kubernetes import KubernetesLauncher
 from proxyrank.launchers.volcano import owner_reference
@@ -135,7 +136,8 @@ def forget(uid: str) -> None:
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    # a fingerprint of the spec, not the spec: small whatever the spec's size (see proxyrank.kopf_support)
+    settings.persistence.diffbase_storage = FingerprintDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
     settings.persistence.finalizer = FINALIZER
     settings.watching.server_timeout = int(os.environ.get("PROXYRANK_WATCH_SERVER_TIMEOUT", "300"))
@@ -143,6 +145,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = float(os.environ.get("PROXYRANK_REQUEST_TIMEOUT", "60"))
     settings.posting.level = logging.WARNING  # our own events are posted explicitly
+    install_log_filter()  # Kopf's debug log would carry the whole object (its spec, and secrets in the env)
     settings.execution.max_workers = int(os.environ.get("PROXYRANK_WORKERS", "8"))
     settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
 
