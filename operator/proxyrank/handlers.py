@@ -31,7 +31,7 @@ from proxyrank import GROUP, PLURAL, VERSION
 from proxyrank.api import Phase, RecipeComparisonStatus
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.kopf_support import FingerprintDiffBaseStorage, install_log_filter
-from proxyrank.launchers.base import ComparisonRef, Launcher, resolve_namespace
+from proxyrank.launchers.base import ComparisonRef, Launcher, env_secrets, redact, resolve_namespace
 from proxyrank.launchers.kubernetes import KubernetesLauncher
 from proxyrank.launchers.volcano import owner_reference
 from proxyrank.metrics import ComparisonSnapshot
@@ -220,14 +220,16 @@ def _api_error(exc: BaseException) -> str:
 def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], name: str,
                      namespace: str | None, uid: str, generation: int | None) -> None:
     previous = _previous_status(uid, status)
+    trainer = spec.get("trainer")
+    secrets = env_secrets(trainer.get("env") if isinstance(trainer, Mapping) else None)  # a problem may quote one
     try:
         parsed = parse_spec(dict(spec))
     except SpecError as exc:
-        _write(body, name, namespace, uid, status,
-               invalid_status(previous, exc.problems, datetime.now(UTC), generation))
+        problems = [redact(p, secrets) for p in exc.problems]
+        _write(body, name, namespace, uid, status, invalid_status(previous, problems, datetime.now(UTC), generation))
         return
     launcher = launcher_for(name, uid)
-    problems = launcher.validate(parsed)
+    problems = [redact(p, secrets) for p in launcher.validate(parsed)]
     if problems:
         _write(body, name, namespace, uid, status, invalid_status(previous, problems, datetime.now(UTC), generation))
         return
