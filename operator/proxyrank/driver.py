@@ -7,10 +7,11 @@ timer tick), so both modes launch, retry, cancel and report identically.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime
 
 from proxyrank.api import RecipeComparisonStatus
-from proxyrank.launchers.base import ComparisonRef, LaunchDeferred, Launcher, LaunchError
+from proxyrank.launchers.base import ComparisonRef, LaunchDeferred, Launcher, LaunchError, env_secrets, redact
 from proxyrank.planner import Plan
 from proxyrank.reconciler import (
     WAITING_TO_LAUNCH,
@@ -35,6 +36,7 @@ def reconcile_and_apply(ref: ComparisonRef, plan: Plan, launcher: Launcher, prev
     pass, not one per run), and one ``LaunchDeferred`` warning says so when the deferral starts."""
     observed = launcher.observe(ref, plan)
     result = reconcile(ref.spec, plan, previous, observed, now, generation)
+    secrets = env_secrets(ref.spec.trainer.env)
     deferred: list[str] = []
     unavailable: LaunchDeferred | None = None
     for action in result.actions:
@@ -50,8 +52,9 @@ def reconcile_and_apply(ref: ComparisonRef, plan: Plan, launcher: Launcher, prev
                 deferred.append(run.key)
                 continue
             except LaunchError as exc:
-                log.warning("launch of %s failed: %s", run.title, exc)
-                result.events.extend(record_launch_failure(result.status, ref.spec, run.key, str(exc), now))
+                message = redact(str(exc), secrets)
+                log.warning("launch of %s failed: %s", run.title, message)
+                result.events.extend(record_launch_failure(result.status, ref.spec, run.key, message, now))
                 continue
             record_launch(result.status, run.key, handle)
             result.events.append(Event("Normal", "RunLaunched", f"{run.title} attempt {action.attempt}: {handle}"))
@@ -60,7 +63,18 @@ def reconcile_and_apply(ref: ComparisonRef, plan: Plan, launcher: Launcher, prev
     if unavailable is not None:
         _defer(result, previous, deferred, unavailable)
     refresh_after_launches(result.status, now, generation)
+    if secrets:
+        _redact(result, secrets)
     return result
+
+
+def _redact(result: ReconcileResult, secrets: tuple[str, ...]) -> None:
+    """No ``spec.trainer.env`` value in what the pass reports (run messages, Events), whatever text brought it: a
+    launch error echoing the manifest, a trainer's last stderr line in its termination message."""
+    for run in result.status.runs:
+        if run.message:
+            run.message = redact(run.message, secrets)
+    result.events[:] = [replace(e, message=redact(e.message, secrets)) for e in result.events]
 
 
 def _defer(result: ReconcileResult, previous: RecipeComparisonStatus | None, keys: list[str],

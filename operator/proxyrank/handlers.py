@@ -30,7 +30,8 @@ import kopf
 from proxyrank import GROUP, PLURAL, VERSION, health
 from proxyrank.api import Phase, RecipeComparisonStatus
 from proxyrank.driver import reconcile_and_apply
-from proxyrank.launchers.base import ComparisonRef, Launcher, resolve_namespace
+from proxyrank.kopf_support import FingerprintDiffBaseStorage, install_log_filter
+from proxyrank.launchers.base import ComparisonRef, Launcher, env_secrets, redact, resolve_namespace
 from proxyrank.launchers.kubernetes import KubernetesLauncher
 from proxyrank.launchers.volcano import owner_reference
 from proxyrank.metrics import ComparisonSnapshot
@@ -135,7 +136,8 @@ def forget(uid: str) -> None:
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    # a fingerprint of the spec, not the spec: small whatever the spec's size (see proxyrank.kopf_support)
+    settings.persistence.diffbase_storage = FingerprintDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
     settings.persistence.finalizer = FINALIZER
     settings.watching.server_timeout = int(os.environ.get("PROXYRANK_WATCH_SERVER_TIMEOUT", "300"))
@@ -143,6 +145,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = float(os.environ.get("PROXYRANK_REQUEST_TIMEOUT", "60"))
     settings.posting.level = logging.WARNING  # our own events are posted explicitly
+    install_log_filter()  # Kopf's debug log would carry the whole object (its spec, and secrets in the env)
     settings.execution.max_workers = int(os.environ.get("PROXYRANK_WORKERS", "8"))
     settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
 
@@ -218,14 +221,16 @@ def _api_error(exc: BaseException) -> str:
 def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[str, Any], name: str,
                      namespace: str | None, uid: str, generation: int | None) -> None:
     previous = _previous_status(uid, status)
+    trainer = spec.get("trainer")
+    secrets = env_secrets(trainer.get("env") if isinstance(trainer, Mapping) else None)  # a problem may quote one
     try:
         parsed = parse_spec(dict(spec))
     except SpecError as exc:
-        _write(body, name, namespace, uid, status,
-               invalid_status(previous, exc.problems, datetime.now(UTC), generation))
+        problems = [redact(p, secrets) for p in exc.problems]
+        _write(body, name, namespace, uid, status, invalid_status(previous, problems, datetime.now(UTC), generation))
         return
     launcher = launcher_for(name, uid)
-    problems = launcher.validate(parsed)
+    problems = [redact(p, secrets) for p in launcher.validate(parsed)]
     if problems:
         _write(body, name, namespace, uid, status, invalid_status(previous, problems, datetime.now(UTC), generation))
         return

@@ -43,8 +43,14 @@ ALL_ON: dict[str, Any] = {
 }
 NAMESPACED: dict[str, Any] = {**ALL_ON, "watchNamespaces": ["team-a", "team-b"]}
 NAMESPACED_NO_PEERING: dict[str, Any] = {"watchNamespaces": ["team-a"]}
+NETWORK_POLICY: dict[str, Any] = {"networkPolicy": {
+    "enabled": True,
+    "metrics": {"extraFrom": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]},
+    "extraIngress": [{"ports": [{"port": 8080, "protocol": "TCP"}], "from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}],
+}}
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": DEFAULT, "all-on": ALL_ON, "namespaced": NAMESPACED, "namespaced-no-peering": NAMESPACED_NO_PEERING,
+    "network-policy": NETWORK_POLICY,
 }
 
 

@@ -7,6 +7,9 @@ Implementations: :class:`~proxyrank.launchers.local.LocalLauncher` (``proxyrank 
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +50,37 @@ def parse_run_result(payload: Any, where: str) -> tuple[RunResult | None, str | 
         return parse_result(payload), None
     except ResultError as exc:
         return None, f"the result in {where} is unusable ({exc})"
+
+
+REDACTED = "[redacted]"
+MIN_SECRET_LENGTH = 4  # shorter values ("1", "on") would blank out unrelated text and hide nothing worth hiding
+# how the API server echoes a rejected env value: `spec.tasks[0].template.spec.containers[0].env[3].value: Invalid
+# value: "..."` (the value JSON-quoted)
+_ECHOED_ENV_VALUE = re.compile(r'(\benv\[\d+\]\.value: Invalid value: )"(?:[^"\\]|\\.)*"')
+
+
+def env_secrets(env: Any) -> tuple[str, ...]:
+    """The values of ``spec.trainer.env`` (a mapping, or a list of ``{name, value}``) to keep out of everything the
+    operator writes (status, Events, logs): every value of at least :data:`MIN_SECRET_LENGTH` characters, longest
+    first. The values belong in the trainer's pods and nowhere else."""
+    if isinstance(env, Mapping):
+        values: Iterable[Any] = env.values()
+    elif isinstance(env, list | tuple):
+        values = [item.get("value") if isinstance(item, Mapping) else getattr(item, "value", None) for item in env]
+    else:
+        return ()
+    found = {str(v) for v in values if v is not None and len(str(v)) >= MIN_SECRET_LENGTH}
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each secret, as is and JSON-escaped, replaced by ``[redacted]``, and any env value the API server
+    echoed in a validation error, known or not."""
+    text = _ECHOED_ENV_VALUE.sub(rf'\1"{REDACTED}"', text)
+    for secret in secrets:
+        for form in dict.fromkeys((secret, json.dumps(secret)[1:-1])):
+            text = text.replace(form, REDACTED)
+    return text
 
 
 class LaunchError(RuntimeError):

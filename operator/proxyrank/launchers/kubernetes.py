@@ -21,13 +21,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 from proxyrank.api import RecipeComparisonSpec, Resources, TrainerSpec
 from proxyrank.health import record_api_error
-from proxyrank.launchers.base import ComparisonRef, LaunchDeferred, LaunchError, parse_run_result
+from proxyrank.launchers.base import (
+    ComparisonRef,
+    LaunchDeferred,
+    LaunchError,
+    env_secrets,
+    parse_run_result,
+    redact,
+)
 from proxyrank.launchers.volcano import (
     LABEL_ATTEMPT,
     RESULT_PATH,
@@ -215,7 +222,8 @@ class KubernetesLauncher:
                 raise LaunchError(f"the Volcano Job API ({VOLCANO_GROUP}/{VOLCANO_VERSION}) is not served: is "
                                   "Volcano installed? (see docs/install.md)") from None
             else:
-                raise LaunchError(f"creating job {name} failed: {api_error_text(exc)}") from None
+                secrets = env_secrets(ref.spec.trainer.env)  # a validation error echoes the manifest's values
+                raise LaunchError(f"creating job {name} failed: {api_error_text(exc, secrets)}") from None
         self._deferrals = 0
         return job_handle(ns, name)
 
@@ -360,9 +368,9 @@ def owning_job(pod: Mapping[str, Any], jobs_by_uid: Mapping[str, str]) -> str | 
     return None
 
 
-def api_error_text(exc: BaseException) -> str:
+def api_error_text(exc: BaseException, secrets: Iterable[str] = ()) -> str:
     """An API rejection for a run's message and Events: the status, reason and the server's message (from its
-    ``Status`` body), at most 300 characters."""
+    ``Status`` body) with ``secrets`` and echoed env values redacted (before it is cut to 300 characters)."""
     status = getattr(exc, "status", "?")
     reason = getattr(exc, "reason", "") or ""
     body = getattr(exc, "body", "") or ""
@@ -370,7 +378,7 @@ def api_error_text(exc: BaseException) -> str:
         message = json.loads(body).get("message") or body
     except (ValueError, AttributeError):
         message = body
-    return f"{status} {reason} {message}".strip()[:300]
+    return redact(f"{status} {reason} {message}".strip(), secrets)[:300]
 
 
 def _container_terminations(pods: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
