@@ -10,7 +10,7 @@ TOOLS := .tools/bin
 DEMO_DATA ?= demo-data
 DEMO_WORK ?= runs/demo
 
-.PHONY: install tools test lint typecheck pytest demo study crd images clean
+.PHONY: install tools test lint typecheck pytest demo study crd chart-docs images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ crd: install
 	$(BIN)/proxyrank crd > crds/recipecomparison.yaml
 	$(BIN)/python -c 'import json; from proxyrank.crd import crd_manifest; print(json.dumps(crd_manifest(), indent=1))' > charts/proxyrank/files/recipecomparison.json
 	$(BIN)/python -m proxyrank.rbac > charts/proxyrank/files/rbac-rules.yaml
+
+# The chart's README.md and values.schema.json descriptions, from the `# --` comments of values.yaml.
+chart-docs: install
+	$(BIN)/python scripts/chart_docs.py
 
 # Operator image (Dockerfile: no torch) and trainer image; both use the repository root as the build context.
 images:

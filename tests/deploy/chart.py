@@ -48,9 +48,33 @@ NETWORK_POLICY: dict[str, Any] = {"networkPolicy": {
     "metrics": {"extraFrom": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]},
     "extraIngress": [{"ports": [{"port": 8080, "protocol": "TCP"}], "from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}],
 }}
+DIGEST = "sha256:" + "ab" * 32
+# The conventions of widely used charts (bitnami, kube-prometheus-stack): registry/digest, common labels, extra env,
+# volumes and probes, spread constraints, ServiceMonitor relabelings, alert routing labels; with the NetworkPolicy on.
+CONVENTIONS: dict[str, Any] = {
+    "global": {"imageRegistry": "mirror.example.com"},
+    "image": {"repository": "ml/proxyrank-operator", "digest": DIGEST, "tag": "ignored"},
+    "commonLabels": {"team": "ml-data", "cost-center": "research"},
+    "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+    "envFrom": [{"configMapRef": {"name": "proxy-settings"}}],
+    "extraVolumes": [{"name": "ca-bundle", "configMap": {"name": "corporate-ca"}}],
+    "extraVolumeMounts": [{"name": "ca-bundle", "mountPath": "/etc/ssl/corporate", "readOnly": True}],
+    "deploymentAnnotations": {"example.com/owner": "ml-platform"},
+    "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 60},
+    "readinessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "periodSeconds": 30},
+    "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                   "whenUnsatisfiable": "ScheduleAnyway"}],
+    "metrics": {"serviceMonitor": {"enabled": True, "honorLabels": True,
+                                   "relabelings": [{"targetLabel": "cluster", "replacement": "gpu-east"}],
+                                   "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "go_.*",
+                                                          "action": "drop"}]},
+                "prometheusRule": {"enabled": True, "additionalAlertLabels": {"team": "ml-data",
+                                                                              "severity": "overridden?"}}},
+    "networkPolicy": {"enabled": True},
+}
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": DEFAULT, "all-on": ALL_ON, "namespaced": NAMESPACED, "namespaced-no-peering": NAMESPACED_NO_PEERING,
-    "network-policy": NETWORK_POLICY,
+    "network-policy": NETWORK_POLICY, "conventions": CONVENTIONS,
 }
 
 

@@ -43,14 +43,14 @@ def test_helm_lint_passes(helm: str, config: str) -> None:
 def test_default_install_renders_the_operator_and_cluster_wide_rbac(helm: str) -> None:
     kinds = sorted(d["kind"] for d in render(helm, DEFAULT))
     assert kinds == sorted(["ServiceAccount", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
-                            "Service", "Deployment"])
+                            "Service", "Deployment", "Pod"])  # the Pod: the `helm test` hook
 
 
 def test_every_toggle_renders_its_object(helm: str) -> None:
     kinds = sorted(d["kind"] for d in render(helm, ALL_ON))
     assert kinds == sorted(["ServiceAccount", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
                             "Service", "Deployment", "ServiceMonitor", "PrometheusRule", "ConfigMap",
-                            "ClusterKopfPeering"])
+                            "ClusterKopfPeering", "Pod"])
 
 
 def test_namespaced_mode_renders_a_role_per_namespace(helm: str) -> None:
@@ -117,7 +117,7 @@ BAD_VALUES = {
     "wrong type: crds.install as string": {"crds": {"install": "yes"}},
     "unknown top-level key": {"replicas": 2},
     "unknown nested key": {"metrics": {"serviceMonitor": {"enabled": True, "intervall": "30s"}}},
-    "unknown image key": {"image": {"registry": "ghcr.io"}},
+    "unknown image key": {"image": {"registri": "ghcr.io"}},
     "bad enum": {"operator": {"logFormat": "xml"}},
     "bad namespace name": {"watchNamespaces": ["Team_A"]},
     "bad duration": {"metrics": {"prometheusRule": {"stalledFor": "two hours"}}},

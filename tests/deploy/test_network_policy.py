@@ -21,6 +21,18 @@ def _policy(helm: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str
     return one(docs, "NetworkPolicy"), one(docs, "Deployment")
 
 
+def _helm_test_rule(metrics_port: int) -> dict[str, Any]:
+    """The rule that lets the release's `helm test` pod reach /healthz and /metrics (templates/tests/health.yaml)."""
+    return {"ports": [{"port": 8080, "protocol": "TCP"}, {"port": metrics_port, "protocol": "TCP"}],
+            "from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": "proxyrank",
+                                                      "app.kubernetes.io/component": "test"}}}]}
+
+
+def test_no_helm_test_rule_without_the_test_hook(helm: str) -> None:
+    policy, _ = _policy(helm, {"networkPolicy": {"enabled": True}, "tests": {"enabled": False}})
+    assert len(policy["spec"]["ingress"]) == 1
+
+
 def test_no_network_policy_by_default(helm: str) -> None:
     assert not of_kind(render(helm, {}), "NetworkPolicy")
 
@@ -32,7 +44,8 @@ def test_the_policy_admits_only_the_scrapers_and_only_to_the_metrics_port(helm: 
     assert spec["policyTypes"] == ["Ingress"]  # egress stays open: the API server's address is per cluster
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     metrics_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
-    assert spec["ingress"] == [{"ports": [{"port": metrics_port, "protocol": "TCP"}], "from": [DEFAULT_PEER]}]
+    assert spec["ingress"] == [{"ports": [{"port": metrics_port, "protocol": "TCP"}], "from": [DEFAULT_PEER]},
+                               _helm_test_rule(metrics_port)]
     assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"]
 
 
@@ -44,7 +57,8 @@ def test_the_policy_follows_the_metrics_port_and_the_peer_values(helm: str) -> N
     ingress = policy["spec"]["ingress"]
     assert ingress[0] == {"ports": [{"port": 9443, "protocol": "TCP"}],
                           "from": [{"podSelector": DEFAULT_PEER["podSelector"]}, {"ipBlock": {"cidr": "10.20.0.0/16"}}]}
-    assert ingress[1:] == NETWORK_POLICY["networkPolicy"]["extraIngress"]
+    assert ingress[1] == _helm_test_rule(9443)
+    assert ingress[2:] == NETWORK_POLICY["networkPolicy"]["extraIngress"]
     assert "--metrics-port=9443" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
 

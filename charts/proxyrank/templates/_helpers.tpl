@@ -33,6 +33,9 @@ helm.sh/chart: {{ include "proxyrank.chart" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: proxyrank
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "proxyrank.serviceAccountName" -}}
@@ -43,8 +46,17 @@ app.kubernetes.io/part-of: proxyrank
 {{- end }}
 {{- end }}
 
+{{/* The operator image: [registry/]repository then @digest, or :tag (the appVersion by default).
+global.imageRegistry replaces image.registry. */}}
 {{- define "proxyrank.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- $registry := .Values.global.imageRegistry | default .Values.image.registry }}
+{{- $repository := .Values.image.repository }}
+{{- if $registry }}{{ $repository = printf "%s/%s" (trimSuffix "/" $registry) $repository }}{{ end }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/* The rule sets of operator/proxyrank/rbac.py, generated into files/rbac-rules.yaml. */}}
