@@ -63,7 +63,7 @@ def _dockerfile_build_copies() -> list[str]:
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, zipfile.ZipFile]:
     base = tmp_path_factory.mktemp("wheels")
     full, image = base / "full", base / "image"
-    _copy(["pyproject.toml", "README.md", "operator", "trainer_image/proxyrank_trainer"], full)
+    _copy(["pyproject.toml", "README.md", "LICENSE", "operator", "trainer_image/proxyrank_trainer"], full)
     _copy(_dockerfile_build_copies(), image)
     return {
         "full": _build_wheel(full, base / "full-dist"),
