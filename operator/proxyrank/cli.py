@@ -44,7 +44,7 @@ from proxyrank.errors import (
     missing_extra,
 )
 
-# In the order `proxyrank --help` lists them: validate, plan, run, report, crd, then operator.
+# In the order `proxyrank --help` lists them: validate, plan, run, report, crd, then operator (then `completion`).
 BUILTIN_COMMANDS = (commands.register, operator_main.register)
 
 ENTRY_POINT_GROUP = "proxyrank.commands"
@@ -82,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in BUILTIN_COMMANDS:
         register(sub)
-    register_plugins(sub)
     register_completion(sub)
+    register_plugins(sub)
     return parser
 
 
