@@ -15,8 +15,8 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
-from pathlib import Path
 from importlib.metadata import EntryPoint
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -293,7 +293,8 @@ def test_the_base_install_validates_plans_and_reports(tmp_path: Any) -> None:
     validate, plan and report work, and the report says how to get its plots."""
     smoke = str(EXAMPLES / "smoke.yaml")
     blocked = _optional_modules()
-    for argv in (["validate", smoke], ["validate", "-o", "json", smoke], ["plan", smoke], ["plan", "-o", "json", smoke]):
+    for argv in (["validate", smoke], ["validate", "-o", "json", smoke], ["plan", smoke],
+                 ["plan", "-o", "json", smoke]):
         proc = _without(blocked, *argv)
         assert proc.returncode == 0, (argv, proc.stderr)
     proc = _without(blocked, "report", str(ROOT / "docs" / "results" / "study"), "--out", str(tmp_path / "r"))
