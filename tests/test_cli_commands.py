@@ -8,6 +8,7 @@ reinstalled), so the discovery tests inject entry points instead of relying on t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shlex
@@ -308,7 +309,8 @@ def test_the_base_install_validates_plans_and_reports(tmp_path: Any) -> None:
 @pytest.mark.parametrize(("blocked", "argv", "extra"), [
     ("torchx", ["run", "{smoke}", "--workdir", "{tmp}/w"], "local"),
     ("kopf", ["operator"], "operator"),
-    ("prometheus_client", ["validate", "--for", "kubernetes", "{good}"], "operator"),
+    ("prometheus_client", ["validate", "--for", "kubernetes", "{good}"], "render"),
+    ("torchx", ["validate", "--for", "kubernetes", "{named}"], "render"),
     ("zstandard", ["data", "tokenize", "--out", "{tmp}/o", "{tmp}/in.jsonl.zst"], "data"),
     ("pyarrow", ["data", "tokenize", "--out", "{tmp}/o", "{tmp}/in.parquet"], "data"),
     ("datasets", ["data", "tokenize", "--out", "{tmp}/o", "{tmp}/saved"], "data"),
@@ -320,13 +322,18 @@ def test_a_missing_extra_names_the_extra_to_install(blocked: str, argv: list[str
     from tests.conftest import GOOD_COMPARISON
 
     (tmp_path / "good.yaml").write_text(json.dumps(GOOD_COMPARISON))
+    named = copy.deepcopy(GOOD_COMPARISON)  # a TorchX named resource: checked against TorchX's table
+    del named["spec"]["trainer"]["resources"]
+    named["spec"]["trainer"]["namedResource"] = "gpu.small"
+    (tmp_path / "named.yaml").write_text(json.dumps(named))
     (tmp_path / "in.jsonl.zst").write_bytes(b"(\xb5/\xfd")  # never read: the reader's import fails first
     (tmp_path / "in.parquet").write_bytes(b"PAR1")
     (tmp_path / "saved").mkdir()
     for name in ("state.json", "dataset_info.json"):
         (tmp_path / "saved" / name).write_text("{}")
     (tmp_path / "in.txt").write_text("some text to train on")
-    subs = {"{smoke}": str(EXAMPLES / "smoke.yaml"), "{tmp}": str(tmp_path), "{good}": str(tmp_path / "good.yaml")}
+    subs = {"{smoke}": str(EXAMPLES / "smoke.yaml"), "{tmp}": str(tmp_path), "{good}": str(tmp_path / "good.yaml"),
+            "{named}": str(tmp_path / "named.yaml")}
     args = []
     for a in argv:
         for k, v in subs.items():

@@ -22,7 +22,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell tool exits with when its r
 EXTRAS: dict[str, tuple[str, ...]] = {
     "report": ("matplotlib",),
     "data": ("tokenizers", "zstandard", "pyarrow", "datasets"),
-    "render": ("torchx", "kubernetes"),
+    "render": ("torchx", "kubernetes", "prometheus_client"),
     "local": ("torchx", "torch", "fsspec", "tokenizers"),
     "operator": ("torchx", "kubernetes", "kopf", "prometheus_client"),
     "trainer": ("torch", "fsspec", "tokenizers"),
