@@ -26,6 +26,18 @@ def require_tool(name: str) -> str:
     return path
 
 
+def require_module(name: str, extra: str) -> None:
+    """A Python package the tests need (from ``proxyrank[extra]``, which ``make install``'s dev extra includes); a
+    missing one fails under CI=true and skips (with the reason) elsewhere."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        msg = f"the {name} package is not installed: pip install -e '.[{extra}]' (or `make install`)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
 GOOD_COMPARISON: dict[str, Any] = {
     "apiVersion": "proxyrank.io/v1alpha1",
     "kind": "RecipeComparison",

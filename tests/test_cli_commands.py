@@ -8,12 +8,16 @@ reinstalled), so the discovery tests inject entry points instead of relying on t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
+import shlex
 import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
 from importlib.metadata import EntryPoint
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +25,10 @@ import pytest
 from proxyrank import cli
 from proxyrank.cli import ENTRY_POINT_GROUP, TOOLS, build_parser, main
 from proxyrank.errors import UserError
-from proxyrank.validation import SpecError
+from proxyrank.validation import SpecError, dump_yaml
 from tests.conftest import EXAMPLES, ROOT
 
-BUILTIN = ["validate", "plan", "run", "report", "crd", "operator"]
+BUILTIN = ["validate", "plan", "run", "report", "crd", "operator", "completion"]
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -186,7 +190,7 @@ def test_pyproject_declares_the_tools_as_entry_points() -> None:
 
 # Loaded by a command when it runs, never by building the parser that every invocation (`proxyrank --help` too) builds.
 HEAVY = ("pydantic", "rich", "yaml", "torch", "torchx", "kopf", "kubernetes", "numpy", "matplotlib",
-         "prometheus_client")
+         "prometheus_client", "argcomplete")
 
 
 def test_building_the_parser_imports_no_heavy_module() -> None:
@@ -204,7 +208,7 @@ def test_help_lists_every_command_without_loading_them(capsys: pytest.CaptureFix
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
     for command in [*BUILTIN, "data", "theory"]:
-        assert f"    {command} " in help_text
+        assert f"\n    {command} " in help_text or f"\n    {command}\n" in help_text, command
 
 
 def test_run_rejects_parallel_below_1_before_loading_anything(capsys: pytest.CaptureFixture[str]) -> None:
@@ -219,3 +223,246 @@ def test_validate_imports_no_operator_runtime_and_no_numpy() -> None:
             f"== 0\nloaded = [m for m in {heavy!r} if m in sys.modules]\nassert not loaded, loaded\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+# -- extras: the base install, and the hint a missing optional package gets --------------------------------------------
+
+# distribution (as pyproject.toml names it) -> import name, for the extras' packages
+IMPORT_NAMES = {"torchx-nightly": "torchx", "prometheus-client": "prometheus_client", "pyyaml": "yaml"}
+
+
+def _requirements(project: dict[str, Any], extra: str | None) -> set[str]:
+    """The import names an extra brings, its `proxyrank[...]` references followed (None: the base install)."""
+    reqs = project["dependencies"] if extra is None else project["optional-dependencies"][extra]
+    out: set[str] = set()
+    for req in reqs:
+        name = req.split(";")[0].split("[")[0]
+        for sep in "<>=!~ ":
+            name = name.split(sep)[0]
+        if name == "proxyrank":
+            for ref in req.split("[", 1)[1].split("]")[0].split(","):
+                out |= _requirements(project, ref.strip())
+        else:
+            out.add(IMPORT_NAMES.get(name.lower(), name.lower().replace("-", "_")))
+    return out
+
+
+def test_the_extras_table_matches_pyproject() -> None:
+    """proxyrank.errors.EXTRAS (which extra a hint names) is what pyproject.toml's extras install."""
+    from proxyrank.errors import BASE, EXTRAS
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert _requirements(project, None) == set(BASE)
+    for extra, modules in EXTRAS.items():
+        assert _requirements(project, extra) == set(modules), extra
+    everything = set().union(*EXTRAS.values())
+    assert everything <= _requirements(project, "all") <= _requirements(project, "dev")
+    assert not everything & set(BASE)
+    assert not {"torch", "kopf", "kubernetes", "torchx", "prometheus_client", "matplotlib"} & set(BASE)
+
+
+BLOCKER = """
+import importlib.abc, sys
+BLOCKED = set(sys.argv[1].split(",")) - {""}
+for name in [m for m in sys.modules if m.split(".")[0] in BLOCKED]:
+    del sys.modules[name]
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+sys.meta_path.insert(0, Blocker())
+from proxyrank.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _without(blocked: set[str] | tuple[str, ...], *argv: str, stdin: str | None = None,
+             cwd: Any = None) -> subprocess.CompletedProcess[str]:
+    """`proxyrank ARGV` in a fresh interpreter where the ``blocked`` packages cannot be imported (as if absent)."""
+    return subprocess.run([sys.executable, "-c", BLOCKER, ",".join(sorted(blocked)), *argv], capture_output=True,
+                          text=True, check=False, input=stdin, cwd=cwd)
+
+
+def _optional_modules() -> set[str]:
+    from proxyrank.errors import EXTRAS
+
+    return set().union(*EXTRAS.values())
+
+
+def test_the_base_install_validates_plans_and_reports(tmp_path: Any) -> None:
+    """Without any extra (no Kopf, Kubernetes client, TorchX, Prometheus client, torch, tokenizers or matplotlib):
+    validate, plan and report work, and the report says how to get its plots."""
+    smoke = str(EXAMPLES / "smoke.yaml")
+    blocked = _optional_modules()
+    for argv in (["validate", smoke], ["validate", "-o", "json", smoke], ["plan", smoke],
+                 ["plan", "-o", "json", smoke]):
+        proc = _without(blocked, *argv)
+        assert proc.returncode == 0, (argv, proc.stderr)
+    proc = _without(blocked, "report", str(ROOT / "docs" / "results" / "study"), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    assert "plots not drawn: matplotlib is not installed; pip install 'proxyrank[report]' draws them" in proc.stderr
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "## " in text and "pip install 'proxyrank[report]'" in text
+    assert not list((tmp_path / "r").glob("*.png"))
+
+
+@pytest.mark.parametrize(("blocked", "argv", "extra"), [
+    ("torchx", ["run", "{smoke}", "--workdir", "{tmp}/w"], "local"),
+    ("kopf", ["operator"], "operator"),
+    ("prometheus_client", ["validate", "--for", "kubernetes", "{good}"], "render"),
+    ("torchx", ["validate", "--for", "kubernetes", "{named}"], "render"),
+    ("zstandard", ["data", "tokenize", "--out", "{tmp}/o", "{tmp}/in.jsonl.zst"], "data"),
+    ("pyarrow", ["data", "tokenize", "--out", "{tmp}/o", "{tmp}/in.parquet"], "data"),
+    ("datasets", ["data", "tokenize", "--out", "{tmp}/o", "{tmp}/saved"], "data"),
+    ("tokenizers", ["data", "train-tokenizer", "--out", "{tmp}/t.json", "--vocab-size", "300", "{tmp}/in.txt"],
+     "data"),
+])
+def test_a_missing_extra_names_the_extra_to_install(blocked: str, argv: list[str], extra: str, tmp_path: Any) -> None:
+    """One line naming the package and `pip install 'proxyrank[EXTRA]'`, exit 2, no traceback."""
+    from tests.conftest import GOOD_COMPARISON
+
+    (tmp_path / "good.yaml").write_text(json.dumps(GOOD_COMPARISON))
+    named = copy.deepcopy(GOOD_COMPARISON)  # a TorchX named resource: checked against TorchX's table
+    del named["spec"]["trainer"]["resources"]
+    named["spec"]["trainer"]["namedResource"] = "gpu.small"
+    (tmp_path / "named.yaml").write_text(json.dumps(named))
+    (tmp_path / "in.jsonl.zst").write_bytes(b"(\xb5/\xfd")  # never read: the reader's import fails first
+    (tmp_path / "in.parquet").write_bytes(b"PAR1")
+    (tmp_path / "saved").mkdir()
+    for name in ("state.json", "dataset_info.json"):
+        (tmp_path / "saved" / name).write_text("{}")
+    (tmp_path / "in.txt").write_text("some text to train on")
+    subs = {"{smoke}": str(EXAMPLES / "smoke.yaml"), "{tmp}": str(tmp_path), "{good}": str(tmp_path / "good.yaml"),
+            "{named}": str(tmp_path / "named.yaml")}
+    args = []
+    for a in argv:
+        for k, v in subs.items():
+            a = a.replace(k, v)
+        args.append(a)
+    proc = _without({blocked}, *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr == (f"error: `proxyrank {argv[0]}` needs the {blocked} package, which is not installed here: "
+                           f"pip install 'proxyrank[{extra}]'\n")
+
+
+def test_a_module_of_no_extra_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing module that no extra brings is a bug or a broken install: the traceback is the useful answer."""
+    _inject(monkeypatch, ("needs", f"{__name__}:register_needs_unknown_module"))
+    with pytest.raises(ModuleNotFoundError):
+        main(["needs"])
+
+
+def register_needs_unknown_module(sub: Any) -> None:
+    def handler(args: argparse.Namespace) -> int:
+        import no_such_module_anywhere_for_proxyrank  # type: ignore[import-not-found]  # noqa: F401
+
+        return 0
+
+    sub.add_parser("needs").set_defaults(handler=handler)
+
+
+# -- -o json, --object, completion, pipes ------------------------------------------------------------------------------
+
+
+def _kubectl_object(status: bool = True) -> str:
+    """What `kubectl get rcmp NAME -o yaml` prints: the stored object with server-set metadata and the status."""
+    import yaml
+
+    study = ROOT / "docs" / "results" / "study"
+    obj = yaml.safe_load((study / "comparison.yaml").read_text())
+    obj["metadata"].update({"namespace": "research", "uid": "0b6f5c1e-2d43-4c36-9d0e-1f0e7f5a9c11",
+                            "resourceVersion": "48213", "generation": 1, "creationTimestamp": "2026-11-30T10:00:00Z",
+                            "finalizers": ["proxyrank.io/runs"],
+                            "managedFields": [{"manager": "kubectl-client-side-apply", "operation": "Update"}]})
+    if status:
+        obj["status"] = yaml.safe_load((study / "status.yaml").read_text())
+    return dump_yaml(obj)  # quoted as kubectl quotes (`"n": 5`: a bare n is a boolean to kubectl's YAML)
+
+
+def test_report_from_a_kubectl_object_on_stdin(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    study = ROOT / "docs" / "results" / "study"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(_kubectl_object().encode())))
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--object", "-", "-o", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["comparison"] == "study" and out["report"] == "report-study/report.md"
+    assert out["verdict"]["protocol"] == "reduced-lr" and out["status"]["runCounts"]["total"] > 0
+    assert {Path(p["file"]).name for p in out["plots"]} == {"rank_scatter.png", "correlation.png",
+                                                          "lr_curves_proxy-tuned.png", "lr_curves_target.png"}
+    # the tables the work directory the status came from reports (the same rows, re-analysed the same way)
+    from proxyrank.embedded import load_reanalyzed_status
+    from proxyrank.summary import markdown_table, summary_rows
+    from proxyrank.validation import load_comparison
+
+    spec = load_comparison(study / "comparison.yaml").spec
+    status = load_reanalyzed_status(study, spec)
+    assert status is not None
+    text = (tmp_path / "report-study" / "report.md").read_text()
+    tables = [markdown_table(rows) for rows in summary_rows(spec, status) if rows.rows]
+    assert tables and all(table in text for table in tables)
+
+
+def test_report_object_errors_name_the_problem(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    no_status = tmp_path / "new.yaml"
+    no_status.write_text(_kubectl_object(status=False))
+    assert main(["report", "--object", str(no_status), "--out", str(tmp_path / "o")]) == 2
+    assert "RecipeComparison 'study' has no status yet" in capsys.readouterr().err
+    two = tmp_path / "list.yaml"
+    two.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [{}, {}]}))
+    assert main(["report", "--object", str(two)]) == 2
+    assert "holds 2 objects; give one RecipeComparison" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--object", str(no_status)]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_completion_prints_a_script_for_each_shell(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import require_module
+
+    require_module("argcomplete", "dev")
+    for shell, marker in (("bash", "complete "), ("zsh", "#compdef proxyrank"), ("fish", "complete --command")):
+        assert main(["completion", shell]) == 0
+        script = capsys.readouterr().out
+        assert marker in script and "proxyrank" in script, shell
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("proxyrank va", ["validate"]),
+    ("proxyrank validate -", ["--for", "--help", "--output", "-h", "-o"]),
+    ("proxyrank report --o", ["--object", "--out", "--output"]),
+    ("proxyrank data to", ["tokenize"]),
+    ("proxyrank completion ", ["--help", "-h", "bash", "fish", "zsh"]),
+])
+def test_completion_completes_commands_and_options(line: str, expected: list[str], tmp_path: Any) -> None:
+    """What the shell script asks: `proxyrank` run with _ARGCOMPLETE set answers with the candidates."""
+    from tests.conftest import require_module
+
+    require_module("argcomplete", "dev")
+    answer = tmp_path / "answer"
+    env = {**os.environ, "_ARGCOMPLETE": "1", "_ARGCOMPLETE_IFS": "\n", "COMP_LINE": line,
+           "COMP_POINT": str(len(line)), "_ARGCOMPLETE_STDOUT_FILENAME": str(answer)}
+    proc = subprocess.run([sys.executable, "-m", "proxyrank"], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(w.strip() for w in answer.read_text().split("\n") if w.strip()) == expected
+
+
+def test_a_closed_pipe_ends_quietly() -> None:
+    """`proxyrank plan -o json FILE | head -c 1`: exit 141 like other shell tools, no traceback."""
+    cmd = f"{shlex.quote(sys.executable)} -m proxyrank plan -o json {shlex.quote(str(EXAMPLES / 'demo.yaml'))}"
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {cmd} | head -c 1 >/dev/null"], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr == ""
+
+
+def test_plan_json_and_output_json_agree(capsys: pytest.CaptureFixture[str]) -> None:
+    smoke = str(EXAMPLES / "smoke.yaml")
+    assert main(["plan", "--json", smoke]) == 0
+    legacy = json.loads(capsys.readouterr().out)
+    assert main(["plan", "-o", "json", smoke]) == 0
+    assert json.loads(capsys.readouterr().out) == legacy
+    assert legacy["comparison"] == "smoke" and legacy["totalRuns"] == len(legacy["runs"]) == 12

@@ -13,11 +13,20 @@ The workstation tooling (``proxyrank data``, ``proxyrank theory``) is not part o
 ``proxyrank_lab``, which the operator image leaves out. It is found through the ``proxyrank.commands`` entry points
 (declared in pyproject.toml) and never imported by name here; a missing package becomes a command that says which
 extra to install.
+
+A command whose optional dependency is missing just imports it: :func:`main` turns the ``ModuleNotFoundError`` into one
+line naming the package and the extra that brings it (:func:`proxyrank.errors.missing_extra`), exit code 2.
+
+Shell completion comes from argcomplete (a base dependency): ``proxyrank completion bash|zsh|fish`` prints the script
+to source, which calls ``proxyrank`` back with ``_ARGCOMPLETE`` set; only then does :func:`main` import argcomplete.
 """
+
+# PYTHON_ARGCOMPLETE_OK (the marker argcomplete's global completion looks for)
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,9 +34,17 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from proxyrank import commands, operator_main
-from proxyrank.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, UserError
+from proxyrank.errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+    UserError,
+    install_hint,
+    missing_extra,
+)
 
-# In the order `proxyrank --help` lists them: validate, plan, run, report, crd, then operator.
+# In the order `proxyrank --help` lists them: validate, plan, run, report, crd, then operator (then `completion`).
 BUILTIN_COMMANDS = (commands.register, operator_main.register)
 
 ENTRY_POINT_GROUP = "proxyrank.commands"
@@ -44,7 +61,7 @@ class Tool:
 
     @property
     def install_hint(self) -> str:
-        return f"pip install 'proxyrank[{self.extra}]'"
+        return install_hint(self.extra)
 
 
 # After the built-in commands, in this order. pyproject.toml declares the same targets as entry points (a test checks
@@ -65,13 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in BUILTIN_COMMANDS:
         register(sub)
+    register_completion(sub)
     register_plugins(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the command's handler, and map errors to exit codes (messages on stderr)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (see `proxyrank completion`); exits when done
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or EXIT_OK)
     except UserError as exc:
@@ -80,6 +103,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `proxyrank plan -o json | head`: the reader left; stop quietly, as shell tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+        return EXIT_BROKEN_PIPE
+    except ModuleNotFoundError as exc:  # an optional dependency: name the extra that brings it
+        error = missing_extra(exc, args.command)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
     except Exception as exc:
         if not _is_spec_error(exc):
             raise
@@ -92,6 +125,30 @@ def _is_spec_error(exc: Exception) -> bool:
     commands that never load it: only code that imported it can have raised one."""
     validation = sys.modules.get("proxyrank.validation")
     return validation is not None and isinstance(exc, validation.SpecError)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# shell completion
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+def register_completion(sub: Any) -> None:
+    p = sub.add_parser("completion", help="print the shell completion script (bash, zsh or fish)",
+                       description="Print a script that completes proxyrank's commands and options. bash: "
+                                   "`source <(proxyrank completion bash)` (or save it to "
+                                   "~/.local/share/bash-completion/completions/proxyrank); zsh: "
+                                   "`source <(proxyrank completion zsh)` in ~/.zshrc; fish: "
+                                   "`proxyrank completion fish > ~/.config/fish/completions/proxyrank.fish`.")
+    p.add_argument("shell", choices=SHELLS)
+    p.set_defaults(handler=_completion)
+
+
+def _completion(args: argparse.Namespace) -> int:
+    import argcomplete
+
+    sys.stdout.write(argcomplete.shellcode(["proxyrank"], shell=args.shell))
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------------------------------------------------

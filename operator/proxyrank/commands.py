@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from proxyrank.errors import EXIT_OK, UserError
+from proxyrank.errors import EXIT_INVALID, EXIT_OK, UserError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -25,22 +26,27 @@ if TYPE_CHECKING:
     from proxyrank.planner import Plan
 
 TARGETS = ("local", "kubernetes")
+OUTPUTS = ("text", "json")
 
 
 def register(sub: Any) -> None:
     """Add the commands to the CLI's subparsers (see :func:`proxyrank.cli.build_parser`), in ``--help`` order."""
-    p = sub.add_parser("validate", help="check a RecipeComparison file; exit 2 with the field path if invalid",
-                       description="Check a RecipeComparison file against the API model and, with --for kubernetes, "
-                                   "against what the operator can run (as it would mark the resource Invalid).")
-    p.add_argument("file")
+    p = sub.add_parser("validate", help="check RecipeComparison files; exit 2 with the field paths if any is invalid",
+                       description="Check RecipeComparison files against the API model and, with --for kubernetes, "
+                                   "against what the operator can run (as it would mark the resource Invalid). Each "
+                                   "file may hold several YAML documents or a kind: List (kubectl get -o yaml); "
+                                   "`-` reads standard input.")
+    p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--for", dest="target", choices=TARGETS, default="local",
                    help="where it will run: local (`proxyrank run`, the default) or kubernetes (the operator: also an "
                         "image, absolute or remote data paths, a known named resource); needs no cluster")
+    _add_output(p)
     p.set_defaults(handler=_validate)
 
     p = sub.add_parser("plan", help="expand a RecipeComparison into its training runs")
-    p.add_argument("file")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("file", help="the RecipeComparison (`-` reads standard input)")
+    _add_output(p)
+    p.add_argument("--json", dest="output", action="store_const", const="json", help="same as -o json")
     p.set_defaults(handler=_plan)
 
     p = sub.add_parser("run", help="run a comparison on this machine (TorchX local_cwd); resumable")
@@ -50,21 +56,33 @@ def register(sub: Any) -> None:
     p.add_argument("--poll", type=float, default=1.0, help="seconds between reconcile passes")
     p.set_defaults(handler=_run)
 
-    p = sub.add_parser("report", help="write report.md and PNG plots for a work directory")
-    p.add_argument("workdir")
-    p.add_argument("--out", help="output directory (default: the work directory)")
+    p = sub.add_parser("report", help="write report.md and PNG plots for a work directory or a cluster object",
+                       description="Write report.md (and PNG plots with the `report` extra) from a `proxyrank run` "
+                                   "work directory, or with --object from the object as the cluster holds it: "
+                                   "`kubectl get rcmp NAME -o yaml | proxyrank report --object -`.")
+    p.add_argument("workdir", nargs="?", help="a `proxyrank run` work directory")
+    p.add_argument("--object", dest="obj", metavar="FILE",
+                   help="a RecipeComparison with its status (`kubectl get rcmp NAME -o yaml`); `-` reads standard "
+                        "input")
+    p.add_argument("--out", help="output directory (default: the work directory, or report-NAME for --object)")
+    _add_output(p)
     p.set_defaults(handler=_report)
 
     p = sub.add_parser("crd", help="print the generated CustomResourceDefinition YAML")
     p.set_defaults(handler=_crd)
 
 
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", choices=OUTPUTS, default="text",
+                   help="text for people (the default) or json for scripts, on standard output")
+
+
 def _validate(args: argparse.Namespace) -> int:
-    return cmd_validate(args.file, target=args.target)
+    return cmd_validate(args.files, target=args.target, output=args.output)
 
 
 def _plan(args: argparse.Namespace) -> int:
-    return cmd_plan(args.file, as_json=args.json)
+    return cmd_plan(args.file, as_json=args.output == "json")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -78,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from proxyrank.report import cmd_report
 
-    return cmd_report(args.workdir, args.out)
+    return cmd_report(args.workdir, args.out, obj_path=args.obj, output=args.output)
 
 
 def _crd(args: argparse.Namespace) -> int:
@@ -88,26 +106,62 @@ def _crd(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_validate(path: str, *, target: str = "local") -> int:
-    """Exit 0 with a one-line summary; an invalid file raises SpecError (exit 2). ``target="kubernetes"`` also runs
+def cmd_validate(paths: str | Sequence[str], *, target: str = "local", output: str = "text") -> int:
+    """Check every document of every file: valid ones get a summary (stdout), invalid ones their problems (stderr, or
+    all of it as JSON on stdout with ``output="json"``); exit 2 if any is invalid. ``target="kubernetes"`` also runs
     the operator's own checks (:func:`~proxyrank.launchers.kubernetes.validate_for_kubernetes`, pure: no cluster, no
     credentials), whose problems are listed the same way."""
+    results = [r for path in ([paths] if isinstance(paths, str) else paths) for r in _validate_file(path, target)]
+    if output == "json":
+        json.dump({"valid": all(r["valid"] for r in results), "documents": results}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    for r in results if output == "text" else ():
+        if r["valid"]:
+            print(f"{r['source']}: valid RecipeComparison {r['name']!r}"
+                  f"{' for Kubernetes' if target == 'kubernetes' else ''}: {r['recipes']} recipes, "
+                  f"{r['protocols']} protocols{', a target sweep' if r['targetSweep'] else ''}, {r['runs']} runs")
+        else:
+            print(r["error"], file=sys.stderr)
+    return EXIT_OK if all(r["valid"] for r in results) else EXIT_INVALID
+
+
+def _validate_file(path: str, target: str) -> list[dict[str, Any]]:
+    """One result per document of ``path`` (see :func:`cmd_validate`); an unreadable file is one invalid result."""
+    from proxyrank.validation import SpecError, load_documents
+
+    try:
+        docs = load_documents(path)
+    except SpecError as exc:
+        return [_invalid(exc)]
+    if not docs:
+        return [_invalid(SpecError(["(file): no YAML document"], source=str(path)))]
+    return [_validate_document(source, data, target) for source, data in docs]
+
+
+def _validate_document(source: str, data: Any, target: str) -> dict[str, Any]:
     from proxyrank.planner import local_uid, plan_runs
-    from proxyrank.validation import SpecError, load_comparison
+    from proxyrank.validation import SpecError, parse_comparison
 
-    obj = load_comparison(path)
-    spec = obj.spec
-    if target == "kubernetes":
-        from proxyrank.launchers.kubernetes import validate_for_kubernetes
+    try:
+        obj = parse_comparison(data, source)
+        spec = obj.spec
+        if target == "kubernetes":
+            from proxyrank.launchers.kubernetes import validate_for_kubernetes
 
-        problems = validate_for_kubernetes(spec)
-        if problems:
-            raise SpecError(problems, source=f"{path} (for Kubernetes)")
+            problems = validate_for_kubernetes(spec)
+            if problems:
+                raise SpecError(problems, source=f"{source} (for Kubernetes)")
+    except SpecError as exc:
+        return _invalid(exc)
     n_runs = len(plan_runs(spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name)).runs)
-    print(f"{path}: valid RecipeComparison {obj.metadata.name!r}{' for Kubernetes' if target == 'kubernetes' else ''}: "
-          f"{len(spec.recipes)} recipes, {len(spec.proxy.protocols)} protocols"
-          f"{', a target sweep' if spec.target else ''}, {n_runs} runs")
-    return EXIT_OK
+    return {"source": source, "valid": True, "target": target, "name": obj.metadata.name,
+            "namespace": obj.metadata.namespace, "recipes": len(spec.recipes), "protocols": len(spec.proxy.protocols),
+            "targetSweep": spec.target is not None, "runs": n_runs}
+
+
+def _invalid(exc: Exception) -> dict[str, Any]:
+    return {"source": getattr(exc, "source", None), "valid": False, "problems": list(getattr(exc, "problems", [])),
+            "error": str(exc)}
 
 
 def _si(x: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -381,7 +382,16 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def parse_yaml(text: str | bytes, source: str | None = None) -> Any:
     """The one YAML document in ``text`` as plain data (dicts, lists, scalars), decoded as the API server would see
-    it through kubectl, or :class:`SpecError` with one line saying what is wrong and where.
+    it through kubectl, or :class:`SpecError` with one line saying what is wrong and where (see
+    :func:`parse_yaml_documents` for what is refused)."""
+    docs = parse_yaml_documents(text, source)
+    if len(docs) != 1:
+        raise SpecError([f"(file): expected exactly one YAML document, found {len(docs)}"], source)
+    return docs[0]
+
+
+def parse_yaml_documents(text: str | bytes, source: str | None = None) -> list[Any]:
+    """Every YAML document in ``text`` (empty ones left out) as plain data, as :func:`parse_yaml` decodes one.
 
     Refused up front: more than MAX_FILE_BYTES, text that is not UTF-8, duplicate keys, more than MAX_ALIASES
     aliases, aliases that expand the document past MAX_EXPANDED_BYTES (a YAML bomb), recursive aliases, and nesting
@@ -415,26 +425,56 @@ def parse_yaml(text: str | bytes, source: str | None = None) -> Any:
         raise SpecError([f"(yaml): nested deeper than {MAX_DEPTH} levels"], source) from None
     finally:
         loader.dispose()
-    if len(docs) != 1:
-        raise SpecError([f"(file): expected exactly one YAML document, found {len(docs)}"], source)
-    return docs[0]
+    return docs
+
+
+STDIN = "-"  # the file name that means standard input
+
+
+def read_source(path: str | Path) -> bytes:
+    """The bytes of a spec file, or of standard input for ``-``; never more than MAX_FILE_BYTES."""
+    p = Path(path)
+    source = "(stdin)" if str(path) == STDIN else str(p)
+    try:
+        if str(path) == STDIN:
+            raw = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+        else:
+            with p.open("rb") as f:
+                raw = f.read(MAX_FILE_BYTES + 1)  # never more: /dev/zero or a huge file must not fill memory
+    except OSError as exc:
+        raise SpecError([f"(file): cannot read {source}: {exc.strerror or exc}"], source) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError([f"(file): larger than the {MAX_FILE_BYTES >> 20} MiB the API server accepts in one request; "
+                         "a RecipeComparison is far smaller: is this the right file?"], source)
+    return raw
+
+
+def source_name(path: str | Path) -> str:
+    return "(stdin)" if str(path) == STDIN else str(Path(path))
 
 
 def load_document(path: str | Path) -> Any:
-    """Read one YAML/JSON document from a file (see :func:`parse_yaml` for what is refused)."""
-    p = Path(path)
-    try:
-        with p.open("rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)  # never more: /dev/zero or a huge file must not fill memory
-    except OSError as exc:
-        raise SpecError([f"(file): cannot read {p}: {exc.strerror or exc}"], str(p)) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise SpecError([f"(file): larger than the {MAX_FILE_BYTES >> 20} MiB the API server accepts in one request; "
-                         "a RecipeComparison is far smaller: is this the right file?"], str(p))
-    return parse_yaml(raw, str(p))
+    """Read one YAML/JSON document from a file, or from standard input for ``-`` (see :func:`parse_yaml_documents`
+    for what is refused)."""
+    return parse_yaml(read_source(path), source_name(path))
+
+
+def load_documents(path: str | Path) -> list[tuple[str, Any]]:
+    """Every document of a file (or ``-``) with a source label for messages: several YAML documents, and the items of
+    a ``kind: List`` (what ``kubectl get ... -o yaml`` prints for more than one object), each become one."""
+    name = source_name(path)
+    docs = parse_yaml_documents(read_source(path), name)
+    out: list[tuple[str, Any]] = []
+    for i, doc in enumerate(docs):
+        label = name if len(docs) == 1 else f"{name} (document {i + 1})"
+        if isinstance(doc, Mapping) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            out += [(f"{label} items[{j}]", item) for j, item in enumerate(doc["items"])]
+        else:
+            out.append((label, doc))
+    return out
 
 
 def load_comparison(path: str | Path) -> RecipeComparison:
-    """Read a YAML/JSON file holding one RecipeComparison: the one loader of spec files (validate, plan, run, report
-    and the embedded work directory all read through it)."""
-    return parse_comparison(load_document(path), str(Path(path)))
+    """Read a YAML/JSON file (``-``: standard input) holding one RecipeComparison: the one loader of spec files
+    (validate, plan, run, report and the embedded work directory all read through it)."""
+    return parse_comparison(load_document(path), source_name(path))

