@@ -157,3 +157,13 @@ def test_an_undocumented_value_or_a_stale_readme_fails_the_check(tmp_path: Path)
     result = _check(chart)
     assert result.returncode == 1 and "README.md is stale" in result.stderr
 
+
+
+def test_chart_metadata_names_the_project_urls_and_maintainers() -> None:
+    import tomllib
+
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["home"] == urls["Homepage"] and chart["sources"] == [urls["Source"]]
+    assert chart["maintainers"] and all(m.get("name") and m.get("url") for m in chart["maintainers"])
+    assert "example" not in chart["home"]
