@@ -24,7 +24,7 @@ from proxyrank.errors import UserError
 from proxyrank.validation import SpecError
 from tests.conftest import EXAMPLES, ROOT
 
-BUILTIN = ["validate", "plan", "run", "report", "crd", "operator"]
+BUILTIN = ["validate", "plan", "run", "report", "crd", "render", "operator"]
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

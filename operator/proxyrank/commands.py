@@ -35,7 +35,12 @@ def register(sub: Any) -> None:
     p.add_argument("file")
     p.add_argument("--for", dest="target", choices=TARGETS, default="local",
                    help="where it will run: local (`proxyrank run`, the default) or kubernetes (the operator: also an "
-                        "image, absolute or remote data paths, a known named resource); needs no cluster")
+                        "image, absolute or remote data paths, a known named resource); needs no cluster. A file "
+                        "valid for local (relative paths, no image) can be Invalid on a cluster: check with "
+                        "--for kubernetes")
+    p.add_argument("--policy", metavar="FILE",
+                   help="with --for kubernetes: the operator's admin policy (the chart's trainerPolicy values as "
+                        "YAML): its defaults apply and what it forbids is reported as PolicyViolation")
     p.set_defaults(handler=_validate)
 
     p = sub.add_parser("plan", help="expand a RecipeComparison into its training runs")
@@ -58,9 +63,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser("crd", help="print the generated CustomResourceDefinition YAML")
     p.set_defaults(handler=_crd)
 
+    from proxyrank import render  # stdlib-only at import, like this module
+
+    render.register(sub)
+
 
 def _validate(args: argparse.Namespace) -> int:
-    return cmd_validate(args.file, target=args.target)
+    if args.policy is not None and args.target != "kubernetes":
+        raise UserError("--policy applies to --for kubernetes (the operator's admin policy)")
+    return cmd_validate(args.file, target=args.target, policy=args.policy)
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -88,25 +99,28 @@ def _crd(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_validate(path: str, *, target: str = "local") -> int:
+def cmd_validate(path: str, *, target: str = "local", policy: str | None = None) -> int:
     """Exit 0 with a one-line summary; an invalid file raises SpecError (exit 2). ``target="kubernetes"`` also runs
-    the operator's own checks (:func:`~proxyrank.launchers.kubernetes.validate_for_kubernetes`, pure: no cluster, no
-    credentials), whose problems are listed the same way."""
+    the operator's own checks under the admin policy ``policy`` (a file; none: nothing restricted or defaulted):
+    :func:`proxyrank.render.effective_spec`, pure: no cluster, no credentials. Its problems are listed the same way,
+    labelled InvalidSpec or PolicyViolation as the operator's condition would be."""
     from proxyrank.planner import local_uid, plan_runs
-    from proxyrank.validation import SpecError, load_comparison
+    from proxyrank.validation import load_comparison
 
     obj = load_comparison(path)
     spec = obj.spec
     if target == "kubernetes":
-        from proxyrank.launchers.kubernetes import validate_for_kubernetes
+        from proxyrank.policy import load_policy
+        from proxyrank.render import effective_spec
 
-        problems = validate_for_kubernetes(spec)
-        if problems:
-            raise SpecError(problems, source=f"{path} (for Kubernetes)")
+        spec = effective_spec(obj, load_policy(policy), path)
     n_runs = len(plan_runs(spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name)).runs)
     print(f"{path}: valid RecipeComparison {obj.metadata.name!r}{' for Kubernetes' if target == 'kubernetes' else ''}: "
           f"{len(spec.recipes)} recipes, {len(spec.proxy.protocols)} protocols"
           f"{', a target sweep' if spec.target else ''}, {n_runs} runs")
+    if target == "local":
+        print("(checked for `proxyrank run` on this machine; a cluster needs more, e.g. an image and no relative "
+              "paths: check with --for kubernetes)")
     return EXIT_OK
 
 
