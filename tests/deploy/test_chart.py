@@ -352,7 +352,10 @@ def _notes(helm: str, tmp_path: Path, values: dict[str, Any]) -> str:
 
 def test_notes_explain_how_to_apply_an_example_and_watch_it(helm: str, tmp_path: Path) -> None:
     notes = _notes(helm, tmp_path, DEFAULT)
-    assert "kubectl apply -n default -f examples/smoke.yaml" in notes
+    assert "kubectl apply -n default -f examples/cluster/object-store.yaml" in notes
+    assert (ROOT / "examples" / "cluster" / "object-store.yaml").is_file() and "docs/install.md" in notes
+    assert "-f examples/smoke.yaml" not in notes  # relative paths: Invalid on a cluster
+    assert "proxyrank validate --for kubernetes --policy policy.yaml" in notes
     assert "kubectl get rcmp -A -w" in notes
     assert "every namespace" in notes and "kubectl delete crd recipecomparisons.proxyrank.io" in notes
 
@@ -360,5 +363,5 @@ def test_notes_explain_how_to_apply_an_example_and_watch_it(helm: str, tmp_path:
 def test_notes_follow_the_namespaced_mode(helm: str, tmp_path: Path) -> None:
     notes = _notes(helm, tmp_path, NAMESPACED)
     assert "It watches RecipeComparisons in: team-a, team-b." in notes
-    assert "kubectl apply -n team-a -f examples/smoke.yaml" in notes
+    assert "kubectl apply -n team-a -f examples/cluster/object-store.yaml" in notes
     assert "A ServiceMonitor is installed" in notes and "A PrometheusRule" in notes
