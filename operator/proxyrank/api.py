@@ -192,9 +192,9 @@ def _qualified_name_cel(var: str) -> str:
 # capabilities, no host namespaces (none of these can be written: unknown fields are rejected).
 QUANTITY = r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|([eE][-+]?[0-9]+))?$"
 _QUANTITY_RE = re.compile(QUANTITY)
-_QUANTITY_SUFFIXES = {"": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3,
-                      "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20,
-                      "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_QUANTITY_SUFFIXES: dict[str, Decimal | int] = {
+    "": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3, "M": 10**6, "G": 10**9,
+    "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 # extended resources that count as GPUs (accelerators torchrun starts one process per), besides any "<vendor>/gpu"
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915", "gpu.intel.com/xe", "habana.ai/gaudi")
@@ -685,8 +685,8 @@ def _legacy_pull_secrets(value: Any) -> Any:
 
 class TrainerSpec(SpecModel):
     """Where and how training jobs run: the trainer pods, in Kubernetes' own shapes. Only ``image`` and
-    ``resources`` matter in embedded mode. Two older forms are still read and converted (docs/api.md): ``env`` as a map
-    of name to value and ``imagePullSecrets`` as a list of names."""
+    ``resources`` matter in embedded mode. Two older forms are still read and converted (docs/install.md, "Trainer
+    pods"): ``env`` as a map of name to value and ``imagePullSecrets`` as a list of names."""
 
     model_config = ConfigDict(json_schema_extra=_validations(
         _cel("!(has(self.namedResource) && has(self.resources))",

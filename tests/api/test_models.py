@@ -102,7 +102,7 @@ def test_valid_pod_fields_pass_the_model_and_the_api_server() -> None:
     trainer = parse_comparison(copy.deepcopy(obj)).spec.trainer
     assert trainer.tolerations is not None and len(trainer.tolerations) == 4
     # the older forms (env as a map, imagePullSecrets as names) still load, converted to Kubernetes' shapes; the API
-    # server takes the new forms (docs/api.md)
+    # server takes the new forms (docs/install.md, "Trainer pods")
     assert [(e.name, e.value) for e in trainer.env or []] == list(POD_FIELDS["env"].items())
     assert [s.name for s in trainer.image_pull_secrets or []] == POD_FIELDS["imagePullSecrets"]
     assert server_errors(obj) != []
