@@ -6,7 +6,8 @@ TorchX defines the trainer app and turns it into a Volcano Job (see
 svc/env plugins, the queue and the service account. :func:`build_volcano_job` then makes that job proxyrank's, in the
 style of dask-kubernetes' ``build_*_spec`` functions:
 
-- a deterministic name, ``pr-<run key>-a<attempt>``, so a second create of the same attempt is a 409, not a second run;
+- a deterministic name, ``pr-<run key>-a<attempt>``, so a second create of the same attempt is a 409, not a second run
+  (also in place of TorchX's random app id in the rendezvous id and instance label: the same input, the same job);
 - our labels (comparison, uid, run, protocol, recipe, scale, attempt) on the job and on every pod template;
 - the owner reference to the RecipeComparison (``controller: true``), for Kubernetes' garbage collector;
 - every task's pod template made the restricted trainer pod of ``spec.trainer`` by
@@ -61,8 +62,12 @@ def build_volcano_job(app_job: Mapping[str, Any], ref: ComparisonRef, run: Plann
                       owner: Mapping[str, Any] | None) -> dict[str, Any]:
     """The Volcano Job of attempt ``attempt`` of ``run``: TorchX's job for the trainer app (``app_job``, not modified)
     made deterministic and proxyrank's (see the module docstring)."""
-    job: dict[str, Any] = copy.deepcopy(dict(app_job))
     name = job_name(run.key, attempt)
+    # TorchX names the app "<name>-<random suffix>" (the rendezvous id, the instance label): the job's own name
+    # instead, so that building the same attempt twice gives the same manifest (`proxyrank render` is reproducible)
+    unique = str((app_job.get("metadata") or {}).get("name") or "")
+    job: dict[str, Any] = json.loads(json.dumps(app_job).replace(unique, name)) if unique.startswith(f"{name}-") \
+        else copy.deepcopy(dict(app_job))
     labels = {**run.labels, LABEL_ATTEMPT: str(attempt)}
     job["metadata"] = {"name": name, "namespace": ref.namespace, "labels": labels,
                        "annotations": {ANNOTATION_TITLE: run.title[:253]}}
