@@ -28,7 +28,7 @@ from proxyrank.errors import UserError
 from proxyrank.validation import SpecError, dump_yaml
 from tests.conftest import EXAMPLES, ROOT
 
-BUILTIN = ["validate", "plan", "run", "report", "crd", "operator", "completion"]
+BUILTIN = ["validate", "plan", "run", "report", "crd", "render", "operator", "completion"]
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

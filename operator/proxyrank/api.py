@@ -15,11 +15,13 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from proxyrank import API_VERSION, KIND
@@ -45,6 +47,8 @@ PATTERN_HINTS: dict[str, str] = {
                    "letter or digit (at most 253 characters)",
     LABEL_VALUE: "is not a label value; use letters, digits, '-', '_' and '.', starting and ending with a letter or "
                  "digit (at most 63 characters), or leave it empty",
+    ENV_VAR_NAME: "is not a valid environment variable name: use letters, digits, '_', '-' and '.', not starting "
+                  "with a digit (e.g. HF_HOME)",
     NO_WHITESPACE: "must not contain whitespace; remove the spaces (an image reference is registry/name:tag)",
 }
 MAX_RECIPES = 200
@@ -183,12 +187,136 @@ def _qualified_name_cel(var: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------- trainer
-class Resources(SpecModel):
-    """Per-replica resources of a training job (TorchX ``specs.Resource``)."""
+# The trainer pod's fields take Kubernetes' own shapes (core/v1), restricted to what a training pod needs and what
+# the restricted Pod Security Standard allows: no hostPath or other node-level volume, no privileged or added
+# capabilities, no host namespaces (none of these can be written: unknown fields are rejected).
+QUANTITY = r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(([KMGTPE]i)|[numkMGTPE]|([eE][-+]?[0-9]+))?$"
+_QUANTITY_RE = re.compile(QUANTITY)
+_QUANTITY_SUFFIXES: dict[str, Decimal | int] = {
+    "": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3, "M": 10**6, "G": 10**9,
+    "T": 10**12, "P": 10**15, "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+# extended resources that count as GPUs (accelerators torchrun starts one process per), besides any "<vendor>/gpu"
+GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915", "gpu.intel.com/xe", "habana.ai/gaudi")
+# names the operator gives its own volumes and env variables in every trainer pod
+RESERVED_VOLUME_PREFIX = "proxyrank-"
+RESERVED_VOLUMES = ("dshm",)  # TorchX's /dev/shm
+RESERVED_ENV = ("PROXYRANK_RUN_CONFIG", "TORCHX_JOB_ID")
+RESERVED_MOUNT_PATHS = ("/tmp", "/tmp/proxyrank", "/dev/shm", "/dev/termination-log")
+VOLUME_TYPES = ("persistentVolumeClaim", "configMap", "secret", "emptyDir", "csi", "nfs", "ephemeral", "projected",
+                "downwardAPI")
+MAX_VOLUMES = 32
 
-    gpu: int = Field(default=0, ge=0, le=64, description="GPUs per replica; > 1 runs DDP via torchrun.")
-    cpu: int = Field(default=2, ge=1, le=1024, description="CPU cores per replica.")
-    mem_mb: int = Field(default=8192, ge=128, le=4_194_304, alias="memMB", description="Memory per replica in MB.")
+
+def parse_quantity(value: int | str) -> Decimal:
+    """A Kubernetes quantity (``500m``, ``64Gi``, ``1e3``, ``8``) as a Decimal; ValueError when it is not one."""
+    text = str(value)
+    match = _QUANTITY_RE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 8, 500m, 64Gi, 100M)")
+    suffix = match.group(3) or ""
+    if suffix[:1] in ("e", "E"):
+        return Decimal(text.lstrip("+"))
+    return Decimal(text[:len(text) - len(suffix)].lstrip("+")) * Decimal(_QUANTITY_SUFFIXES[suffix])
+
+
+def _quantity(value: int | str) -> int | str:
+    if isinstance(value, int) and value < 0:
+        raise ValueError(f"{value} is negative; a quantity is >= 0")
+    parse_quantity(value)
+    return value
+
+
+Quantity = Annotated[int | str, AfterValidator(_quantity), Field(
+    json_schema_extra={"x-kubernetes-int-or-string": True},
+    description="A Kubernetes quantity: an integer or a string such as 500m, 64Gi or 100M.")]
+
+
+def is_gpu_resource(name: str) -> bool:
+    return name in GPU_RESOURCES or name.endswith("/gpu")
+
+
+def _check_resource_names(values: dict[str, Any] | None, what: str) -> None:
+    for name in values or {}:
+        if name in STANDARD_RESOURCES or name.startswith("hugepages-"):
+            continue
+        problem = qualified_name_problem(name)
+        if problem or "/" not in name:
+            raise ValueError(f"{what} resource name {name!r} is neither cpu, memory, ephemeral-storage, "
+                             "hugepages-<size> nor an extended resource with a domain (e.g. nvidia.com/gpu, "
+                             "amd.com/gpu)")
+
+
+class Resources(SpecModel):
+    """Per-replica resources of a training job, in one of two forms: Kubernetes' ``requests``/``limits`` (quantities,
+    any extended resource such as ``nvidia.com/gpu`` or ``amd.com/gpu``), or TorchX's ``cpu``/``gpu``/``memMB``
+    (integers; ``gpu`` means ``nvidia.com/gpu``)."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(
+        _cel("!((has(self.cpu) || has(self.gpu) || has(self.memMB)) && (has(self.requests) || has(self.limits)))",
+             "set resources either as requests/limits (Kubernetes quantities) or as cpu/gpu/memMB (TorchX), not both",
+             reason="FieldValueForbidden"),
+    ))
+
+    gpu: int | None = Field(default=None, ge=0, le=64,
+                            description="TorchX form: nvidia.com/gpu per replica (default 0); > 1 runs DDP.")
+    cpu: int | None = Field(default=None, ge=1, le=1024, description="TorchX form: CPU cores per replica (default 2).")
+    mem_mb: int | None = Field(default=None, ge=128, le=4_194_304, alias="memMB",
+                               description="TorchX form: memory per replica in MB (default 8192).")
+    requests: dict[str, Quantity] | None = Field(default=None, max_length=16,
+                                                 description="Kubernetes form: resource requests per replica.")
+    limits: dict[str, Quantity] | None = Field(
+        default=None, max_length=16, description="Kubernetes form: resource limits per replica; extended resources "
+                                                 "(GPUs) go here, e.g. {nvidia.com/gpu: 8}.")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        legacy = self.cpu is not None or self.gpu is not None or self.mem_mb is not None
+        if legacy and (self.requests is not None or self.limits is not None):
+            raise ValueError("set resources either as requests/limits (Kubernetes quantities) or as cpu/gpu/memMB "
+                             "(TorchX), not both")
+        _check_resource_names(self.requests, "requests")
+        _check_resource_names(self.limits, "limits")
+        requests, limits = self.requests or {}, self.limits or {}
+        for name, value in requests.items():
+            if name in STANDARD_RESOURCES or name.startswith("hugepages-"):
+                if name in limits and parse_quantity(value) > parse_quantity(limits[name]):
+                    raise ValueError(f"requests.{name} ({value}) exceeds limits.{name} ({limits[name]})")
+            elif name not in limits or parse_quantity(value) != parse_quantity(limits[name]):
+                raise ValueError(f"requests.{name}: an extended resource must be set in limits (and a request, if "
+                                 f"any, must equal the limit); put {name} in limits")
+        return self
+
+    @property
+    def kubernetes_form(self) -> bool:
+        return self.requests is not None or self.limits is not None
+
+    def gpus(self) -> int:
+        """GPUs (of any vendor) per replica: torchrun's processes per node."""
+        if not self.kubernetes_form:
+            return self.gpu or 0
+        found = {**(self.requests or {}), **(self.limits or {})}
+        return sum(int(parse_quantity(v)) for k, v in found.items() if is_gpu_resource(k))
+
+    def torchx_args(self) -> dict[str, int]:
+        """``cpu``, ``gpu`` and ``memMB`` for TorchX's torchrun component. In the Kubernetes form the container's
+        resources are replaced by requests/limits after TorchX built it (GPU 0 here: TorchX knows only nvidia.com)."""
+        if not self.kubernetes_form:
+            return {"cpu": self.cpu or 2, "gpu": self.gpu or 0, "memMB": self.mem_mb or 8192}
+        found = {**(self.requests or {}), **(self.limits or {})}
+        cpu = max(1, math.ceil(parse_quantity(found.get("cpu", 1))))
+        mem = max(128, int(parse_quantity(found.get("memory", 8192 * 10**6)) // 10**6))
+        return {"cpu": cpu, "gpu": 0, "memMB": mem}
+
+    def container_resources(self) -> dict[str, dict[str, str]] | None:
+        """The container's ``resources`` in the Kubernetes form (None in the TorchX form: TorchX's stand)."""
+        if not self.kubernetes_form:
+            return None
+        out: dict[str, dict[str, str]] = {}
+        for part, values in (("requests", self.requests), ("limits", self.limits)):
+            if values:
+                out[part] = {k: str(v) for k, v in values.items()}
+        return out
 
 
 class Toleration(SpecModel):
@@ -232,19 +360,354 @@ class Toleration(SpecModel):
         return self
 
 
+class LocalObjectReference(SpecModel):
+    name: Subdomain
+
+
+def _count_cel(fields: Sequence[str]) -> str:
+    return " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields)
+
+
+def _exactly_one(model: BaseModel, fields: Sequence[str], what: str) -> None:
+    given = [f for f in fields if getattr(model, f) is not None]
+    if len(given) != 1:
+        names = ", ".join(to_camel(f) for f in fields)
+        raise ValueError(f"{what} needs exactly one of {names}; got {len(given)}"
+                         + (f" ({', '.join(to_camel(f) for f in given)})" if given else ""))
+
+
+class KeySelector(SpecModel):
+    """secretKeyRef / configMapKeyRef: one key of a Secret or ConfigMap in the comparison's namespace."""
+
+    name: Subdomain
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    optional: bool | None = None
+
+
+class FieldRef(SpecModel):
+    field_path: str = Field(min_length=1, max_length=256)
+    api_version: str | None = Field(default=None, max_length=64)
+
+
+class ResourceFieldRef(SpecModel):
+    resource: str = Field(min_length=1, max_length=253)
+    container_name: str | None = Field(default=None, max_length=63)
+    divisor: Quantity | None = None
+
+
+_ENV_SOURCES = ("secret_key_ref", "config_map_key_ref", "field_ref", "resource_field_ref")
+
+
+class EnvVarSource(SpecModel):
+    model_config = ConfigDict(json_schema_extra=_validations(_cel(
+        _count_cel([to_camel(f) for f in _ENV_SOURCES]) + " == 1",
+        "valueFrom needs exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef",
+        reason="FieldValueInvalid")))
+
+    secret_key_ref: KeySelector | None = None
+    config_map_key_ref: KeySelector | None = None
+    field_ref: FieldRef | None = None
+    resource_field_ref: ResourceFieldRef | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        _exactly_one(self, _ENV_SOURCES, "valueFrom")
+        return self
+
+
+class EnvVar(SpecModel):
+    """A core/v1 EnvVar: a literal ``value`` or ``valueFrom`` (a Secret's or ConfigMap's key, a pod field)."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(_cel(
+        "!(has(self.value) && has(self.valueFrom))", "an env variable has either value or valueFrom, not both",
+        reason="FieldValueInvalid")))
+
+    name: str = Field(min_length=1, max_length=256, pattern=ENV_VAR_NAME)
+    value: str | None = Field(default=None, max_length=32768)
+    value_from: EnvVarSource | None = None
+
+    @model_validator(mode="after")
+    def _value_or_from(self) -> Self:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError(f"env {self.name!r} has both value and valueFrom; keep one")
+        return self
+
+
+class OptionalReference(SpecModel):
+    name: Subdomain
+    optional: bool | None = None
+
+
+class EnvFromSource(SpecModel):
+    """A core/v1 EnvFromSource: every key of a ConfigMap or Secret as an env variable."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(_cel(
+        "(has(self.configMapRef) ? 1 : 0) + (has(self.secretRef) ? 1 : 0) == 1",
+        "envFrom needs exactly one of configMapRef or secretRef", reason="FieldValueInvalid")))
+
+    prefix: str | None = Field(default=None, max_length=128, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    config_map_ref: OptionalReference | None = None
+    secret_ref: OptionalReference | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        _exactly_one(self, ("config_map_ref", "secret_ref"), "envFrom")
+        return self
+
+
+class KeyToPath(SpecModel):
+    key: str = Field(min_length=1, max_length=253)
+    path: str = Field(min_length=1, max_length=4096, pattern=r"^[^/]")
+    mode: int | None = Field(default=None, ge=0, le=0o777)
+
+
+class SecretVolumeSource(SpecModel):
+    secret_name: Subdomain
+    items: list[KeyToPath] | None = Field(default=None, max_length=64)
+    default_mode: int | None = Field(default=None, ge=0, le=0o777)
+    optional: bool | None = None
+
+
+class ConfigMapVolumeSource(SpecModel):
+    name: Subdomain
+    items: list[KeyToPath] | None = Field(default=None, max_length=64)
+    default_mode: int | None = Field(default=None, ge=0, le=0o777)
+    optional: bool | None = None
+
+
+class PersistentVolumeClaimVolumeSource(SpecModel):
+    claim_name: Subdomain
+    read_only: bool | None = None
+
+
+class EmptyDirVolumeSource(SpecModel):
+    medium: Literal["", "Memory"] | None = None
+    size_limit: Quantity | None = None
+
+
+class CSIVolumeSource(SpecModel):
+    driver: Subdomain
+    read_only: bool | None = None
+    fs_type: str | None = Field(default=None, max_length=63)
+    volume_attributes: dict[str, str] | None = Field(default=None, max_length=64)
+    node_publish_secret_ref: LocalObjectReference | None = None
+
+
+class NFSVolumeSource(SpecModel):
+    server: str = Field(min_length=1, max_length=253)
+    path: str = Field(min_length=1, max_length=4096, pattern=r"^/")
+    read_only: bool | None = None
+
+
+class StorageRequests(SpecModel):
+    requests: dict[Literal["storage"], Quantity]
+
+
+class ClaimSpec(SpecModel):
+    """The PersistentVolumeClaim spec of an ephemeral volume (created with the pod, deleted with it)."""
+
+    access_modes: list[Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
+        min_length=1, max_length=4)
+    resources: StorageRequests
+    storage_class_name: Subdomain | None = None
+    volume_mode: Literal["Filesystem", "Block"] | None = None
+
+
+class ClaimTemplate(SpecModel):
+    spec: ClaimSpec
+
+
+class EphemeralVolumeSource(SpecModel):
+    volume_claim_template: ClaimTemplate
+
+
+class ProjectedObject(SpecModel):
+    name: Subdomain
+    items: list[KeyToPath] | None = Field(default=None, max_length=64)
+    optional: bool | None = None
+
+
+class ProjectedSource(SpecModel):
+    model_config = ConfigDict(json_schema_extra=_validations(_cel(
+        "(has(self.configMap) ? 1 : 0) + (has(self.secret) ? 1 : 0) == 1",
+        "a projected source needs exactly one of configMap or secret", reason="FieldValueInvalid")))
+
+    config_map: ProjectedObject | None = None
+    secret: ProjectedObject | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        _exactly_one(self, ("config_map", "secret"), "a projected source")
+        return self
+
+
+class ProjectedVolumeSource(SpecModel):
+    sources: list[ProjectedSource] = Field(min_length=1, max_length=16)
+    default_mode: int | None = Field(default=None, ge=0, le=0o777)
+
+
+class DownwardAPIFile(SpecModel):
+    path: str = Field(min_length=1, max_length=4096, pattern=r"^[^/]")
+    field_ref: FieldRef
+
+
+class DownwardAPIVolumeSource(SpecModel):
+    items: list[DownwardAPIFile] = Field(min_length=1, max_length=32)
+    default_mode: int | None = Field(default=None, ge=0, le=0o777)
+
+
+_VOLUME_SOURCES = ("persistent_volume_claim", "config_map", "secret", "empty_dir", "csi", "nfs", "ephemeral",
+                   "projected", "downward_api")
+
+
+def _camel_source(field: str) -> str:
+    return "downwardAPI" if field == "downward_api" else to_camel(field)
+
+
+class Volume(SpecModel):
+    """A core/v1 Volume with one of the sources a training pod may use (no hostPath or other node-level source: the
+    restricted Pod Security Standard forbids them)."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(_cel(
+        _count_cel([_camel_source(f) for f in _VOLUME_SOURCES]) + " == 1",
+        "a volume needs exactly one source: " + ", ".join(VOLUME_TYPES), reason="FieldValueInvalid")))
+
+    name: Name
+    persistent_volume_claim: PersistentVolumeClaimVolumeSource | None = None
+    config_map: ConfigMapVolumeSource | None = None
+    secret: SecretVolumeSource | None = None
+    empty_dir: EmptyDirVolumeSource | None = None
+    csi: CSIVolumeSource | None = None
+    nfs: NFSVolumeSource | None = None
+    ephemeral: EphemeralVolumeSource | None = None
+    projected: ProjectedVolumeSource | None = None
+    downward_api: DownwardAPIVolumeSource | None = Field(default=None, alias="downwardAPI")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        given = [f for f in _VOLUME_SOURCES if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError(f"volume {self.name!r} needs exactly one source ({', '.join(VOLUME_TYPES)}); got "
+                             f"{', '.join(_camel_source(f) for f in given) or 'none'} (hostPath and other node-level "
+                             "sources are not allowed)")
+        return self
+
+    @property
+    def type(self) -> str:
+        """The volume's source type as Kubernetes spells it (persistentVolumeClaim, csi, ...)."""
+        return next(_camel_source(f) for f in _VOLUME_SOURCES if getattr(self, f) is not None)
+
+
+class VolumeMount(SpecModel):
+    name: Name
+    mount_path: str = Field(min_length=2, max_length=4096, pattern=r"^/[^:]*$")
+    sub_path: str | None = Field(default=None, max_length=4096, pattern=r"^[^/]")
+    read_only: bool | None = None
+
+
+class LabelSelectorRequirement(SpecModel):
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] | None = Field(default=None, max_length=64)
+
+
+class LabelSelector(SpecModel):
+    match_labels: dict[str, LabelValue] | None = Field(default=None, max_length=32)
+    match_expressions: list[LabelSelectorRequirement] | None = Field(default=None, max_length=32)
+
+
+class NodeSelectorRequirement(SpecModel):
+    key: str = Field(min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    values: list[str] | None = Field(default=None, max_length=64)
+
+
+class NodeSelectorTerm(SpecModel):
+    match_expressions: list[NodeSelectorRequirement] | None = Field(default=None, max_length=32)
+    match_fields: list[NodeSelectorRequirement] | None = Field(default=None, max_length=32)
+
+
+class NodeSelector(SpecModel):
+    node_selector_terms: list[NodeSelectorTerm] = Field(min_length=1, max_length=32)
+
+
+class PreferredSchedulingTerm(SpecModel):
+    weight: int = Field(ge=1, le=100)
+    preference: NodeSelectorTerm
+
+
+class NodeAffinity(SpecModel):
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = None
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] | None = Field(
+        default=None, max_length=32)
+
+
+class PodAffinityTerm(SpecModel):
+    topology_key: str = Field(min_length=1, max_length=317)
+    label_selector: LabelSelector | None = None
+    namespaces: list[Name] | None = Field(default=None, max_length=32)
+    namespace_selector: LabelSelector | None = None
+
+
+class WeightedPodAffinityTerm(SpecModel):
+    weight: int = Field(ge=1, le=100)
+    pod_affinity_term: PodAffinityTerm
+
+
+class PodAffinity(SpecModel):
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] | None = Field(
+        default=None, max_length=32)
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] | None = Field(
+        default=None, max_length=32)
+
+
+class Affinity(SpecModel):
+    """A core/v1 Affinity: node affinity and pod (anti-)affinity for the trainer pods."""
+
+    node_affinity: NodeAffinity | None = None
+    pod_affinity: PodAffinity | None = None
+    pod_anti_affinity: PodAffinity | None = None
+
+
+def _legacy_env(value: Any) -> Any:
+    """The old ``env`` form, a map of name to value, as the list of core EnvVars it means (in the map's order)."""
+    if isinstance(value, Mapping):
+        return [{"name": k, "value": v} for k, v in value.items()]
+    return value
+
+
+def _legacy_pull_secrets(value: Any) -> Any:
+    """The old ``imagePullSecrets`` form, a list of Secret names, as core LocalObjectReferences."""
+    if isinstance(value, list):
+        return [{"name": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
 class TrainerSpec(SpecModel):
-    """Where and how training jobs run. Only ``image`` and the scheduling fields matter on Kubernetes."""
+    """Where and how training jobs run: the trainer pods, in Kubernetes' own shapes. Only ``image`` and
+    ``resources`` matter in embedded mode. Two older forms are still read and converted (docs/install.md, "Trainer
+    pods"): ``env`` as a map of name to value and ``imagePullSecrets`` as a list of names."""
 
     model_config = ConfigDict(json_schema_extra=_validations(
         _cel("!(has(self.namedResource) && has(self.resources))",
              "set either trainer.resources or trainer.namedResource, not both", reason="FieldValueForbidden"),
+        _cel("!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && "
+             "self.volumes.exists(v, v.name == m.name))",
+             "every volumeMounts[].name must name one of trainer.volumes", fieldPath=".volumeMounts",
+             reason="FieldValueNotFound"),
+        _cel("!has(self.volumes) || self.volumes.all(a, self.volumes.exists_one(b, b.name == a.name))",
+             "volume names must be unique", fieldPath=".volumes", reason="FieldValueDuplicate"),
+        _cel("!has(self.env) || self.env.all(a, self.env.exists_one(b, b.name == a.name))",
+             "env names must be unique", fieldPath=".env", reason="FieldValueDuplicate"),
     ))
 
     image: str | None = Field(default=None, min_length=1, max_length=512, pattern=NO_WHITESPACE,
-                              description="Trainer container image (required on Kubernetes).")
-    queue: str = Field(default="default", min_length=1, max_length=63, pattern=DNS_SUBDOMAIN,
-                       description="Volcano queue (a cluster-scoped object: a DNS subdomain).")
-    resources: Resources | None = Field(default=None, description="GPU/CPU/memory per replica.")
+                              description="Trainer container image (on Kubernetes: required unless the operator's "
+                                          "policy sets a default image).")
+    queue: str | None = Field(default=None, min_length=1, max_length=63, pattern=DNS_SUBDOMAIN,
+                              description="Volcano queue (a cluster-scoped object: a DNS subdomain); default: the "
+                                          "operator policy's queue, else 'default'.")
+    resources: Resources | None = Field(default=None, description="Resources per replica.")
     named_resource: str | None = Field(default=None, min_length=1, max_length=63,
                                        description="A TorchX named resource (e.g. gpu.small) instead of resources.")
     replicas: int = Field(default=1, ge=1, le=256, description="Nodes per run (multi-node DDP when > 1).")
@@ -255,32 +718,62 @@ class TrainerSpec(SpecModel):
             "nodeSelector keys must be label keys: an optional DNS-subdomain prefix and '/', then at most 63 "
             "letters, digits, '-', '_' or '.'", reason="FieldValueInvalid")))
     tolerations: list[Toleration] | None = Field(default=None, max_length=32)
-    image_pull_secrets: list[Subdomain] | None = Field(default=None, max_length=16,
-                                                       description="Names of Secrets to pull the image with.")
+    affinity: Affinity | None = None
+    priority_class_name: Subdomain | None = Field(default=None, description="The trainer pods' PriorityClass.")
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None, max_length=16, description="Secrets to pull the image with, as [{name: ...}] (a list of names "
+                                                 "is read too).")
     service_account_name: Subdomain | None = None
-    env: dict[str, str] | None = Field(
-        default=None, max_length=MAX_ENV, description="Extra environment variables for the trainer.",
-        json_schema_extra=_validations(_cel(
-            f"self.all(k, k.matches(r'{ENV_VAR_NAME}'))",
-            "env names must consist of letters, digits, '_', '-' and '.', and must not start with a digit",
-            reason="FieldValueInvalid")))
+    env: list[EnvVar] | None = Field(
+        default=None, max_length=MAX_ENV, description="Extra environment variables (core EnvVar: value, or valueFrom "
+                                                      "with secretKeyRef, configMapKeyRef, fieldRef). A map of name "
+                                                      "to value is read too.")
+    env_from: list[EnvFromSource] | None = Field(default=None, max_length=16,
+                                                 description="ConfigMaps and Secrets whose keys become env variables.")
+    volumes: list[Volume] | None = Field(default=None, max_length=MAX_VOLUMES,
+                                         description="Volumes of the trainer pods (persistentVolumeClaim, configMap, "
+                                                     "secret, emptyDir, csi, nfs, ephemeral, projected, downwardAPI).")
+    volume_mounts: list[VolumeMount] | None = Field(default=None, max_length=MAX_VOLUMES,
+                                                    description="Where the trainer container mounts trainer.volumes.")
+    pod_labels: dict[str, LabelValue] | None = Field(default=None, max_length=32,
+                                                     description="Extra labels of the trainer pods.")
+    pod_annotations: dict[str, str] | None = Field(default=None, max_length=32,
+                                                   description="Extra annotations of the trainer pods.")
+    run_as_user: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                    description="The trainer's uid (non-root; default 65532, the image's user).")
+    run_as_group: int | None = Field(default=None, ge=1, le=2**31 - 1, description="The trainer's gid (default 65532).")
+    fs_group: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                 description="The group that owns mounted volumes (default 65532).")
 
-    @field_validator("node_selector")
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_map(cls, v: Any) -> Any:
+        return _legacy_env(v)
+
+    @field_validator("image_pull_secrets", mode="before")
+    @classmethod
+    def _pull_secret_names(cls, v: Any) -> Any:
+        return _legacy_pull_secrets(v)
+
+    @field_validator("node_selector", "pod_labels", "pod_annotations")
     @classmethod
     def _label_keys(cls, v: dict[str, str] | None) -> dict[str, str] | None:
         for key in v or {}:
             problem = qualified_name_problem(key)
             if problem:
                 raise ValueError(f"key {key!r} {problem}")
+            if key.startswith("proxyrank.io/"):
+                raise ValueError(f"key {key!r}: the proxyrank.io/ prefix is the operator's own; use another prefix")
         return v
 
     @field_validator("env")
     @classmethod
-    def _env_names(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        for key in v or {}:
-            if not re.fullmatch(ENV_VAR_NAME, key):
-                raise ValueError(f"{key!r} is not a valid environment variable name: use letters, digits, '_', '-' "
-                                 "and '.', not starting with a digit (e.g. HF_HOME)")
+    def _env_names(cls, v: list[EnvVar] | None) -> list[EnvVar] | None:
+        names = [e.name for e in v or []]
+        _check_unique(names, "env name")
+        for name in names:
+            if name in RESERVED_ENV:
+                raise ValueError(f"env {name!r} is set by the operator for every run; choose another name")
         return v
 
     @model_validator(mode="after")
@@ -288,6 +781,31 @@ class TrainerSpec(SpecModel):
         if self.named_resource is not None and self.resources is not None:
             raise ValueError("set either trainer.resources or trainer.namedResource, not both")
         return self
+
+    @model_validator(mode="after")
+    def _volumes_and_mounts(self) -> Self:
+        names = [v.name for v in self.volumes or []]
+        _check_unique(names, "volume name")
+        for name in names:
+            if name.startswith(RESERVED_VOLUME_PREFIX) or name in RESERVED_VOLUMES:
+                raise ValueError(f"volume name {name!r} is reserved for the operator's own volumes (dshm, "
+                                 f"{RESERVED_VOLUME_PREFIX}*); choose another name")
+        paths = [m.mount_path.rstrip("/") for m in self.volume_mounts or []]
+        _check_unique(paths, "volumeMounts mountPath")
+        for mount in self.volume_mounts or []:
+            if mount.name not in names:
+                raise ValueError(f"volumeMounts: {mount.name!r} is not one of trainer.volumes "
+                                 f"({', '.join(names) or 'none'}); add the volume or fix the name")
+            if mount.mount_path.rstrip("/") in RESERVED_MOUNT_PATHS:
+                raise ValueError(f"volumeMounts: {mount.mount_path!r} is where the operator mounts its own writable "
+                                 "volumes; mount elsewhere (e.g. /data)")
+        return self
+
+    def gpus_per_replica(self) -> int | None:
+        """GPUs per replica from ``resources`` (None with a named resource: TorchX knows)."""
+        if self.named_resource is not None:
+            return None
+        return (self.resources or Resources()).gpus()
 
 
 # ----------------------------------------------------------------------------------------------------------- data

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from proxyrank.planner import Plan
+    from proxyrank.policy import AdminPolicy
 
 TARGETS = ("local", "kubernetes")
 OUTPUTS = ("text", "json")
@@ -39,8 +40,13 @@ def register(sub: Any) -> None:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--for", dest="target", choices=TARGETS, default="local",
                    help="where it will run: local (`proxyrank run`, the default) or kubernetes (the operator: also an "
-                        "image, absolute or remote data paths, a known named resource); needs no cluster")
+                        "image, absolute or remote data paths, a known named resource); needs no cluster. A file "
+                        "valid for local (relative paths, no image) can be Invalid on a cluster: check with "
+                        "--for kubernetes")
     _add_output(p)
+    p.add_argument("--policy", metavar="FILE",
+                   help="with --for kubernetes: the operator's admin policy (the chart's trainerPolicy values as "
+                        "YAML): its defaults apply and what it forbids is reported as PolicyViolation")
     p.set_defaults(handler=_validate)
 
     p = sub.add_parser("plan", help="expand a RecipeComparison into its training runs")
@@ -71,6 +77,10 @@ def register(sub: Any) -> None:
     p = sub.add_parser("crd", help="print the generated CustomResourceDefinition YAML")
     p.set_defaults(handler=_crd)
 
+    from proxyrank import render  # stdlib-only at import, like this module
+
+    render.register(sub)
+
 
 def _add_output(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", choices=OUTPUTS, default="text",
@@ -78,7 +88,9 @@ def _add_output(p: argparse.ArgumentParser) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    return cmd_validate(args.files, target=args.target, output=args.output)
+    if args.policy is not None and args.target != "kubernetes":
+        raise UserError("--policy applies to --for kubernetes (the operator's admin policy)")
+    return cmd_validate(args.files, target=args.target, output=args.output, policy=args.policy)
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -106,12 +118,20 @@ def _crd(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_validate(paths: str | Sequence[str], *, target: str = "local", output: str = "text") -> int:
+def cmd_validate(paths: str | Sequence[str], *, target: str = "local", output: str = "text",
+                 policy: str | None = None) -> int:
     """Check every document of every file: valid ones get a summary (stdout), invalid ones their problems (stderr, or
     all of it as JSON on stdout with ``output="json"``); exit 2 if any is invalid. ``target="kubernetes"`` also runs
-    the operator's own checks (:func:`~proxyrank.launchers.kubernetes.validate_for_kubernetes`, pure: no cluster, no
-    credentials), whose problems are listed the same way."""
-    results = [r for path in ([paths] if isinstance(paths, str) else paths) for r in _validate_file(path, target)]
+    the operator's own checks under the admin policy ``policy`` (a file; none: nothing restricted or defaulted):
+    :func:`proxyrank.render.effective_spec`, pure: no cluster, no credentials. Its problems are listed the same way,
+    labelled InvalidSpec or PolicyViolation as the operator's condition would be."""
+    admin = None
+    if target == "kubernetes":
+        from proxyrank.policy import load_policy
+
+        admin = load_policy(policy)
+    results = [r for path in ([paths] if isinstance(paths, str) else paths)
+               for r in _validate_file(path, target, admin)]
     if output == "json":
         json.dump({"valid": all(r["valid"] for r in results), "documents": results}, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -122,10 +142,13 @@ def cmd_validate(paths: str | Sequence[str], *, target: str = "local", output: s
                   f"{r['protocols']} protocols{', a target sweep' if r['targetSweep'] else ''}, {r['runs']} runs")
         else:
             print(r["error"], file=sys.stderr)
+    if output == "text" and target == "local" and any(r["valid"] for r in results):
+        print("(checked for `proxyrank run` on this machine; a cluster needs more, e.g. an image and no relative "
+              "paths: check with --for kubernetes)")
     return EXIT_OK if all(r["valid"] for r in results) else EXIT_INVALID
 
 
-def _validate_file(path: str, target: str) -> list[dict[str, Any]]:
+def _validate_file(path: str, target: str, policy: AdminPolicy | None) -> list[dict[str, Any]]:
     """One result per document of ``path`` (see :func:`cmd_validate`); an unreadable file is one invalid result."""
     from proxyrank.validation import SpecError, load_documents
 
@@ -135,22 +158,20 @@ def _validate_file(path: str, target: str) -> list[dict[str, Any]]:
         return [_invalid(exc)]
     if not docs:
         return [_invalid(SpecError(["(file): no YAML document"], source=str(path)))]
-    return [_validate_document(source, data, target) for source, data in docs]
+    return [_validate_document(source, data, target, policy) for source, data in docs]
 
 
-def _validate_document(source: str, data: Any, target: str) -> dict[str, Any]:
+def _validate_document(source: str, data: Any, target: str, policy: AdminPolicy | None) -> dict[str, Any]:
     from proxyrank.planner import local_uid, plan_runs
     from proxyrank.validation import SpecError, parse_comparison
 
     try:
         obj = parse_comparison(data, source)
         spec = obj.spec
-        if target == "kubernetes":
-            from proxyrank.launchers.kubernetes import validate_for_kubernetes
+        if policy is not None:
+            from proxyrank.render import effective_spec
 
-            problems = validate_for_kubernetes(spec)
-            if problems:
-                raise SpecError(problems, source=f"{source} (for Kubernetes)")
+            spec = effective_spec(obj, policy, source)
     except SpecError as exc:
         return _invalid(exc)
     n_runs = len(plan_runs(spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name)).runs)

@@ -38,6 +38,8 @@ def _structural(node: Any, defs: dict[str, Any], *, keep_defaults: bool) -> Any:
         target = defs[node["$ref"].rsplit("/", 1)[-1]]
         merged = {**copy.deepcopy(target), **{k: v for k, v in node.items() if k != "$ref"}}
         return _structural(merged, defs, keep_defaults=keep_defaults)
+    if node.get("x-kubernetes-int-or-string"):  # a quantity: an integer or a string, checked by the model
+        return {k: v for k, v in node.items() if k in ("x-kubernetes-int-or-string", "description")}
     if "anyOf" in node:
         options = [o for o in node["anyOf"] if o.get("type") != "null"]
         nullable = len(options) < len(node["anyOf"])
@@ -97,8 +99,11 @@ def _mark_nullable_elements(node: Any) -> None:
             options = [o for o in sub["anyOf"] if o.get("type") != "null"]
             if len(options) == 1 and len(options) < len(sub["anyOf"]):
                 node[key] = {**options[0], "nullable": True}
-    for value in node.values():
-        if isinstance(value, dict | list):
+    for key, value in node.items():
+        if key == "properties" and isinstance(value, dict):  # field names, not keywords (a field may be "items")
+            for field in value.values():
+                _mark_nullable_elements(field)
+        elif isinstance(value, dict | list):
             _mark_nullable_elements(value)
 
 

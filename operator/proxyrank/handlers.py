@@ -36,6 +36,7 @@ from proxyrank.launchers.kubernetes import KubernetesLauncher
 from proxyrank.launchers.volcano import owner_reference
 from proxyrank.metrics import ComparisonSnapshot
 from proxyrank.planner import plan_runs
+from proxyrank.policy import POLICY_VIOLATION, load_policy
 from proxyrank.reconciler import Event, ReconcileResult, invalid_status, status_patch
 from proxyrank.validation import SpecError, parse_spec
 
@@ -43,6 +44,8 @@ FINALIZER = "proxyrank.io/finalizer"
 ANNOTATION_PREFIX = "proxyrank.io"
 RECONCILE_INTERVAL = float(os.environ.get("PROXYRANK_RECONCILE_INTERVAL", "15"))
 MAX_EVENTS_PER_PASS = 10
+# the admin policy (chart values trainerPolicy), read once: `proxyrank operator --policy FILE` sets the variable
+ADMIN_POLICY = load_policy(os.environ.get("PROXYRANK_POLICY_FILE") or None)
 STATUS_WRITE_TIMEOUT = 30.0  # seconds; a pass holds its comparison's lock while it writes
 
 log = logging.getLogger(__name__)
@@ -229,10 +232,16 @@ def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[s
         problems = [redact(p, secrets) for p in exc.problems]
         _write(body, name, namespace, uid, status, invalid_status(previous, problems, datetime.now(UTC), generation))
         return
+    parsed = ADMIN_POLICY.apply(parsed)  # the admin's defaults (image, queue, priority class, tolerations)
     launcher = launcher_for(name, uid)
     problems = [redact(p, secrets) for p in launcher.validate(parsed)]
     if problems:
         _write(body, name, namespace, uid, status, invalid_status(previous, problems, datetime.now(UTC), generation))
+        return
+    violations = [redact(p, secrets) for p in ADMIN_POLICY.violations(parsed)]
+    if violations:  # launches nothing; runs already launched are kept (their results too)
+        _write(body, name, namespace, uid, status,
+               invalid_status(previous, violations, datetime.now(UTC), generation, reason=POLICY_VIOLATION))
         return
     if previous is not None and previous.phase in (Phase.succeeded, Phase.failed) and \
             previous.observed_generation == generation and STATE.confirmed(uid):

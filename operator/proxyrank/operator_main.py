@@ -36,13 +36,16 @@ def register(sub: Any) -> None:
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--reconcile-interval", type=float, default=15.0, metavar="SECONDS",
                    help="seconds between reconcile passes of a running comparison")
+    p.add_argument("--policy", metavar="FILE",
+                   help="the admin policy for trainer pods (YAML; the chart's trainerPolicy values): default image, "
+                        "allowed images, ServiceAccounts and volume types, GPU and run limits, scheduling defaults")
     p.set_defaults(handler=_operator)
 
 
 def _operator(args: argparse.Namespace) -> int:
     return cmd_operator(args.namespace, peering=args.peering, metrics_port=args.metrics_port,
                         health_port=args.health_port, log_format=args.log_format, verbose=args.verbose,
-                        interval=args.reconcile_interval, priority=args.priority)
+                        interval=args.reconcile_interval, priority=args.priority, policy=args.policy)
 
 
 def kopf_options(namespaces: list[str], *, peering: str | None, priority: int | None,
@@ -75,9 +78,15 @@ def load_kubernetes_config() -> None:
 
 
 def cmd_operator(namespaces: list[str], *, peering: str | None, metrics_port: int, health_port: int,
-                 log_format: str, verbose: bool, interval: float, priority: int | None = None) -> int:
+                 log_format: str, verbose: bool, interval: float, priority: int | None = None,
+                 policy: str | None = None) -> int:
     options = kopf_options(namespaces, peering=peering, priority=priority, health_port=health_port)
     os.environ["PROXYRANK_RECONCILE_INTERVAL"] = str(interval)
+    if policy is not None:
+        from proxyrank.policy import load_policy
+
+        load_policy(policy)  # a bad file stops the operator here, with the field, not in the first reconcile pass
+        os.environ["PROXYRANK_POLICY_FILE"] = policy  # read by proxyrank.handlers when it loads
     import asyncio  # with kopf: loaded only by this command, not by every `proxyrank` invocation
 
     import kopf

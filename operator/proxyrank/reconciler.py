@@ -416,18 +416,19 @@ def _apply_budget(runs: list[RunStatus], spec: RecipeComparisonSpec, prev: Recip
 
 
 def invalid_status(previous: RecipeComparisonStatus | None, problems: Sequence[str], now: datetime,
-                   generation: int | None = None) -> ReconcileResult:
-    """The status of a spec that cannot run: phase ``Invalid``, ``Ready`` and ``Progressing`` False with reason
-    ``InvalidSpec``, everything else (runs, results) kept. One ``InvalidSpec`` event per distinct problem: a timer
-    pass over an unchanged invalid spec returns the previous status unchanged and no event."""
+                   generation: int | None = None, reason: str = "InvalidSpec") -> ReconcileResult:
+    """The status of a spec that cannot run: phase ``Invalid``, ``Ready`` and ``Progressing`` False with ``reason``
+    (``InvalidSpec``, or ``PolicyViolation`` for what the admin policy forbids), everything else (runs, results) kept.
+    One event per distinct problem: a timer pass over an unchanged invalid spec returns the previous status unchanged
+    and no event."""
     prev = previous if previous is not None else RecipeComparisonStatus()
     message = "; ".join(problems)
-    conditions = set_condition(prev.conditions, "Ready", "False", "InvalidSpec", message, now, generation)
-    conditions = set_condition(conditions, "Progressing", "False", "InvalidSpec", "fix the spec", now, generation)
+    conditions = set_condition(prev.conditions, "Ready", "False", reason, message, now, generation)
+    conditions = set_condition(conditions, "Progressing", "False", reason, "fix the spec", now, generation)
     status = prev.model_copy(deep=True, update={"phase": Phase.invalid, "conditions": conditions,
                                                 "observed_generation": generation})
     reported = prev.phase == Phase.invalid and any(c.message == message for c in prev.conditions)
-    return ReconcileResult(status=status, events=[] if reported else [Event("Warning", "InvalidSpec", message)])
+    return ReconcileResult(status=status, events=[] if reported else [Event("Warning", reason, message)])
 
 
 def _conditions(status: RecipeComparisonStatus, prev: RecipeComparisonStatus, spec: RecipeComparisonSpec,

@@ -58,7 +58,10 @@ def _structural_problems(node: Any, path: str = "") -> list[str]:
         if node.get("additionalProperties") is False:
             problems.append(f"{path}: additionalProperties: false")
         for k, v in node.items():
-            if k != "x-kubernetes-validations":
+            if k == "properties":  # field names, not keywords (a field may be called "items")
+                for name, field in v.items():
+                    problems += _structural_problems(field, f"{path}.properties.{name}")
+            elif k != "x-kubernetes-validations":
                 problems += _structural_problems(v, f"{path}.{k}")
     elif isinstance(node, list):
         for i, v in enumerate(node):

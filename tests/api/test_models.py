@@ -100,7 +100,16 @@ def test_valid_pod_fields_pass_the_model_and_the_api_server() -> None:
     obj["metadata"].update(namespace="ml-team", labels={"app.kubernetes.io/part-of": "study", "owner": ""},
                            annotations={"example.com/ticket": "ML-123: anything goes here"})
     trainer = parse_comparison(copy.deepcopy(obj)).spec.trainer
-    assert trainer.env == POD_FIELDS["env"] and trainer.tolerations is not None and len(trainer.tolerations) == 4
+    assert trainer.tolerations is not None and len(trainer.tolerations) == 4
+    # the older forms (env as a map, imagePullSecrets as names) still load, converted to Kubernetes' shapes; the API
+    # server takes the new forms (docs/install.md, "Trainer pods")
+    assert [(e.name, e.value) for e in trainer.env or []] == list(POD_FIELDS["env"].items())
+    assert [s.name for s in trainer.image_pull_secrets or []] == POD_FIELDS["imagePullSecrets"]
+    assert server_errors(obj) != []
+    converted = parse_comparison(copy.deepcopy(obj)).spec.trainer.dump()
+    obj["spec"]["trainer"] = converted
+    assert converted["env"][0] == {"name": "HF_HOME", "value": "/cache/hf"}
+    assert converted["imagePullSecrets"] == [{"name": "ghcr-pull"}, {"name": "registry.example.com"}]
     assert server_errors(obj) == []
 
 

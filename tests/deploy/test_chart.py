@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from proxyrank.crd import crd_manifest, crd_yaml
+from tests.conftest import ROOT
 from tests.deploy.chart import (
     ALL_ON,
     CHART,
@@ -43,13 +44,13 @@ def test_helm_lint_passes(helm: str, config: str) -> None:
 def test_default_install_renders_the_operator_and_cluster_wide_rbac(helm: str) -> None:
     kinds = sorted(d["kind"] for d in render(helm, DEFAULT))
     assert kinds == sorted(["ServiceAccount", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
-                            "Service", "Deployment", "Pod"])  # the Pod: the `helm test` hook
+                            "Service", "Deployment", "ConfigMap", "Pod"])  # the admin policy, the `helm test` hook
 
 
 def test_every_toggle_renders_its_object(helm: str) -> None:
     kinds = sorted(d["kind"] for d in render(helm, ALL_ON))
     assert kinds == sorted(["ServiceAccount", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
-                            "Service", "Deployment", "ServiceMonitor", "PrometheusRule", "ConfigMap",
+                            "Service", "Deployment", "ServiceMonitor", "PrometheusRule", "ConfigMap", "ConfigMap",
                             "ClusterKopfPeering", "Pod"])
 
 
@@ -66,8 +67,8 @@ def test_optional_objects_can_be_switched_off(helm: str) -> None:
     values = {"crds": {"install": False}, "rbac": {"create": False}, "metrics": {"service": {"enabled": False}},
               "serviceAccount": {"create": False, "name": "existing-sa"}}
     docs = render(helm, values)
-    assert [d["kind"] for d in docs] == ["Deployment"]
-    assert docs[0]["spec"]["template"]["spec"]["serviceAccountName"] == "existing-sa"
+    assert [d["kind"] for d in docs] == ["ConfigMap", "Deployment"]  # the admin policy is not optional
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "existing-sa"
 
 
 def test_service_monitor_without_the_service_fails_clearly(helm: str) -> None:
@@ -243,7 +244,7 @@ def test_service_monitor_scrapes_the_metrics_service(helm: str) -> None:
 
 
 def test_dashboard_config_map_holds_the_dashboard_for_the_sidecar(helm: str) -> None:
-    config_map = one(render(helm, ALL_ON), "ConfigMap")
+    (config_map,) = [c for c in of_kind(render(helm, ALL_ON), "ConfigMap") if "proxyrank.json" in c["data"]]
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert config_map["metadata"]["annotations"] == {"grafana_folder": "proxyrank"}
     assert json.loads(config_map["data"]["proxyrank.json"]) == json.loads((FILES / "dashboard.json").read_text())
@@ -258,14 +259,16 @@ def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_default_operator_args(helm: str) -> None:
     container = _container(render(helm, DEFAULT))
-    assert container["args"] == ["--metrics-port=9090", "--health-port=8080", "--log-format=json"]
+    assert container["args"] == ["--metrics-port=9090", "--health-port=8080", "--log-format=json",
+                                 "--policy=/etc/proxyrank/policy.yaml"]
     assert container["image"] == "ghcr.io/example/proxyrank-operator:0.1.0"
 
 
 def test_operator_args_follow_the_values(helm: str) -> None:
     container = _container(render(helm, NAMESPACED))
     assert container["args"] == ["--namespace=team-a", "--namespace=team-b", "--metrics-port=9090",
-                                 "--health-port=8080", "--log-format=plain", "--peering=proxyrank", "--priority=100",
+                                 "--health-port=8080", "--log-format=plain", "--policy=/etc/proxyrank/policy.yaml",
+                                 "--peering=proxyrank", "--priority=100",
                                  "--verbose", "--some-flag=1"]
     assert container["image"] == "registry.example.com/proxyrank-operator:1.2.3"
     assert container["imagePullPolicy"] == "Always"
@@ -352,7 +355,10 @@ def _notes(helm: str, tmp_path: Path, values: dict[str, Any]) -> str:
 
 def test_notes_explain_how_to_apply_an_example_and_watch_it(helm: str, tmp_path: Path) -> None:
     notes = _notes(helm, tmp_path, DEFAULT)
-    assert "kubectl apply -n default -f examples/smoke.yaml" in notes
+    assert "kubectl apply -n default -f examples/cluster/object-store.yaml" in notes
+    assert (ROOT / "examples" / "cluster" / "object-store.yaml").is_file() and "docs/install.md" in notes
+    assert "-f examples/smoke.yaml" not in notes  # relative paths: Invalid on a cluster
+    assert "proxyrank validate --for kubernetes --policy policy.yaml" in notes
     assert "kubectl get rcmp -A -w" in notes
     assert "every namespace" in notes and "kubectl delete crd recipecomparisons.proxyrank.io" in notes
 
@@ -360,5 +366,47 @@ def test_notes_explain_how_to_apply_an_example_and_watch_it(helm: str, tmp_path:
 def test_notes_follow_the_namespaced_mode(helm: str, tmp_path: Path) -> None:
     notes = _notes(helm, tmp_path, NAMESPACED)
     assert "It watches RecipeComparisons in: team-a, team-b." in notes
-    assert "kubectl apply -n team-a -f examples/smoke.yaml" in notes
+    assert "kubectl apply -n team-a -f examples/cluster/object-store.yaml" in notes
     assert "A ServiceMonitor is installed" in notes and "A PrometheusRule" in notes
+
+
+# ----------------------------------------------------------------------------------------------------- admin policy
+def _policy(helm: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    docs = render(helm, values)
+    (config_map,) = [c for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-policy")]
+    return yaml.safe_load(config_map["data"]["policy.yaml"]), one(docs, "Deployment")
+
+
+def test_the_admin_policy_is_rendered_mounted_and_read_by_the_operator(helm: str) -> None:
+    from proxyrank.policy import RESTRICTED_VOLUME_TYPES, parse_policy
+
+    data, deployment = _policy(helm, DEFAULT)
+    policy = parse_policy(data, "the rendered ConfigMap")  # exactly what `proxyrank operator --policy` reads
+    assert policy.default_image == "ghcr.io/example/proxyrank-trainer:0.1.0"  # the chart's appVersion
+    assert policy.allowed_service_accounts == [] and policy.allowed_images == ["*"]
+    assert sorted(policy.allowed_volume_types) == sorted(RESTRICTED_VOLUME_TYPES)
+    assert (policy.scheduling.queue, policy.scheduling.priority_class_name) == (None, None)
+    pod = deployment["spec"]["template"]
+    mount = next(m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "policy")
+    assert mount["mountPath"] + "/policy.yaml" == "/etc/proxyrank/policy.yaml" and mount["readOnly"] is True
+    assert {"name": "policy", "configMap": {"name": "proxyrank-policy"}} in pod["spec"]["volumes"]
+    custom = {"trainerPolicy": {
+        "defaultImage": "registry.example.com/trainer:2", "allowedImages": ["registry.example.com/*"],
+        "allowedServiceAccounts": ["trainer-*"], "allowedVolumeTypes": ["persistentVolumeClaim", "nfs"],
+        "maxGPUsPerRun": 16, "maxRunsPerComparison": 500,
+        "scheduling": {"queue": "research", "priorityClassName": "batch",
+                       "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]}}}
+    data, custom_deployment = _policy(helm, custom)
+    policy = parse_policy(data)
+    assert (policy.default_image, policy.max_gpus_per_run, policy.max_runs_per_comparison) == (
+        "registry.example.com/trainer:2", 16, 500)
+    assert (policy.scheduling.queue, policy.scheduling.priority_class_name) == ("research", "batch")
+    assert [t.key for t in policy.scheduling.tolerations] == ["gpu"]
+    checksum = "checksum/policy"  # a policy change restarts the operator, which reads the file at start
+    assert pod["metadata"]["annotations"][checksum] != custom_deployment["spec"]["template"]["metadata"][
+        "annotations"][checksum]
+
+
+def test_a_bad_policy_value_fails_at_install(helm: str) -> None:
+    result = run_helm(helm, "template", {"trainerPolicy": {"allowedVolumeTypes": ["hostPath"]}})
+    assert result.returncode != 0 and "allowedVolumeTypes" in result.stderr

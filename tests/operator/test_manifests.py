@@ -21,8 +21,9 @@ from proxyrank.reconciler import LaunchState
 from proxyrank.testing import make_result
 from proxyrank.validation import parse_spec
 from tests.operator.conftest import comparison
+from tests.pss import restricted_violations
 
-K8S_VERSION = "1.33.0"
+K8S_VERSIONS = ("1.29.0", "1.31.0", "1.33.0")
 
 TRAINERS: dict[str, dict[str, Any]] = {
     "resources": {"image": "ghcr.io/example/proxyrank-trainer:0.1.0", "queue": "research",
@@ -50,13 +51,15 @@ def test_generated_pod_template_validates_as_a_core_pod(trainer: str) -> None:
     for run in (plan.runs[0], plan.runs[-1]):  # a proxy and a target run
         job = launcher.build_job(ref, run, attempt=2)
         assert job["metadata"]["name"] == job_name(run.key, 2)
-        assert job["spec"]["queue"] == spec.trainer.queue and job["spec"]["maxRetry"] == 0
+        assert job["spec"]["queue"] == (spec.trainer.queue or "default") and job["spec"]["maxRetry"] == 0
         for task in job["spec"]["tasks"]:
             template = task["template"]
             pod = {"apiVersion": "v1", "kind": "Pod",
                    "metadata": {"name": f"{job['metadata']['name']}-{task['name']}-0", **template["metadata"]},
                    "spec": template["spec"]}
-            kubernetes_validate.validate(pod, K8S_VERSION, strict=True)  # raises on any schema violation
+            for version in K8S_VERSIONS:
+                kubernetes_validate.validate(pod, version, strict=True)  # raises on any schema violation
+            assert restricted_violations(pod) == []  # the restricted Pod Security Standard
             assert pod["metadata"]["labels"]["proxyrank.io/run"] == run.key
             assert pod["spec"]["restartPolicy"] == "Never"
             container = pod["spec"]["containers"][0]

@@ -68,3 +68,20 @@ global.imageRegistry replaces image.registry. */}}
 {{- define "proxyrank.clusterName" -}}
 {{- printf "%s-%s" (include "proxyrank.fullname" .) .Release.Namespace | trunc 63 | trimSuffix "-" }}
 {{- end }}
+
+{{/* The admin policy file (operator/proxyrank/policy.py AdminPolicy) from the trainerPolicy values. */}}
+{{- define "proxyrank.trainerPolicy" -}}
+{{- $p := .Values.trainerPolicy -}}
+{{- $policy := dict
+  "defaultImage" ($p.defaultImage | default (printf "ghcr.io/example/proxyrank-trainer:%s" .Chart.AppVersion))
+  "allowedImages" $p.allowedImages
+  "allowedServiceAccounts" $p.allowedServiceAccounts
+  "allowedVolumeTypes" $p.allowedVolumeTypes
+  "maxGPUsPerRun" $p.maxGPUsPerRun
+  "maxRunsPerComparison" $p.maxRunsPerComparison
+  "scheduling" (dict
+    "queue" ($p.scheduling.queue | default nil)
+    "priorityClassName" ($p.scheduling.priorityClassName | default nil)
+    "tolerations" $p.scheduling.tolerations) -}}
+{{- toYaml $policy }}
+{{- end }}

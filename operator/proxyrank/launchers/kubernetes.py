@@ -58,6 +58,7 @@ __all__ = ["LABEL_ATTEMPT", "RESULT_PATH", "KubernetesLauncher", "job_name", "ow
 log = logging.getLogger(__name__)
 
 TRAINER_MODULE = "proxyrank_trainer"
+DEFAULT_QUEUE = "default"  # the Volcano queue when neither the spec nor the admin policy names one
 
 # Volcano job phases (batch.volcano.sh/v1alpha1 JobPhase) -> what the reconciler needs to know.
 _PHASES: Mapping[str, LaunchState] = {
@@ -118,12 +119,13 @@ def _describe_api_error(exc: BaseException) -> str:
 
 
 def validate_for_kubernetes(spec: RecipeComparisonSpec) -> list[str]:
-    """What the CRD schema accepts but the operator cannot run (reported as Ready=False, reason=InvalidSpec)."""
+    """What the CRD schema accepts but the operator cannot run (reported as Ready=False, reason=InvalidSpec). ``spec``
+    is the effective spec: the admin policy's defaults (:meth:`proxyrank.policy.AdminPolicy.apply`) are in it."""
     problems = []
     if not spec.trainer.image:
-        problems.append("spec.trainer.image: required on Kubernetes; set the trainer image, e.g. "
-                        "ghcr.io/<org>/proxyrank-trainer:0.1.0 (spec.trainer is immutable: delete and recreate the "
-                        "RecipeComparison)")
+        problems.append("spec.trainer.image: required on Kubernetes (the operator's policy sets no default image); "
+                        "set the trainer image, e.g. ghcr.io/<org>/proxyrank-trainer:0.1.0, or have the cluster admin "
+                        "set the chart value trainerPolicy.defaultImage")
     if spec.trainer.named_resource is not None:
         from torchx import specs
 
@@ -138,35 +140,40 @@ def validate_for_kubernetes(spec: RecipeComparisonSpec) -> list[str]:
         for j, source in enumerate(recipe.sources):
             if "://" not in source.uri and not source.uri.startswith("/"):
                 problems.append(f"spec.recipes[{i}].sources[{j}].uri: {source.uri!r} is a relative path, which "
-                                "means nothing inside a pod; use an absolute path on a mounted volume or an fsspec "
-                                "URI (s3://, gs://)")
+                                "means nothing inside a pod; use an absolute path on a mounted volume "
+                                "(spec.trainer.volumes and volumeMounts) or an fsspec URI (s3://, gs://)")
     for i, eval_set in enumerate(spec.evaluation.sets):
         if "://" not in eval_set.uri and not eval_set.uri.startswith("/"):
             problems.append(f"spec.evaluation.sets[{i}].uri: {eval_set.uri!r} is a relative path; use an absolute "
-                            "path or an fsspec URI")
+                            "path on a mounted volume or an fsspec URI")
     return problems
 
 
 def torchx_app_job(trainer: TrainerSpec, name: str) -> dict[str, Any]:
     """TorchX's Volcano Job for the trainer app named ``name``, as a plain dict: ``torchrun`` over ``replicas x GPUs``
     with the trainer's resources (or named resource), image and shared env, converted by the ``kubernetes`` scheduler's
-    ``app_to_resource`` with the Volcano queue and service account. Needs TorchX, touches no cluster."""
+    ``app_to_resource`` with the Volcano queue and service account. Needs TorchX, touches no cluster.
+
+    TorchX's torchrun takes integer ``cpu``/``gpu``/``memMB`` (GPUs as ``nvidia.com/gpu``); resources written as
+    Kubernetes requests/limits (quantities, other accelerators) replace the container's resources afterwards, in
+    :func:`proxyrank.launchers.pod.own_pod`, and their GPU count sets torchrun's processes per node here."""
     from kubernetes.client import ApiClient
     from torchx.components.dist import torchrun
     from torchx.schedulers.kubernetes_scheduler import app_to_resource
 
     env = trainer_env(trainer)
+    image = str(trainer.image)
     if trainer.named_resource is not None:
         from torchx import specs
 
         gpus = specs.resource(h=trainer.named_resource).gpu
-        app = torchrun(m=TRAINER_MODULE, image=str(trainer.image), name=name, h=trainer.named_resource,
+        app = torchrun(m=TRAINER_MODULE, image=image, name=name, h=trainer.named_resource,
                        j=f"{trainer.replicas}x{max(1, gpus)}", env=env)
     else:
         res = trainer.resources or Resources()
-        app = torchrun(m=TRAINER_MODULE, image=str(trainer.image), name=name, cpu=res.cpu, gpu=res.gpu,
-                       memMB=res.mem_mb, j=f"{trainer.replicas}x{max(1, res.gpu)}", env=env)
-    resource = app_to_resource(app, trainer.queue, trainer.service_account_name)
+        app = torchrun(m=TRAINER_MODULE, image=image, name=name, **res.torchx_args(),
+                       j=f"{trainer.replicas}x{max(1, res.gpus())}", env=env)
+    resource = app_to_resource(app, trainer.queue or DEFAULT_QUEUE, trainer.service_account_name)
     job: dict[str, Any] = ApiClient().sanitize_for_serialization(resource)
     return job
 

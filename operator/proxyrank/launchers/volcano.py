@@ -6,13 +6,15 @@ TorchX defines the trainer app and turns it into a Volcano Job (see
 svc/env plugins, the queue and the service account. :func:`build_volcano_job` then makes that job proxyrank's, in the
 style of dask-kubernetes' ``build_*_spec`` functions:
 
-- a deterministic name, ``pr-<run key>-a<attempt>``, so a second create of the same attempt is a 409, not a second run;
+- a deterministic name, ``pr-<run key>-a<attempt>``, so a second create of the same attempt is a 409, not a second run
+  (also in place of TorchX's random app id in the rendezvous id and instance label: the same input, the same job);
 - our labels (comparison, uid, run, protocol, recipe, scale, attempt) on the job and on every pod template;
 - the owner reference to the RecipeComparison (``controller: true``), for Kubernetes' garbage collector;
-- ``nodeSelector``, ``tolerations`` and ``imagePullSecrets`` from ``spec.trainer``;
-- the run config (``PROXYRANK_RUN_CONFIG``, with ``output``) and ``TORCHX_JOB_ID`` (the job's handle) in the env;
-- ``restartPolicy: Never``, ``maxRetry: 0`` (retries are the reconciler's, counted in the status), and
-  ``terminationMessagePolicy: FallbackToLogsOnError`` so a failed trainer's last stderr line reaches the pod status.
+- every task's pod template made the restricted trainer pod of ``spec.trainer`` by
+  :func:`proxyrank.launchers.pod.own_pod` (shared with the other back ends): security context, writable volumes, the
+  pod fields of the spec, the run config (``PROXYRANK_RUN_CONFIG``, with ``output``) and ``TORCHX_JOB_ID`` (the job's
+  handle) in the env, ``restartPolicy: Never`` and ``terminationMessagePolicy: FallbackToLogsOnError``;
+- ``maxRetry: 0`` (retries are the reconciler's, counted in the status).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from proxyrank import API_VERSION, KIND
 from proxyrank.api import TrainerSpec
 from proxyrank.launchers.base import ComparisonRef
+from proxyrank.launchers.pod import RESULT_PATH, own_pod
 from proxyrank.planner import PlannedRun, config_json
 
 VOLCANO_GROUP = "batch.volcano.sh"
@@ -32,8 +35,6 @@ VOLCANO_VERSION = "v1alpha1"
 VOLCANO_PLURAL = "jobs"
 LABEL_ATTEMPT = "proxyrank.io/attempt"
 ANNOTATION_TITLE = "proxyrank.io/run-title"
-RESULT_PATH = "/tmp/proxyrank/result.json"
-TERMINATION_LOG = "/dev/termination-log"
 RUN_CONFIG_ENV = "PROXYRANK_RUN_CONFIG"
 TORCHX_JOB_ID_ENV = "TORCHX_JOB_ID"
 
@@ -52,16 +53,21 @@ def owner_reference(name: str, uid: str) -> dict[str, Any]:
 
 
 def trainer_env(trainer: TrainerSpec) -> dict[str, str]:
-    """The environment every run of a comparison shares (part of the TorchX app; the run config is added per run)."""
-    return {"PYTHONUNBUFFERED": "1", **(trainer.env or {})}
+    """The literal environment every run of a comparison shares, for the TorchX app (which takes name -> value);
+    :func:`~proxyrank.launchers.pod.own_pod` then sets the whole ``spec.trainer.env``, ``valueFrom`` included."""
+    return {"PYTHONUNBUFFERED": "1", **{e.name: e.value for e in trainer.env or [] if e.value is not None}}
 
 
 def build_volcano_job(app_job: Mapping[str, Any], ref: ComparisonRef, run: PlannedRun, attempt: int,
                       owner: Mapping[str, Any] | None) -> dict[str, Any]:
     """The Volcano Job of attempt ``attempt`` of ``run``: TorchX's job for the trainer app (``app_job``, not modified)
     made deterministic and proxyrank's (see the module docstring)."""
-    job: dict[str, Any] = copy.deepcopy(dict(app_job))
     name = job_name(run.key, attempt)
+    # TorchX names the app "<name>-<random suffix>" (the rendezvous id, the instance label): the job's own name
+    # instead, so that building the same attempt twice gives the same manifest (`proxyrank render` is reproducible)
+    unique = str((app_job.get("metadata") or {}).get("name") or "")
+    job: dict[str, Any] = json.loads(json.dumps(app_job).replace(unique, name)) if unique.startswith(f"{name}-") \
+        else copy.deepcopy(dict(app_job))
     labels = {**run.labels, LABEL_ATTEMPT: str(attempt)}
     job["metadata"] = {"name": name, "namespace": ref.namespace, "labels": labels,
                        "annotations": {ANNOTATION_TITLE: run.title[:253]}}
@@ -73,23 +79,6 @@ def build_volcano_job(app_job: Mapping[str, Any], ref: ComparisonRef, run: Plann
     env = {RUN_CONFIG_ENV: json.dumps(config_json(config), separators=(",", ":")),
            TORCHX_JOB_ID_ENV: job_handle(ref.namespace, name)}  # TorchX named the job before we renamed it
     for task in job["spec"]["tasks"]:
-        _own_pod(task["template"], ref.spec.trainer, labels, env)
+        own_pod(task["template"], ref.spec.trainer, labels, env)
     job["spec"]["maxRetry"] = 0
     return job
-
-
-def _own_pod(pod: dict[str, Any], trainer: TrainerSpec, labels: Mapping[str, str], env: Mapping[str, str]) -> None:
-    pod.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
-    pod_spec = pod.setdefault("spec", {})
-    pod_spec["restartPolicy"] = "Never"
-    if trainer.node_selector:
-        pod_spec.setdefault("nodeSelector", {}).update(trainer.node_selector)
-    if trainer.tolerations:
-        pod_spec["tolerations"] = [t.dump() for t in trainer.tolerations]
-    if trainer.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": s} for s in trainer.image_pull_secrets]
-    for container in pod_spec.get("containers", []):
-        others = [var for var in container.get("env") or [] if var.get("name") not in env]
-        container["env"] = [{"name": k, "value": v} for k, v in env.items()] + others
-        container["terminationMessagePolicy"] = "FallbackToLogsOnError"
-        container["terminationMessagePath"] = TERMINATION_LOG

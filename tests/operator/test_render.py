@@ -1,0 +1,67 @@
+"""`proxyrank render`: every job manifest the operator would create, as YAML, built by the operator's own code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from proxyrank.cli import main
+from proxyrank.launchers.base import ComparisonRef
+from proxyrank.launchers.kubernetes import KubernetesLauncher
+from proxyrank.launchers.volcano import job_name, owner_reference
+from proxyrank.planner import plan_runs
+from proxyrank.policy import load_policy
+from proxyrank.render import PLACEHOLDER_UID
+from proxyrank.validation import load_comparison
+from tests.conftest import EXAMPLES
+from tests.operator.test_trainer_pods import pods_of
+from tests.pss import restricted_violations
+
+POLICY = EXAMPLES / "cluster" / "policy.yaml"
+
+
+def _render(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict]:  # type: ignore[type-arg]
+    assert main(["render", *args]) == 0
+    return list(yaml.safe_load_all(capsys.readouterr().out))
+
+
+@pytest.mark.parametrize("example", ["object-store.yaml", "pvc.yaml"])
+def test_render_prints_the_operators_job_for_every_run(example: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = EXAMPLES / "cluster" / example
+    jobs = _render(capsys, str(path), "--namespace", "ml", "--policy", str(POLICY))
+    obj = load_comparison(path)
+    spec = load_policy(POLICY).apply(obj.spec)
+    runs = plan_runs(spec, obj.metadata.name, PLACEHOLDER_UID).runs
+    assert [j["metadata"]["name"] for j in jobs] == [job_name(r.key, 1) for r in runs]
+    # the operator's launcher builds exactly these (the placeholder uid aside, which only the owner carries)
+    launcher = KubernetesLauncher(object(), object(), owner=owner_reference(obj.metadata.name, PLACEHOLDER_UID))
+    ref = ComparisonRef(obj.metadata.name, PLACEHOLDER_UID, "ml", spec)
+    assert jobs == [launcher.build_job(ref, run, 1) for run in runs]
+    for job in jobs:
+        assert all(restricted_violations(pod) == [] for pod in pods_of(job))
+
+
+def test_render_is_reproducible_and_follows_the_namespace(capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(EXAMPLES / "cluster" / "pvc.yaml")
+    first = _render(capsys, path)
+    assert first == _render(capsys, path)  # TorchX's random app id does not leak into the manifests
+    assert {j["metadata"]["namespace"] for j in first} == {"default"}
+    assert {j["metadata"]["namespace"] for j in _render(capsys, path, "-n", "team-a")} == {"team-a"}
+
+
+def test_render_refuses_what_the_operator_would_mark_invalid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", str(EXAMPLES / "smoke.yaml")]) == 2  # relative paths, no image
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "(for Kubernetes)" in captured.err and "spec.recipes[0].sources[0].uri" in captured.err
+    assert main(["render", str(EXAMPLES / "cluster" / "object-store.yaml")]) == 2  # no image without the policy
+    assert "spec.trainer.image: required on Kubernetes" in capsys.readouterr().err
+
+
+def test_a_policy_file_that_is_not_a_policy_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("allowedImagez: ['*']\n")
+    assert main(["render", str(EXAMPLES / "cluster" / "pvc.yaml"), "--policy", str(bad)]) == 2
+    assert "invalid admin policy" in capsys.readouterr().err
