@@ -432,7 +432,7 @@ def test_completion_prints_a_script_for_each_shell(capsys: pytest.CaptureFixture
 
 @pytest.mark.parametrize(("line", "expected"), [
     ("proxyrank va", ["validate"]),
-    ("proxyrank validate -", ["--for", "--help", "--output", "-h", "-o"]),
+    ("proxyrank validate -", ["--for", "--help", "--output", "--policy", "-h", "-o"]),
     ("proxyrank report --o", ["--object", "--out", "--output"]),
     ("proxyrank data to", ["tokenize"]),
     ("proxyrank completion ", ["--help", "-h", "bash", "fish", "zsh"]),

@@ -144,7 +144,7 @@ def cmd_validate(paths: str | Sequence[str], *, target: str = "local", output: s
             print(r["error"], file=sys.stderr)
     if output == "text" and target == "local" and any(r["valid"] for r in results):
         print("(checked for `proxyrank run` on this machine; a cluster needs more, e.g. an image and no relative "
-              "paths: check with --for kubernetes)")
+              "paths: check with --for kubernetes)", file=sys.stderr)
     return EXIT_OK if all(r["valid"] for r in results) else EXIT_INVALID
 
 

@@ -179,3 +179,13 @@ def test_validate_for_kubernetes_needs_no_cluster_and_no_client(tmp_path: Path) 
     env = {**os.environ, "KUBECONFIG": str(tmp_path / "no-such-kubeconfig"), "HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_local_check_says_a_cluster_needs_more(capsys: pytest.CaptureFixture[str]) -> None:
+    """smoke.yaml is valid for `proxyrank run` and Invalid on a cluster (relative paths, no image): the local answer
+    says so on stderr, and --for kubernetes gives the cluster's answer."""
+    assert main(["validate", str(EXAMPLES / "smoke.yaml")]) == 0
+    captured = capsys.readouterr()
+    assert "valid RecipeComparison" in captured.out and "--for kubernetes" in captured.err
+    assert main(["validate", "--for", "kubernetes", str(EXAMPLES / "smoke.yaml")]) == 2
+    assert "relative path" in capsys.readouterr().err
