@@ -74,17 +74,29 @@ class GPT(nn.Module):
     def __init__(self, shape: ModelShape) -> None:
         super().__init__()
         self.shape = shape
-        self.wte = nn.Embedding(shape.padded_vocab_size, shape.width)
+        self.wte = self._token_embedding(shape)
         self.wpe = nn.Embedding(shape.seq_len, shape.width)
         self.blocks = nn.ModuleList(Block(shape) for _ in range(shape.layers))
         self.ln_f = nn.LayerNorm(shape.width)
-        self.lm_head = nn.Linear(shape.width, shape.padded_vocab_size, bias=False)
+        self.lm_head = nn.Linear(shape.width, shape.vocab_size, bias=False)  # draws as an unpadded model's would
         self.lm_head.weight = self.wte.weight  # tied: the head adds no parameters
+        self.lm_head.out_features = shape.padded_vocab_size
         self.apply(self._init_weights)
         for block in self.blocks:  # GPT-2: outputs added to the residual stream start smaller, 1/sqrt(2 * layers)
             assert isinstance(block, Block)
             for proj in (block.attn.proj, block.mlp.proj):
                 nn.init.normal_(proj.weight, mean=0.0, std=INIT_STD / math.sqrt(2 * shape.layers))
+
+    @staticmethod
+    def _token_embedding(shape: ModelShape) -> nn.Embedding:
+        """The token embedding, with zero padding rows: built at the live size first, so the random number stream
+        (and with it every other parameter's initial value) is the unpadded model's."""
+        live = nn.Embedding(shape.vocab_size, shape.width)
+        pad = shape.padded_vocab_size - shape.vocab_size
+        if not pad:
+            return live
+        weight = torch.cat([live.weight.detach(), live.weight.new_zeros(pad, shape.width)])
+        return nn.Embedding(shape.padded_vocab_size, shape.width, _weight=weight)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
