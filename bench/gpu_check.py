@@ -4,7 +4,8 @@
     python bench/gpu_check.py --dry-run --out /tmp/gpu-smoke  # CPU smoke run, tiny shapes (tests run this)
 
 Stages, most important first, each in its own process with a time limit (a stage that fails or runs out of time is
-recorded and the next one still runs; the whole check stops starting stages at ``--budget`` seconds):
+recorded and the next one still runs; every stage's limit is cut to what is left of ``--budget``, 450 s by default,
+so the whole check ends within about 7.5 minutes):
 
 1. ``environment``: torch, CUDA, cuDNN, NCCL, Triton, driver, the GPU (name, memory, SMs, native bf16) and the peak
    FLOP/s assumed for MFU, and the C compilers Triton and inductor need;
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for environment.json, results.json, summary.md and logs")
     p.add_argument("--dry-run", action="store_true", help="CPU smoke run with tiny shapes (no GPU needed)")
     p.add_argument("--with-compile", action="store_true", help="dry run: include the compiled trainer stage")
-    p.add_argument("--budget", type=float, default=450, help="seconds after which no stage starts (default 450)")
+    p.add_argument("--budget", type=float, default=450, help="seconds for the whole check; each stage's limit is cut to what is left (default 450)")
     args = p.parse_args(argv)
     plan = DRY_PLAN if args.dry_run else GPU_PLAN
     if args.dry_run and args.with_compile:

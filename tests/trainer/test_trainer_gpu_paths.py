@@ -292,3 +292,12 @@ def test_run_config_with_the_padded_preset_reports_the_live_vocabulary() -> None
     cfg = validate_config({"model": "gpt2-125m", "sources": [{"uri": "x"}], "evalSets": [{"name": "e", "uri": "y"}],
                            "tokens": 1024, "batchTokens": 1024, "learningRate": 1e-3})
     assert cfg.shape.padded_vocab_size == 50304 and cfg.shape.to_dict()["vocabSize"] == 50257
+
+
+def test_trainer_image_installs_a_c_compiler_for_triton() -> None:
+    """Static (no Docker here): the runtime base image has no compiler, so the Dockerfile must install one and prove
+    at build time that torch.compile works."""
+    text = (REPO_ROOT / "trainer_image" / "Dockerfile").read_text()
+    install = next(line for line in text.splitlines() if "apt-get install" in line)
+    assert {"gcc", "g++"} <= set(install.split())
+    assert "torch.compile(" in text
