@@ -263,8 +263,9 @@ def run(cfg: RunConfig, *, stdout: TextIO | None = None) -> RunResult:
 
 
 def _run(cfg: RunConfig, stream: TextIO) -> RunResult:
+    started = time.perf_counter()
     fetch_data(cfg, stream)  # before any process group: a slow download must not run into a collective's timeout
-    rt = setup_runtime(cfg, stream)
+    rt = setup_runtime(cfg, stream, started=started)
     data = prepare_data(rt)  # first: a missing or incompatible source fails in seconds, before any model is built
     net = build_model(rt)
     announce(rt, data, net)
@@ -295,9 +296,10 @@ def fetch_data(cfg: RunConfig, stream: TextIO) -> None:
         stream.flush()
 
 
-def setup_runtime(cfg: RunConfig, stream: TextIO) -> Runtime:
-    """Threads, device and process group, numerics; checks that the batch splits over the ranks."""
-    started = time.perf_counter()
+def setup_runtime(cfg: RunConfig, stream: TextIO, *, started: float | None = None) -> Runtime:
+    """Threads, device and process group, numerics; checks that the batch splits over the ranks. ``started``: when
+    the run began (``time.perf_counter()``; default now), for the result's ``seconds``."""
+    started = time.perf_counter() if started is None else started
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif (limit := cgroup_cpu_limit()) is not None and limit < torch.get_num_threads():
