@@ -327,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for environment.json, results.json, summary.md and logs")
     p.add_argument("--dry-run", action="store_true", help="CPU smoke run with tiny shapes (no GPU needed)")
     p.add_argument("--with-compile", action="store_true", help="dry run: include the compiled trainer stage")
-    p.add_argument("--budget", type=float, default=450, help="seconds for the whole check; each stage's limit is cut to what is left (default 450)")
+    p.add_argument("--budget", type=float, default=450,
+                   help="seconds for the whole check; each stage's limit is cut to what is left (default 450)")
     args = p.parse_args(argv)
     plan = DRY_PLAN if args.dry_run else GPU_PLAN
     if args.dry_run and args.with_compile:
