@@ -7,6 +7,7 @@ in seconds.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -112,3 +113,25 @@ def run_trainer_cli(args: list[str], *, env: dict[str, str] | None = None, timeo
     """``python -m proxyrank_trainer ARGS`` in a subprocess, the way the launchers run it."""
     return subprocess.run([sys.executable, "-m", "proxyrank_trainer", *args], capture_output=True, text=True,
                           env=env if env is not None else trainer_env(), timeout=timeout, cwd=cwd or REPO_ROOT)
+
+
+def gloo_micro_batch_worker(rank: int, world: int, init_file: str, config: dict[str, Any], micro_by_rank: list[int],
+                            out_dir: str) -> None:
+    """One rank of a CPU (gloo) group: build the model with a rank-dependent automatic micro-batch size and write the
+    size that ``build_model`` settled on to ``out_dir/rank<N>``. Run by ``torch.multiprocessing.spawn``."""
+    import torch
+    import torch.distributed as dist
+
+    from proxyrank_trainer import train
+    from proxyrank_trainer.config import validate_config
+
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        train.auto_micro_batch = lambda *args, **kwargs: micro_by_rank[rank]  # as if each had its own free memory
+        rt = train.setup_runtime(validate_config(config), io.StringIO())
+        net = train.build_model(rt)
+        Path(out_dir, f"rank{rank}").write_text(f"{net.micro} {rt.ctx.all_min(10 + rank)}")
+    finally:
+        dist.destroy_process_group()

@@ -5,6 +5,6 @@ Torch-free modules, which the operator imports: :mod:`proxyrank_trainer.contract
 :mod:`proxyrank_trainer.presets`, :mod:`proxyrank_trainer.config` and :mod:`proxyrank_trainer.results`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 RESULT_SCHEMA_VERSION = 2  # 2: explicit ``worldSize`` (version 1 results name it only inside ``device``)
 RESULT_SENTINEL = "PROXYRANK_RESULT "

@@ -154,7 +154,17 @@ class RunResult(BaseModel):
     steps: int = Field(default=0, ge=0)
     seconds: float = Field(default=0.0, ge=0)  # wall time of the whole process (start-up, data, eval included)
     train_seconds: float | None = None
+    # Steady-state speed: tokens per second from the end of the attempt's first optimizer step (which holds
+    # torch.compile's compilation and the warm-up, reported as ``firstStepSeconds``) to the end of training, over
+    # ``timedSteps`` steps; None when the attempt trained a single step. (Before trainer 0.2, the whole loop's rate.)
     tokens_per_second: float | None = None
+    first_step_seconds: float | None = None
+    timed_steps: int | None = Field(default=None, ge=0)
+    peak_memory_bytes: int | None = Field(default=None, ge=0)  # CUDA: torch.cuda.max_memory_allocated on rank 0
+    micro_batch_size: int | None = Field(default=None, ge=1)  # sequences per forward/backward pass, on every rank
+    compiled: bool | None = None  # the training model ran under torch.compile (evaluation never does)
+    tf32: bool | None = None  # fp32 matmuls were allowed to run as TF32 (only with bfloat16 autocast on CUDA)
+    ddp: bool | None = None  # trained under DistributedDataParallel (worldSize > 1, or forced for one process)
     params: dict[str, int] | None = None  # {"total": ..., "nonEmbedding": ...}
     learning_rate: float | None = None
     seed: int | None = None

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from proxyrank_trainer.shards import Manifest, ShardError, TokenSource
+from proxyrank_trainer.shards import Manifest, ShardError, TokenSource, is_remote, localize
 
 _SOURCE_STREAM = 0x5EED_DA7A
 _INTERLEAVE_STREAM = 0x1EAF
@@ -69,6 +69,24 @@ def tokenizer_identity(manifest: Manifest) -> str:
         return f"{tok.get('type', '?')}:sha256:{tok['sha256']}"
     tok.pop("file", None)
     return json.dumps(tok, sort_keys=True)
+
+
+def fetch_remote(uris: Sequence[tuple[str, str]]) -> int:
+    """Copy each remote ``(field, uri)`` into the local cache (local paths are skipped); returns how many were remote.
+
+    Torch-free and collective-free: the trainer calls it before the process group starts. Processes on one node that
+    fetch the same URI wait on a file lock rather than a barrier, so a slow copy meets no timeout.
+    """
+    remote = 0
+    for field, uri in uris:
+        if not is_remote(uri):
+            continue
+        remote += 1
+        try:
+            localize(uri)
+        except ShardError as exc:
+            raise DataError(field, str(exc)) from None
+    return remote
 
 
 def open_source(field: str, uri: str) -> TokenSource:

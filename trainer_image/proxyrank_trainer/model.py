@@ -6,6 +6,11 @@ kernels where available), a 4x MLP with tanh-approximated GELU (GPT-2's ``gelu_n
 head tied to the token embedding. No dropout: proxies train single-epoch, where dropout only costs. Initialisation is
 GPT-2's: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * layers), biases zero.
 
+A shape with ``vocab_multiple`` > 1 pads the embedding / output matrix to ``padded_vocab_size`` rows for faster GPU
+matmuls. The padding rows start (and, receiving no gradient and no weight decay, stay) zero, the real rows draw the
+same random numbers as an unpadded model's, and the padding logits are cut off before the loss and the returned
+logits: a padded model computes exactly what the unpadded one does, with the same seed.
+
 ``tests/trainer/test_model.py`` pins logits against Hugging Face ``GPT2LMHeadModel`` with copied weights.
 """
 
@@ -69,17 +74,29 @@ class GPT(nn.Module):
     def __init__(self, shape: ModelShape) -> None:
         super().__init__()
         self.shape = shape
-        self.wte = nn.Embedding(shape.vocab_size, shape.width)
+        self.wte = self._token_embedding(shape)
         self.wpe = nn.Embedding(shape.seq_len, shape.width)
         self.blocks = nn.ModuleList(Block(shape) for _ in range(shape.layers))
         self.ln_f = nn.LayerNorm(shape.width)
-        self.lm_head = nn.Linear(shape.width, shape.vocab_size, bias=False)
+        self.lm_head = nn.Linear(shape.width, shape.vocab_size, bias=False)  # draws as an unpadded model's would
         self.lm_head.weight = self.wte.weight  # tied: the head adds no parameters
+        self.lm_head.out_features = shape.padded_vocab_size
         self.apply(self._init_weights)
         for block in self.blocks:  # GPT-2: outputs added to the residual stream start smaller, 1/sqrt(2 * layers)
             assert isinstance(block, Block)
             for proj in (block.attn.proj, block.mlp.proj):
                 nn.init.normal_(proj.weight, mean=0.0, std=INIT_STD / math.sqrt(2 * shape.layers))
+
+    @staticmethod
+    def _token_embedding(shape: ModelShape) -> nn.Embedding:
+        """The token embedding, with zero padding rows: built at the live size first, so the random number stream
+        (and with it every other parameter's initial value) is the unpadded model's."""
+        live = nn.Embedding(shape.vocab_size, shape.width)
+        pad = shape.padded_vocab_size - shape.vocab_size
+        if not pad:
+            return live
+        weight = torch.cat([live.weight.detach(), live.weight.new_zeros(pad, shape.width)])
+        return nn.Embedding(shape.padded_vocab_size, shape.width, _weight=weight)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -89,7 +106,9 @@ class GPT(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+            live = self.shape.vocab_size if module is self.wte else module.num_embeddings
+            nn.init.normal_(module.weight[:live], mean=0.0, std=INIT_STD)  # the same draws as an unpadded model
+            nn.init.zeros_(module.weight[live:])
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
@@ -103,16 +122,20 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         logits = self.lm_head(self.ln_f(x))
+        if self.shape.padded_vocab_size != self.shape.vocab_size:
+            logits = logits[..., :self.shape.vocab_size]  # padding rows are never tokens: not in the softmax
         if targets is None:
             return logits
-        return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1))
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
 
     def embedding_parameters(self) -> list[Tensor]:
         return [self.wte.weight, self.wpe.weight]
 
 
 def count_parameters(model: GPT) -> dict[str, int]:
-    """``total`` (tied head counted once) and ``nonEmbedding`` (without token and position embeddings)."""
-    total = sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
-    embedding = sum(p.numel() for p in model.embedding_parameters())
+    """``total`` (tied head counted once) and ``nonEmbedding`` (without token and position embeddings); the
+    vocabulary's padding rows are not counted (they stay zero and never reach a result)."""
+    padding = (model.shape.padded_vocab_size - model.shape.vocab_size) * model.shape.width
+    total = sum(p.numel() for p in model.parameters()) - padding  # parameters() yields a tied tensor once
+    embedding = sum(p.numel() for p in model.embedding_parameters()) - padding
     return {"total": total, "nonEmbedding": total - embedding}

@@ -22,9 +22,13 @@ class ModelShape:
     heads: int
     seq_len: int
     vocab_size: int
+    # The trainer's embedding and output layer get ``padded_vocab_size`` rows, a multiple of this (GPU matmuls are
+    # faster on multiples of 64 / 128). The extra rows are never looked up, their logits are cut off before the loss
+    # and they stay zero, so padding changes no result; the counts below are of the live vocabulary only.
+    vocab_multiple: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("layers", "width", "heads", "seq_len", "vocab_size"):
+        for name in ("layers", "width", "heads", "seq_len", "vocab_size", "vocab_multiple"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.width % self.heads:
@@ -33,6 +37,11 @@ class ModelShape:
     @property
     def head_dim(self) -> int:
         return self.width // self.heads
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the trainer's embedding / output layer: ``vocab_size`` rounded up to ``vocab_multiple``."""
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
     def non_embedding_params(self) -> int:
         """Parameters outside the token and position embeddings (Kaplan et al.'s N)."""
@@ -65,7 +74,8 @@ PRESETS: dict[str, ModelShape] = {
     "nano": ModelShape(layers=2, width=64, heads=2, seq_len=128, vocab_size=256),  # ~0.10M non-embedding
     "micro": ModelShape(layers=4, width=128, heads=4, seq_len=128, vocab_size=256),  # ~0.79M
     "mini": ModelShape(layers=6, width=384, heads=6, seq_len=256, vocab_size=256),  # ~10.6M
-    "gpt2-125m": ModelShape(layers=12, width=768, heads=12, seq_len=1024, vocab_size=50257),
+    # GPT-2's 50,257 tokens padded to 50,304 = 393 x 128 rows (nanoGPT's trick; results unchanged, see vocab_multiple)
+    "gpt2-125m": ModelShape(layers=12, width=768, heads=12, seq_len=1024, vocab_size=50257, vocab_multiple=128),
     "pythia-70m": ModelShape(layers=6, width=512, heads=8, seq_len=2048, vocab_size=50304),
     "pythia-160m": ModelShape(layers=12, width=768, heads=12, seq_len=2048, vocab_size=50304),
     "pythia-410m": ModelShape(layers=24, width=1024, heads=16, seq_len=2048, vocab_size=50304),

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,41 +174,70 @@ def _cache_root() -> Path:
     return Path(os.environ.get("PROXYRANK_CACHE", Path.home() / ".cache" / "proxyrank")) / "shards"
 
 
+def is_remote(uri: str) -> bool:
+    """Whether ``uri`` names an fsspec location to copy (``s3://``, ``gs://``, ...) rather than a local path."""
+    return "://" in uri and not uri.startswith("file://")
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if missing), held for the block: processes on one node take turns."""
+    import fcntl
+
+    with open(path, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def localize(uri: str) -> Path:
-    """A local directory holding the source: the path itself, or a cached copy of a remote fsspec URI."""
-    if "://" not in uri or uri.startswith("file://"):
+    """A local directory holding the source: the path itself, or a cached copy of a remote fsspec URI.
+
+    Several processes on one node (data-parallel ranks) may ask for the same URI at once: the first takes a file lock
+    beside the cache entry and copies, the others wait on the lock (no timeout) and then find the copy complete.
+    """
+    if not is_remote(uri):
         path = Path(uri.removeprefix("file://")).expanduser()
         if not (path / MANIFEST).is_file():
             raise ShardError(f"{uri}: no {MANIFEST} there (is it a proxyrank shard directory? build one with "
                              "`proxyrank data tokenize --out DIR FILE...`)")
         return path
-    import fsspec  # remote: copy once, keyed by URI, manifest last so a partial copy is never used
-
+    dest = _cache_root() / hashlib.sha256(uri.encode()).hexdigest()[:24]
+    if (dest / MANIFEST).is_file():
+        return dest
     try:
-        fs, root = fsspec.core.url_to_fs(uri)
-        dest = _cache_root() / hashlib.sha256(uri.encode()).hexdigest()[:24]
-        if (dest / MANIFEST).is_file():
-            return dest
-        dest.mkdir(parents=True, exist_ok=True)
-        root = root.rstrip("/")
-        with fs.open(f"{root}/{MANIFEST}", "rb") as fh:
-            raw = fh.read()
-        manifest = Manifest.from_json(json.loads(raw), where=f"{uri}/{MANIFEST}")
-        # Several processes (data-parallel ranks on one node) may fill the same cache at once: each writes its own
-        # temporary files and renames them into place, so a reader never sees a partial shard or manifest.
-        part = f".part-{os.getpid()}"
-        for shard in manifest.shards:
-            target = dest / shard["file"]
-            if not target.is_file():
-                fs.get(f"{root}/{shard['file']}", str(target) + part)
-                os.replace(str(target) + part, target)
-        (dest / (MANIFEST + part)).write_bytes(raw)
-        os.replace(dest / (MANIFEST + part), dest / MANIFEST)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with _file_lock(dest.parent / f"{dest.name}.lock"):
+            if not (dest / MANIFEST).is_file():  # another process may have finished the copy while we waited
+                _copy_remote(uri, dest)
         return dest
     except ShardError:
         raise
     except Exception as exc:  # fsspec raises many types (ImportError for a missing s3fs, FileNotFoundError, ...)
         raise ShardError(f"{uri}: cannot fetch ({type(exc).__name__}: {exc})") from None
+
+
+def _copy_remote(uri: str, dest: Path) -> None:
+    """Copy a remote source into ``dest``: shards first, the manifest last, each through a temporary file and a
+    rename, so a reader (or a process on another node sharing the cache) never sees a partial shard or manifest."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(uri)
+    dest.mkdir(parents=True, exist_ok=True)
+    root = root.rstrip("/")
+    with fs.open(f"{root}/{MANIFEST}", "rb") as fh:
+        raw = fh.read()
+    manifest = Manifest.from_json(json.loads(raw), where=f"{uri}/{MANIFEST}")
+    part = f".part-{os.getpid()}"
+    for shard in manifest.shards:
+        target = dest / shard["file"]
+        if not target.is_file():
+            fs.get(f"{root}/{shard['file']}", str(target) + part)
+            os.replace(str(target) + part, target)
+    (dest / (MANIFEST + part)).write_bytes(raw)
+    os.replace(dest / (MANIFEST + part), dest / MANIFEST)
 
 
 def read_manifest(path: str | Path) -> Manifest:

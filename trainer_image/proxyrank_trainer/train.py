@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -31,7 +32,7 @@ from proxyrank_trainer import __version__
 from proxyrank_trainer.checkpoint import Checkpointer, Snapshot, restore_rng, rng_state
 from proxyrank_trainer.config import DEFAULT_TERMINATION_LOG, ConfigError
 from proxyrank_trainer.contract import STATUS_DIVERGED, STATUS_SUCCEEDED, RunConfig, RunResult
-from proxyrank_trainer.data import EvalData, TrainData, check_compatible, open_source
+from proxyrank_trainer.data import EvalData, TrainData, check_compatible, fetch_remote, open_source
 from proxyrank_trainer.distributed import DistContext, init_distributed, shutdown
 from proxyrank_trainer.model import GPT, count_parameters
 from proxyrank_trainer.optim import LRSchedule, build_optimizer
@@ -57,15 +58,39 @@ def cgroup_cpu_limit(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
     return max(1, math.ceil(int(quota) / int(period)))
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware (CUDA compute capability 8.0+), not by emulation."""
+    if device.type != "cuda":
+        return False
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.4 has no including_emulation; 8.0+ (Ampere) is native
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def autocast_for(device: torch.device, dtype_choice: str) -> tuple[AmpContext, torch.dtype]:
-    """``auto``: bf16 autocast on CUDA (when the GPU supports it), fp32 on CPU."""
+    """``auto``: bf16 autocast on a CUDA GPU with native bf16, else fp32 (CPU, or an older GPU that would only
+    emulate bf16). An explicit ``bfloat16`` on a GPU without native bf16 is an error, not a slow emulation."""
     if dtype_choice == "auto":
-        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        bf16 = native_bf16(device)
     else:
         bf16 = dtype_choice == "bfloat16"
+        if bf16 and device.type == "cuda" and not native_bf16(device):
+            raise ConfigError("dtype", f"bfloat16 requested but {torch.cuda.get_device_name(device)} has no native "
+                                       "bf16 (compute capability 8.0+); use \"auto\" or \"float32\"")
     if not bf16:
         return contextlib.nullcontext, torch.float32
     return (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)), torch.bfloat16
+
+
+def set_matmul_precision(device: torch.device, compute_dtype: torch.dtype) -> bool:
+    """TF32 for the fp32 matmuls left under bf16 autocast on CUDA; full fp32 (no TF32) otherwise, so a ``float32``
+    run computes in float32. Returns whether TF32 is allowed (the result's ``tf32``)."""
+    tf32 = device.type == "cuda" and compute_dtype == torch.bfloat16
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    return tf32
 
 
 def auto_micro_batch(shape: ModelShape, per_rank: int, device: torch.device, compute_dtype: torch.dtype) -> int:
@@ -76,7 +101,7 @@ def auto_micro_batch(shape: ModelShape, per_rank: int, device: torch.device, com
     weighting trivial and avoid recompiles under ``torch.compile``.
     """
     act = 2 if compute_dtype == torch.bfloat16 else 4
-    per_token = shape.layers * shape.width * 34 * act + shape.vocab_size * (4 * 2 + act)
+    per_token = shape.layers * shape.width * 34 * act + shape.padded_vocab_size * (4 * 2 + act)
     per_sequence = per_token * shape.seq_len
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
@@ -181,6 +206,7 @@ class Runtime:
     compute_dtype: torch.dtype
     per_rank: int  # sequences this rank trains per optimizer step
     started: float  # time.perf_counter() at the start of the run
+    tf32: bool = False  # fp32 matmuls may run as TF32 (bf16 autocast on CUDA only)
 
     @property
     def dtype_name(self) -> str:
@@ -200,8 +226,8 @@ class RunData:
 class Trainable:
     """The model (raw, as evaluated, as trained) with its optimizer, schedule and micro-batch size."""
 
-    raw: GPT
-    model: nn.Module  # compiled when configured; evaluation uses it
+    raw: GPT  # evaluation uses it: uncompiled, so eval batch shapes add no compiled graphs (ranks stay in step)
+    model: nn.Module  # ``raw``, compiled when configured
     train_model: nn.Module  # ``model`` under DDP when distributed
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
@@ -219,6 +245,9 @@ class TrainState:
     diverged_at: int | None = None  # 0-based step of the first non-finite loss
     resumed_from: int | None = None  # the checkpoint's step, when this attempt resumed one
     train_seconds: float = 0.0  # this attempt's training loop
+    first_step_seconds: float | None = None  # this attempt's first optimizer step: compilation and warm-up
+    timed_steps: int = 0  # steps after the first one (the tokensPerSecond window)
+    timed_seconds: float = 0.0  # their wall time
     warnings: list[str] = field(default_factory=list)  # about checkpoints (the data's are in RunData)
 
 
@@ -234,7 +263,9 @@ def run(cfg: RunConfig, *, stdout: TextIO | None = None) -> RunResult:
 
 
 def _run(cfg: RunConfig, stream: TextIO) -> RunResult:
-    rt = setup_runtime(cfg, stream)
+    started = time.perf_counter()
+    fetch_data(cfg, stream)  # before any process group: a slow download must not run into a collective's timeout
+    rt = setup_runtime(cfg, stream, started=started)
     data = prepare_data(rt)  # first: a missing or incompatible source fails in seconds, before any model is built
     net = build_model(rt)
     announce(rt, data, net)
@@ -252,9 +283,23 @@ def _run(cfg: RunConfig, stream: TextIO) -> RunResult:
     return result
 
 
-def setup_runtime(cfg: RunConfig, stream: TextIO) -> Runtime:
-    """Threads, device and process group, numerics; checks that the batch splits over the ranks."""
+def fetch_data(cfg: RunConfig, stream: TextIO) -> None:
+    """Copy remote sources and eval sets into the node's cache, before the process group exists. The ranks of a node
+    share one download (a file lock per source, no collective and so no timeout); local paths are left alone."""
+    uris = [(f"sources[{i}].uri", s.uri) for i, s in enumerate(cfg.sources)]
+    uris += [(f"evalSets[{i}].uri", e.uri) for i, e in enumerate(cfg.eval_sets)]
     started = time.perf_counter()
+    fetched = fetch_remote(uris)
+    if fetched and os.environ.get("RANK", "0") == "0":
+        stream.write(f"[proxyrank_trainer] {fetched} remote source(s) in the cache after "
+                     f"{time.perf_counter() - started:.1f} s\n")
+        stream.flush()
+
+
+def setup_runtime(cfg: RunConfig, stream: TextIO, *, started: float | None = None) -> Runtime:
+    """Threads, device and process group, numerics; checks that the batch splits over the ranks. ``started``: when
+    the run began (``time.perf_counter()``; default now), for the result's ``seconds``."""
+    started = time.perf_counter() if started is None else started
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif (limit := cgroup_cpu_limit()) is not None and limit < torch.get_num_threads():
@@ -264,20 +309,20 @@ def setup_runtime(cfg: RunConfig, stream: TextIO) -> Runtime:
         raise ConfigError("batchTokens", f"{cfg.sequences_per_step} sequences per step (batchTokens / seqLen) do not "
                                          f"split over {ctx.world} ranks; use a multiple of "
                                          f"{ctx.world * cfg.shape.seq_len}")
-    if ctx.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     amp, compute_dtype = autocast_for(ctx.device, cfg.dtype)
+    tf32 = set_matmul_precision(ctx.device, compute_dtype)
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
     return Runtime(cfg=cfg, ctx=ctx, say=Progress(ctx, stream), stream=stream, amp=amp, compute_dtype=compute_dtype,
-                   per_rank=cfg.sequences_per_step // ctx.world, started=started)
+                   per_rank=cfg.sequences_per_step // ctx.world, started=started, tf32=tf32)
 
 
 def prepare_data(rt: Runtime) -> RunData:
     """Open and cross-check every source and eval set, fix the run's sequence plan, and say what it warns about."""
     cfg, shape = rt.cfg, rt.cfg.shape
-    with rt.ctx.local_main_first():  # remote sources are fetched into the node's cache once
-        sources = [open_source(f"sources[{i}].uri", s.uri) for i, s in enumerate(cfg.sources)]
-        evals_raw = [open_source(f"evalSets[{i}].uri", e.uri) for i, e in enumerate(cfg.eval_sets)]
+    # remote sources are already in the node's cache (fetch_data)
+    sources = [open_source(f"sources[{i}].uri", s.uri) for i, s in enumerate(cfg.sources)]
+    evals_raw = [open_source(f"evalSets[{i}].uri", e.uri) for i, e in enumerate(cfg.eval_sets)]
     opened = [(f"sources[{i}].uri", s) for i, s in enumerate(sources)]
     opened += [(f"evalSets[{i}].uri", s) for i, s in enumerate(evals_raw)]
     vocab = check_compatible(opened, shape.vocab_size)
@@ -316,6 +361,7 @@ def build_model(rt: Runtime) -> Trainable:
     optimizer = build_optimizer(raw_model, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                 betas=(cfg.beta1, cfg.beta2), device_type=ctx.device.type)
     micro = cfg.micro_batch_size or auto_micro_batch(cfg.shape, rt.per_rank, ctx.device, rt.compute_dtype)
+    micro = ctx.all_min(micro)  # each GPU sizes it from its own free memory: every rank takes the smallest
     model: nn.Module = torch.compile(raw_model) if cfg.compile else raw_model  # type: ignore[assignment]
     train_model: nn.Module = model
     if ctx.distributed:
@@ -331,7 +377,8 @@ def announce(rt: Runtime, data: RunData, net: Trainable) -> None:
     cfg, ctx, params = rt.cfg, rt.ctx, net.params
     rt.say(f"run {cfg.run_key}: model {cfg.model_name} {cfg.shape.to_dict()} params total {params['total']:,} "
            f"non-embedding {params['nonEmbedding']:,}; device {ctx.describe()}, {rt.dtype_name}"
-           f"{', compiled' if cfg.compile else ''}")
+           f"{', tf32' if rt.tf32 else ''}{', compiled' if cfg.compile else ''}"
+           f"{', DDP forced for one process' if ctx.forced else ''}")
     rt.say(f"{cfg.steps} steps x {cfg.batch_tokens:,} tokens ({cfg.sequences_per_step} sequences = {ctx.world} "
            f"rank(s) x {math.ceil(rt.per_rank / net.micro)} micro-batch(es) of <= {net.micro}); lr "
            f"{cfg.learning_rate:g} {cfg.schedule}, warmup {net.schedule.warmup_steps} steps, seed {cfg.seed}")
@@ -354,7 +401,7 @@ def start_state(rt: Runtime, data: RunData, net: Trainable, ckpt: Checkpointer) 
     for w in warnings:
         rt.say(f"warning: {w}")
     if snap is None:
-        val_initial = evaluate(net.model, data.evals, rt.ctx, batch_size=net.micro, amp=rt.amp)
+        val_initial = evaluate(net.raw, data.evals, rt.ctx, batch_size=net.micro, amp=rt.amp)
         rt.say(_val_line("initial", val_initial))
         return TrainState(val_initial=val_initial, warnings=warnings)
     net.raw.load_state_dict(snap.model)
@@ -380,7 +427,7 @@ def train_loop(rt: Runtime, data: RunData, net: Trainable, state: TrainState, ck
     log_every = cfg.log_every or max(1, min(100, cfg.steps // 50))
     sync_every = 1 if ctx.device.type == "cpu" else min(log_every, 10)
     pending: list[Tensor] = []
-    started = time.perf_counter()
+    started = timed_from = time.perf_counter()
     first = state.step + 1
     last_log_time, last_log_step = started, state.step
     ckpt.start_clock()
@@ -395,6 +442,9 @@ def train_loop(rt: Runtime, data: RunData, net: Trainable, state: TrainState, ck
             continue  # no host sync: the GPU keeps queueing work
         if not _record_losses(rt, state, pending, done):
             break
+        if done == first:  # the losses are on the host: the first step (compilation, warm-up) is over
+            timed_from = time.perf_counter()
+            state.first_step_seconds = timed_from - started
         if ckpt.due(done):
             save_checkpoint(rt, net, state, ckpt)
         if done % log_every == 0 or last or done == first:
@@ -405,7 +455,10 @@ def train_loop(rt: Runtime, data: RunData, net: Trainable, state: TrainState, ck
             last_log_time, last_log_step = now, done
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
-    state.train_seconds += time.perf_counter() - started
+    end = time.perf_counter()
+    state.train_seconds += end - started
+    state.timed_steps = max(0, state.step - first)
+    state.timed_seconds = end - timed_from if state.timed_steps else 0.0
 
 
 def _record_losses(rt: Runtime, state: TrainState, pending: list[Tensor], done: int) -> bool:
@@ -430,7 +483,7 @@ def final_eval(rt: Runtime, data: RunData, net: Trainable, state: TrainState) ->
     """The trained model's val losses (NaN for a diverged run; a non-finite eval loss marks it diverged)."""
     val_final: dict[str, float] = {e.name: math.nan for e in data.evals}
     if state.diverged_at is None:
-        val_final = evaluate(net.model, data.evals, rt.ctx, batch_size=net.micro, amp=rt.amp)
+        val_final = evaluate(net.raw, data.evals, rt.ctx, batch_size=net.micro, amp=rt.amp)
         if not all(math.isfinite(v) for v in val_final.values()):
             state.diverged_at = rt.cfg.steps - 1
     rt.say(_val_line("final", val_final))
@@ -455,7 +508,14 @@ def make_result(rt: Runtime, data: RunData, net: Trainable, state: TrainState,
         steps=state.step,
         seconds=round(time.perf_counter() - rt.started, 3),
         train_seconds=round(state.train_seconds, 3),
-        tokens_per_second=_rate((state.step - (state.resumed_from or 0)) * cfg.batch_tokens, state.train_seconds),
+        tokens_per_second=_rate(state.timed_steps * cfg.batch_tokens, state.timed_seconds),
+        first_step_seconds=None if state.first_step_seconds is None else round(state.first_step_seconds, 3),
+        timed_steps=state.timed_steps,
+        peak_memory_bytes=torch.cuda.max_memory_allocated(rt.ctx.device) if rt.ctx.device.type == "cuda" else None,
+        micro_batch_size=net.micro,
+        compiled=cfg.compile,
+        tf32=rt.tf32,
+        ddp=rt.ctx.distributed,
         params=net.params,
         learning_rate=cfg.learning_rate,
         seed=cfg.seed,
