@@ -242,6 +242,10 @@ class TrainerSpec(SpecModel):
 
     image: str | None = Field(default=None, min_length=1, max_length=512, pattern=NO_WHITESPACE,
                               description="Trainer container image (required on Kubernetes).")
+    backend: Literal["volcano", "kueue"] | None = Field(
+        default=None, description="Where the operator runs this comparison's jobs: volcano (Volcano Jobs in the "
+        "Volcano queue `queue`) or kueue (batch/v1 Jobs admitted by Kueue from the LocalQueue `queue`); unset: the "
+        "operator's default (chart value defaultBackend, else volcano). See docs/backends.md.")
     queue: str = Field(default="default", min_length=1, max_length=63, pattern=DNS_SUBDOMAIN,
                        description="Volcano queue (a cluster-scoped object: a DNS subdomain).")
     resources: Resources | None = Field(default=None, description="GPU/CPU/memory per replica.")
