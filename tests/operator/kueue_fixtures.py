@@ -15,6 +15,9 @@ from proxyrank.testing.kueue import KueueSimulator, kueue_jobs, register
 from tests.operator.conftest import NAMESPACE, Cluster, comparison, make_script
 
 
+TIMEOUT = 60.0  # seconds; a Job takes three simulator ticks (queued, admitted, finished) and the machine is shared
+
+
 def kueue_comparison(name: str = "cmp", replicas: int = 1, **policy: Any) -> dict[str, Any]:
     obj = comparison(name, **policy)
     obj["spec"]["trainer"].update(backend="kueue", queue="proxyrank", replicas=replicas)

@@ -6,7 +6,7 @@ from proxyrank.launchers.volcano import job_name
 from proxyrank.testing.cluster import JobInfo, Outcome, wait_for
 from proxyrank.testing.kueue import PENDING_MESSAGE, JobOutcome, services, workloads
 from tests.operator.conftest import NAMESPACE, TARGET_LOSS, condition, default_loss, make_script, run_where, runs_of
-from tests.operator.kueue_fixtures import KueueCluster, kueue, kueue_comparison
+from tests.operator.kueue_fixtures import TIMEOUT, KueueCluster, kueue, kueue_comparison
 
 __all__ = ["kueue"]
 
@@ -24,7 +24,7 @@ def test_comparison_runs_to_succeeded_through_kueue_jobs(kueue: KueueCluster) ->
     kueue.set_script(make_script(special=_special))
     with cluster.operator():
         uid = cluster.create(kueue_comparison())["metadata"]["uid"]
-        status = cluster.wait_phase("Succeeded")
+        status = cluster.wait_phase("Succeeded", timeout=TIMEOUT)
     assert cluster.kube.jobs(NAMESPACE) == []  # no Volcano Job
     counts = status["runCounts"]
     assert counts["succeeded"] == 12 and counts["failed"] == 0, counts
@@ -60,7 +60,7 @@ def test_queued_runs_show_kueues_reason_until_admitted(kueue: KueueCluster) -> N
         status = wait_for(lambda: (s := cluster.status()).get("runCounts", {}).get("done") == 4
                           and all(PENDING_MESSAGE in (r.get("message") or "") for r in runs_of(s)
                                   if r["recipe"] != "alpha") and s,
-                          what="alpha's runs done and the others queued with a reason", describe=kueue.brief)
+                          timeout=TIMEOUT, what="alpha's runs done and the others queued with a reason", describe=kueue.brief)
         for run in runs_of(status):
             if run["recipe"] == "alpha":
                 assert run["state"] == "Succeeded" and not run.get("message"), run
@@ -71,7 +71,7 @@ def test_queued_runs_show_kueues_reason_until_admitted(kueue: KueueCluster) -> N
             assert PENDING_MESSAGE in run["message"], run
         assert len(workloads(cluster.kube, NAMESPACE)) == 12
         gate["open"] = True
-        status = cluster.wait_phase("Succeeded")
+        status = cluster.wait_phase("Succeeded", timeout=TIMEOUT)
     assert all(not r.get("message") for r in runs_of(status)), runs_of(status)  # the queue reason is gone
 
 
@@ -82,7 +82,7 @@ def test_without_kueue_installed_a_queued_run_says_what_to_check(kueue: KueueClu
         cluster.create(kueue_comparison(parallelism=2))
         status = wait_for(lambda: (s := cluster.status()).get("runs") and all(
             (r.get("message") or "").startswith("queued") for r in runs_of(s) if r["state"] == "Launching")
-            and s.get("runCounts", {}).get("launching") == 2 and s, what="2 queued runs", describe=kueue.brief)
+            and s.get("runCounts", {}).get("launching") == 2 and s, timeout=TIMEOUT, what="2 queued runs", describe=kueue.brief)
     queued = [r for r in runs_of(status) if r["state"] == "Launching"]
     assert len(queued) == 2
     assert "Kueue has not created its Workload yet (is Kueue installed" in queued[0]["message"], queued[0]
@@ -94,7 +94,7 @@ def test_invalid_input_fails_the_job_by_its_pod_failure_policy(kueue: KueueClust
                                  if info.recipe == "gamma" and info.protocol == "fixed" else None))
     with cluster.operator():
         cluster.create(kueue_comparison(runRetries=0))
-        status = cluster.wait_phase("Succeeded")
+        status = cluster.wait_phase("Succeeded", timeout=TIMEOUT)
     run = run_where(status, "gamma", "fixed")
     assert run["state"] == "Failed", run
     assert run["message"].startswith("RunFailed: invalid input (the trainer exited 2): exit code 2 (Error): "

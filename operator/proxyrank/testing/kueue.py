@@ -134,6 +134,7 @@ class KueueSimulator(VolcanoSimulator):
     pending_message: str = PENDING_MESSAGE
     kueue_installed: bool = True  # False: no Workloads are ever created (nor Jobs admitted)
     stages: dict[str, str] = field(default_factory=dict)  # job name -> queued | running | done
+    _job_uids: set[str] = field(default_factory=set)  # the Jobs seen last step (to notice deletions)
 
     def jobs(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.kube.call("GET", f"{BATCH}/jobs")["items"]
@@ -141,19 +142,26 @@ class KueueSimulator(VolcanoSimulator):
 
     def step(self) -> None:
         jobs = self.jobs()
+        by_job: dict[str, dict[str, Any]] = {}
+        if any(self.stages.get(j["metadata"]["name"]) == "queued" for j in jobs):
+            by_job = {w["metadata"]["labels"].get(JOB_UID_LABEL): w
+                      for w in self.kube.call("GET", f"{KUEUE}/workloads")["items"]}
         for job in jobs:
             name = job["metadata"]["name"]
             stage = self.stages.get(name)
             if stage is None:
                 self._queue(job)
             elif stage == "queued":
-                self._maybe_admit(job)
+                self._maybe_admit(job, by_job.get(job["metadata"]["uid"]))
             elif stage == "running":
                 info = job_info(job)
                 outcome = self.script(info)
                 if outcome.kind != "hold":
                     self._finish(job, info, outcome)
-        self._collect_garbage({str(j["metadata"].get("uid")) for j in jobs})
+        uids = {str(j["metadata"].get("uid")) for j in jobs}
+        if self._job_uids - uids:  # some Job was deleted
+            self._collect_garbage(uids)
+        self._job_uids = uids
 
     # ---------------------------------------------------------------------------------------------- Kueue
     def _queue(self, job: dict[str, Any]) -> None:
@@ -172,13 +180,7 @@ class KueueSimulator(VolcanoSimulator):
         self._job_status(job, {"conditions": [_condition("Suspended", "True", "JobSuspended", "Job suspended")]})
         self.stages[meta["name"]] = "queued"
 
-    def _workload(self, job: Mapping[str, Any]) -> dict[str, Any] | None:
-        meta = job["metadata"]
-        items = self.kube.call("GET", f"{KUEUE}/namespaces/{meta['namespace']}/workloads")["items"]
-        return next((w for w in items if w["metadata"]["labels"].get(JOB_UID_LABEL) == meta["uid"]), None)
-
-    def _maybe_admit(self, job: dict[str, Any]) -> None:
-        workload = self._workload(job) if self.kueue_installed else None
+    def _maybe_admit(self, job: dict[str, Any], workload: dict[str, Any] | None) -> None:
         if workload is None:
             return  # nothing admits a Job without Kueue
         if not self.admit(job_info(job)):
