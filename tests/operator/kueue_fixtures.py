@@ -14,7 +14,6 @@ from proxyrank.testing.cluster import Script
 from proxyrank.testing.kueue import KueueSimulator, kueue_jobs, register
 from tests.operator.conftest import NAMESPACE, Cluster, comparison, make_script
 
-
 TIMEOUT = 60.0  # seconds; a Job takes three simulator ticks (queued, admitted, finished) and the machine is shared
 
 

@@ -60,7 +60,8 @@ def test_queued_runs_show_kueues_reason_until_admitted(kueue: KueueCluster) -> N
         status = wait_for(lambda: (s := cluster.status()).get("runCounts", {}).get("done") == 4
                           and all(PENDING_MESSAGE in (r.get("message") or "") for r in runs_of(s)
                                   if r["recipe"] != "alpha") and s,
-                          timeout=TIMEOUT, what="alpha's runs done and the others queued with a reason", describe=kueue.brief)
+                          timeout=TIMEOUT, what="alpha's runs done and the others queued with a reason",
+                          describe=kueue.brief)
         for run in runs_of(status):
             if run["recipe"] == "alpha":
                 assert run["state"] == "Succeeded" and not run.get("message"), run
@@ -82,7 +83,8 @@ def test_without_kueue_installed_a_queued_run_says_what_to_check(kueue: KueueClu
         cluster.create(kueue_comparison(parallelism=2))
         status = wait_for(lambda: (s := cluster.status()).get("runs") and all(
             (r.get("message") or "").startswith("queued") for r in runs_of(s) if r["state"] == "Launching")
-            and s.get("runCounts", {}).get("launching") == 2 and s, timeout=TIMEOUT, what="2 queued runs", describe=kueue.brief)
+            and s.get("runCounts", {}).get("launching") == 2 and s, timeout=TIMEOUT, what="2 queued runs",
+            describe=kueue.brief)
     queued = [r for r in runs_of(status) if r["state"] == "Launching"]
     assert len(queued) == 2
     assert "Kueue has not created its Workload yet (is Kueue installed" in queued[0]["message"], queued[0]

@@ -82,7 +82,8 @@ def test_deleting_a_comparison_deletes_its_jobs_services_and_releases_the_finali
         sleep_passes(2)  # nothing comes back
         assert kueue.jobs(uid) == []
         assert len(kueue.jobs(other)) == 3  # another comparison's Jobs are not touched
-        wait_for(lambda: len(workloads(cluster.kube, NAMESPACE)) == 3, timeout=TIMEOUT, what="the deleted Jobs' Workloads gone")
+        wait_for(lambda: len(workloads(cluster.kube, NAMESPACE)) == 3, timeout=TIMEOUT,
+                 what="the deleted Jobs' Workloads gone")
     assert f"deleted 5 child jobs of {NAMESPACE}/cmp" in runner.output
 
 
