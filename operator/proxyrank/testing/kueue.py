@@ -94,9 +94,9 @@ def register(kube: Kube) -> None:
 
     async def list_workloads(request: kmock.Request) -> Any:
         assert kube.k is not None
-        listing = await kmock.KubernetesEmulator._serve_list(kube.k, request)
+        listing = await kmock.KubernetesEmulator._serve_list(kube.k, request)  # without the equality-only filter
         selector = request.params.get("labelSelector")
-        if selector:
+        if selector and isinstance(listing, dict):
             listing["items"] = [i for i in listing["items"] if selects_set_based(selector, i)]
         return listing
 
