@@ -292,13 +292,15 @@ class KueueLauncher:
         self._delete(ref.namespace, name, service=ref.spec.trainer.replicas > 1)
 
     def _delete(self, namespace: str, name: str, *, service: bool) -> None:
-        calls: list[tuple[str, Callable[[], Any]]] = [(f"delete job {name}", lambda: self.custom.
-                                                       delete_namespaced_custom_object(
-                                                           *BATCH[:2], namespace, BATCH[2], name,
-                                                           propagation_policy="Background"))]
-        if service:
-            calls.append((f"delete service {service_name(name)}",
-                          lambda: self.core.delete_namespaced_service(service_name(name), namespace)))
+        """Delete a Job (its pods and Workload go with it) and, for a multi-node one, its Service; gone is fine."""
+        def job() -> Any:
+            return self.custom.delete_namespaced_custom_object(*BATCH[:2], namespace, BATCH[2], name,
+                                                               propagation_policy="Background")
+
+        def svc() -> Any:
+            return self.core.delete_namespaced_service(service_name(name), namespace)
+
+        calls = [(f"delete job {name}", job)] + ([(f"delete service {service_name(name)}", svc)] if service else [])
         for what, call in calls:
             try:
                 with_retries(call, what, sleep=self.sleep)
