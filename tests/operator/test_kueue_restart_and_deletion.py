@@ -50,18 +50,21 @@ def test_restart_midway_adopts_every_job_and_keeps_every_result(kueue: KueueClus
 
 
 def test_a_create_answered_409_is_adopted(kueue: KueueCluster) -> None:
-    cluster = kueue.cluster
-    obj = kueue_comparison(parallelism=12)
-    with cluster.operator():
-        created = cluster.create(obj)
-        from proxyrank.planner import plan_runs
-        from proxyrank.validation import parse_spec
+    from proxyrank.planner import plan_runs
+    from proxyrank.validation import parse_spec
 
-        first = plan_runs(parse_spec(obj["spec"]), "cmp", created["metadata"]["uid"]).runs[0]
-        cluster.kube.conflict_once.add(job_name(first.key, 1))  # harmless if the create already happened
+    cluster = kueue.cluster
+    obj = kueue_comparison(parallelism=12, suspend=True)  # suspended: nothing is launched before the 409 is armed
+    with cluster.operator():
+        uid = cluster.create(obj)["metadata"]["uid"]
+        cluster.wait_phase("Suspended", timeout=TIMEOUT)
+        first = plan_runs(parse_spec(obj["spec"]), "cmp", uid).runs[0]
+        cluster.kube.conflict_once.add(job_name(first.key, 1))  # stored, then answered 409: a lost answer
+        cluster.kube.patch_spec(NAMESPACE, "cmp", {"policy": {"suspend": False}})
         status = cluster.wait_phase("Succeeded", timeout=TIMEOUT)
+    assert job_name(first.key, 1) not in cluster.kube.conflict_once  # the 409 was served
     assert run_where(status, first.recipe, first.protocol, first.learning_rate)["attempts"] == 1
-    assert set(kueue.job_creates().values()) == {1}
+    assert set(kueue.job_creates().values()) == {1} and len(kueue.jobs(uid)) == 12
 
 
 def test_deleting_a_comparison_deletes_its_jobs_services_and_releases_the_finalizer(kueue: KueueCluster) -> None:
