@@ -704,9 +704,13 @@ class TrainerSpec(SpecModel):
     image: str | None = Field(default=None, min_length=1, max_length=512, pattern=NO_WHITESPACE,
                               description="Trainer container image (on Kubernetes: required unless the operator's "
                                           "policy sets a default image).")
+    backend: Literal["volcano", "kueue"] | None = Field(
+        default=None, description="Where the operator runs this comparison's jobs: volcano (Volcano Jobs in the "
+        "Volcano queue `queue`) or kueue (batch/v1 Jobs admitted by Kueue from the LocalQueue `queue`); unset: the "
+        "operator's default (chart value defaultBackend, else volcano). See docs/backends.md.")
     queue: str | None = Field(default=None, min_length=1, max_length=63, pattern=DNS_SUBDOMAIN,
-                              description="Volcano queue (a cluster-scoped object: a DNS subdomain); default: the "
-                                          "operator policy's queue, else 'default'.")
+                              description="The Volcano queue (volcano back end) or the LocalQueue (kueue back end); "
+                                          "default: the operator policy's queue, else 'default'.")
     resources: Resources | None = Field(default=None, description="Resources per replica.")
     named_resource: str | None = Field(default=None, min_length=1, max_length=63,
                                        description="A TorchX named resource (e.g. gpu.small) instead of resources.")

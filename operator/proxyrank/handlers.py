@@ -31,6 +31,7 @@ from proxyrank import GROUP, PLURAL, VERSION, health
 from proxyrank.api import Phase, RecipeComparisonStatus
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.kopf_support import FingerprintDiffBaseStorage, install_log_filter
+from proxyrank.launchers.backends import backend_of, make_launcher
 from proxyrank.launchers.base import ComparisonRef, Launcher, env_secrets, redact, resolve_namespace
 from proxyrank.launchers.kubernetes import KubernetesLauncher
 from proxyrank.launchers.volcano import owner_reference
@@ -94,7 +95,7 @@ STATE = OperatorState()
 _launcher: KubernetesLauncher | None = None
 # One launcher per comparison, kept between passes: it caches the results it has read (termination message or log
 # line) by job name, so a finished job's pod log is read once, not on every pass.
-_launchers: dict[str, KubernetesLauncher] = {}
+_launchers: dict[str, Launcher] = {}
 # One lock per comparison: Kopf runs the timer and the create/update/resume handlers concurrently (sync handlers run
 # on a thread pool), and two passes over the same object would both launch the same pending runs (the second create
 # is a 409, adopted, but every launch is doubled) and race on the status they write.
@@ -110,13 +111,13 @@ def _shared() -> KubernetesLauncher:
     return _launcher
 
 
-def launcher_for(name: str, uid: str) -> Launcher:
+def launcher_for(name: str, uid: str, spec: Mapping[str, Any]) -> Launcher:
     with _registry_lock:
         shared = _shared()
         launcher = _launchers.get(uid)
-        if launcher is None:
-            launcher = _launchers[uid] = KubernetesLauncher(shared.custom, shared.core,
-                                                            owner=owner_reference(name, uid))
+        if launcher is None:  # spec.trainer (and with it the back end) is immutable
+            launcher = _launchers[uid] = make_launcher(backend_of(spec), shared.custom, shared.core,
+                                                       owner=owner_reference(name, uid))
         return launcher
 
 
@@ -233,7 +234,7 @@ def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[s
         _write(body, name, namespace, uid, status, invalid_status(previous, problems, datetime.now(UTC), generation))
         return
     parsed = ADMIN_POLICY.apply(parsed)  # the admin's defaults (image, queue, priority class, tolerations)
-    launcher = launcher_for(name, uid)
+    launcher = launcher_for(name, uid, spec)
     problems = [redact(p, secrets) for p in launcher.validate(parsed)]
     if problems:
         _write(body, name, namespace, uid, status, invalid_status(previous, problems, datetime.now(UTC), generation))
@@ -276,11 +277,11 @@ def on_timer(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, n
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def on_delete(name: str, namespace: str | None, uid: str, logger: logging.Logger | logging.LoggerAdapter[Any],
-              **_: Any) -> None:
+def on_delete(name: str, namespace: str | None, uid: str, spec: kopf.Spec,
+              logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any) -> None:
     namespace = resolve_namespace(namespace)
     with pass_lock(uid):  # a pass in progress could otherwise launch a job after the children were listed
-        deleted = launcher_for(name, uid).delete_all(namespace, uid)
+        deleted = launcher_for(name, uid, spec).delete_all(namespace, uid)
     logger.info("deleted %d child jobs of %s/%s", deleted, namespace, name)
     forget(uid)
 

@@ -39,13 +39,27 @@ def register(sub: Any) -> None:
     p.add_argument("--policy", metavar="FILE",
                    help="the admin policy for trainer pods (YAML; the chart's trainerPolicy values): default image, "
                         "allowed images, ServiceAccounts and volume types, GPU and run limits, scheduling defaults")
+    p.add_argument("--backend", action="append", default=[], choices=["volcano", "kueue"], dest="backends",
+                   help="a back end comparisons may use (repeatable; default: all); the chart passes its `backends`")
+    p.add_argument("--default-backend", choices=["volcano", "kueue"],
+                   help="the back end of comparisons without spec.trainer.backend (default: volcano if enabled)")
     p.set_defaults(handler=_operator)
 
 
 def _operator(args: argparse.Namespace) -> int:
+    set_backends(args.backends, args.default_backend)
     return cmd_operator(args.namespace, peering=args.peering, metrics_port=args.metrics_port,
                         health_port=args.health_port, log_format=args.log_format, verbose=args.verbose,
                         interval=args.reconcile_interval, priority=args.priority, policy=args.policy)
+
+
+def set_backends(backends: list[str], default: str | None) -> None:
+    """Tell :mod:`proxyrank.launchers.backends` which back ends are enabled and which is the default."""
+    if default and backends and default not in backends:
+        raise UserError(f"--default-backend {default} is not one of the enabled back ends (--backend "
+                        f"{' --backend '.join(backends)})")
+    os.environ["PROXYRANK_BACKENDS"] = ",".join(backends)
+    os.environ["PROXYRANK_DEFAULT_BACKEND"] = default or ""
 
 
 def kopf_options(namespaces: list[str], *, peering: str | None, priority: int | None,

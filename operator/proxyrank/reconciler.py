@@ -190,6 +190,10 @@ class _RunStep:
             return
         if obs.state in (LaunchState.pending, LaunchState.running):
             entry.state = RunState.running if obs.state == LaunchState.running else RunState.launching
+            if obs.state == LaunchState.pending and (obs.message or "").startswith(QUEUED):
+                entry.message = obs.message  # why the cluster's queue has not admitted it (Kueue)
+            elif (entry.message or "").startswith(QUEUED):
+                entry.message = None
             started = parse_iso(entry.started_at) or self.now
             if self.now - started > timedelta(seconds=self.spec.policy.run_deadline_seconds):
                 self.actions.append(Cancel(entry.key, entry.attempts, entry.handle, "DeadlineExceeded"))
@@ -241,6 +245,7 @@ def record_launch(status: RecipeComparisonStatus, key: str, handle: str | None) 
 
 
 WAITING_TO_LAUNCH = "waiting to launch"
+QUEUED = "queued"  # a launcher's message for a submitted run its scheduler has not admitted yet (shown while it is)
 
 
 def record_launch_deferred(status: RecipeComparisonStatus, key: str, message: str) -> None:

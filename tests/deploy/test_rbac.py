@@ -19,6 +19,7 @@ from tests.deploy.chart import (
     of_kind,
     one,
     render,
+    run_helm,
 )
 
 # The operator's API calls (the contract with the reconciler, the launcher and Kopf): changing one is deliberate.
@@ -26,6 +27,9 @@ EXPECTED = {
     ("proxyrank.io", "recipecomparisons"): ["get", "list", "watch", "patch"],
     ("proxyrank.io", "recipecomparisons/status"): ["get", "patch"],
     ("batch.volcano.sh", "jobs"): ["get", "list", "create", "delete"],
+    ("batch", "jobs"): ["list", "create", "delete"],
+    ("", "services"): ["create", "delete"],
+    ("kueue.x-k8s.io", "workloads"): ["list"],
     ("", "pods"): ["get", "list"],
     ("", "pods/log"): ["get"],
     ("", "events"): ["create"],
@@ -36,6 +40,11 @@ EXPECTED_PEERING = {
     ("kopf.dev", "clusterkopfpeerings"): ["get", "list", "watch", "patch"],
     ("kopf.dev", "kopfpeerings"): ["get", "list", "watch", "patch"],
 }
+BY_BACKEND = {
+    "volcano": {("batch.volcano.sh", "jobs")},
+    "kueue": {("batch", "jobs"), ("", "services"), ("kueue.x-k8s.io", "workloads")},
+}
+CHART_DEFAULT_BACKENDS = ["volcano"]  # values.yaml: existing installs keep exactly their permissions
 CLUSTER_SCOPED = {"namespaces", "customresourcedefinitions", "clusterkopfpeerings"}
 # No escalation, and no `update`: the operator patches; it never replaces whole objects.
 DANGEROUS_VERBS = {"*", "escalate", "bind", "impersonate", "deletecollection", "update"}
@@ -91,19 +100,32 @@ def _rules_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return doc["rules"]
 
 
+def _wanted(mode: Mode, peering: bool, backends: list[str]) -> list[rbac.Rule]:
+    return [r for r in RULES + (PEERING_RULES if peering else [])
+            if mode in r.modes and (r.backend is None or r.backend in backends)]
+
+
+BACKEND_CHOICES = [["volcano"], ["kueue"], ["volcano", "kueue"], ["kueue", "volcano"]]
+
+
+@pytest.mark.parametrize("backends", [None, *BACKEND_CHOICES])
 @pytest.mark.parametrize(("values", "peering"), [(DEFAULT, False), (ALL_ON, True)])
-def test_cluster_wide_install_grants_exactly_the_rules(helm: str, values: dict[str, Any], peering: bool) -> None:
-    docs = render(helm, values)
+def test_cluster_wide_install_grants_exactly_the_rules(helm: str, values: dict[str, Any], peering: bool,
+                                                        backends: list[str] | None) -> None:
+    docs = render(helm, values if backends is None else {**values, "backends": backends})
+    backends = backends or CHART_DEFAULT_BACKENDS
     assert not of_kind(docs, "Role") and not of_kind(docs, "RoleBinding")
-    expected = _manifests([r for r in RULES + (PEERING_RULES if peering else []) if Mode.clusterwide in r.modes])
+    expected = _manifests(_wanted(Mode.clusterwide, peering, backends))
     assert _rules_of(one(docs, "ClusterRole")) == expected
-    assert expected == rbac.cluster_role_rules(Mode.clusterwide, peering=peering)
+    assert expected == rbac.cluster_role_rules(Mode.clusterwide, peering=peering, backends=backends)
 
 
+@pytest.mark.parametrize("backends", [None, *BACKEND_CHOICES])
 @pytest.mark.parametrize(("values", "peering"), [(NAMESPACED_NO_PEERING, False), (NAMESPACED, True)])
-def test_namespaced_install_grants_exactly_the_rules(helm: str, values: dict[str, Any], peering: bool) -> None:
-    docs = render(helm, values)
-    wanted = [r for r in RULES + (PEERING_RULES if peering else []) if Mode.namespaced in r.modes]
+def test_namespaced_install_grants_exactly_the_rules(helm: str, values: dict[str, Any], peering: bool,
+                                                     backends: list[str] | None) -> None:
+    docs = render(helm, values if backends is None else {**values, "backends": backends})
+    wanted = _wanted(Mode.namespaced, peering, backends or CHART_DEFAULT_BACKENDS)
     cluster_role = one(docs, "ClusterRole")
     assert _rules_of(cluster_role) == _manifests([r for r in wanted if r.cluster_scoped])
     roles = of_kind(docs, "Role")
@@ -147,3 +169,52 @@ def test_cluster_scoped_rbac_names_carry_the_release_namespace(helm: str) -> Non
     docs = render(helm, DEFAULT)
     assert one(docs, "ClusterRole")["metadata"]["name"].endswith(f"-{NAMESPACE}")
     assert one(docs, "ClusterRoleBinding")["metadata"]["name"].endswith(f"-{NAMESPACE}")
+
+
+@pytest.mark.parametrize("backends", BACKEND_CHOICES)
+@pytest.mark.parametrize("values", [DEFAULT, NAMESPACED])
+def test_only_the_enabled_back_ends_get_permissions(helm: str, values: dict[str, Any], backends: list[str]) -> None:
+    """With only Kueue enabled the operator holds no Volcano permission, and vice versa."""
+    docs = render(helm, {**values, "backends": backends})
+    granted = {(g, res) for doc in docs if doc["kind"] in ("ClusterRole", "Role") for rule in doc["rules"]
+               for g in rule["apiGroups"] for res in rule["resources"]}
+    for backend, needs in BY_BACKEND.items():
+        assert (needs <= granted) == (backend in backends), (backend, sorted(granted))
+        assert not (needs & granted) or backend in backends, (backend, sorted(granted))
+
+
+def test_each_back_end_rule_belongs_to_a_known_back_end() -> None:
+    from typing import get_args
+
+    from proxyrank.api import TrainerSpec
+    from proxyrank.launchers.backends import Backend
+
+    assert set(rbac.BACKENDS) == {b.value for b in Backend}
+    literal = TrainerSpec.model_fields["backend"].annotation
+    assert set(rbac.BACKENDS) == {a for arg in get_args(literal) for a in get_args(arg)}
+    table = {b: {(g, res) for r in RULES if r.backend == b for g in r.api_groups for res in r.resources}
+             for b in rbac.BACKENDS}
+    assert table == BY_BACKEND
+    with pytest.raises(ValueError, match="unknown back ends"):
+        rbac.rules(Mode.clusterwide, peering=False, backends=["slurm"])
+
+
+@pytest.mark.parametrize(("values", "args"), [
+    ({}, ["--backend=volcano"]),
+    ({"backends": ["kueue"]}, ["--backend=kueue"]),
+    ({"backends": ["volcano", "kueue"], "defaultBackend": "kueue"},
+     ["--backend=volcano", "--backend=kueue", "--default-backend=kueue"]),
+])
+def test_the_operator_is_told_its_back_ends(helm: str, values: dict[str, Any], args: list[str]) -> None:
+    container = one(render(helm, values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert [a for a in container["args"] if a.startswith(("--backend", "--default-backend"))] == args
+
+
+@pytest.mark.parametrize(("values", "error"), [
+    ({"backends": ["kueue"], "defaultBackend": "volcano"}, 'defaultBackend "volcano" is not in backends'),
+    ({"backends": []}, "backends: Array must have at least 1 items"),
+    ({"backends": ["slurm"]}, "backends"),
+])
+def test_bad_back_end_values_are_refused(helm: str, values: dict[str, Any], error: str) -> None:
+    result = run_helm(helm, "template", values)
+    assert result.returncode != 0 and error in result.stderr, result.stderr

@@ -35,6 +35,7 @@ from proxyrank.launchers.base import (
     parse_run_result,
     redact,
 )
+from proxyrank.launchers.pod import DEFAULT_QUEUE
 from proxyrank.launchers.volcano import (
     LABEL_ATTEMPT,
     RESULT_PATH,
@@ -58,7 +59,6 @@ __all__ = ["LABEL_ATTEMPT", "RESULT_PATH", "KubernetesLauncher", "job_name", "ow
 log = logging.getLogger(__name__)
 
 TRAINER_MODULE = "proxyrank_trainer"
-DEFAULT_QUEUE = "default"  # the Volcano queue when neither the spec nor the admin policy names one
 
 # Volcano job phases (batch.volcano.sh/v1alpha1 JobPhase) -> what the reconciler needs to know.
 _PHASES: Mapping[str, LaunchState] = {

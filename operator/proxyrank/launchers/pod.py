@@ -42,6 +42,9 @@ RESTRICTED_CONTAINER: dict[str, Any] = {
     "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
+DEFAULT_QUEUE = "default"  # the queue (Volcano) or LocalQueue (Kueue) when neither the spec nor the policy names one
+
+
 def pod_security_context(trainer: TrainerSpec) -> dict[str, Any]:
     uid = trainer.run_as_user or TRAINER_UID
     return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": trainer.run_as_group or TRAINER_UID,
