@@ -39,6 +39,9 @@ def register(sub: Any) -> None:
                                              "else default)")
     p.add_argument("--policy", metavar="FILE", help="the admin policy the operator runs with (the chart's "
                                                     "trainerPolicy values as YAML); default: none")
+    p.add_argument("--default-backend", choices=["volcano", "kueue"], default="volcano",
+                   help="the operator's back end for comparisons without spec.trainer.backend (the chart's "
+                        "defaultBackend); default: volcano")
     p.set_defaults(handler=_render)
 
 
@@ -47,7 +50,8 @@ def _render(args: argparse.Namespace) -> int:
     from proxyrank.validation import dump_yaml, load_comparison
 
     obj = load_comparison(args.file)
-    manifests = render_manifests(obj, args.namespace, load_policy(args.policy), source=args.file)
+    manifests = render_manifests(obj, args.namespace, load_policy(args.policy), source=args.file,
+                                 default_backend=args.default_backend)
     sys.stdout.write("".join(f"---\n{dump_yaml(m)}" for m in manifests))
     return EXIT_OK
 
@@ -70,11 +74,14 @@ def effective_spec(obj: RecipeComparison, policy: AdminPolicy, source: str) -> R
 
 
 def render_manifests(obj: RecipeComparison, namespace: str | None, policy: AdminPolicy,
-                     source: str = "the comparison") -> list[dict[str, Any]]:
+                     source: str = "the comparison", default_backend: str = "volcano") -> list[dict[str, Any]]:
     """The manifests the operator would create for ``obj`` in ``namespace`` under ``policy`` (see the module
-    docstring); SpecError when the operator would mark it Invalid."""
+    docstring), on the back end ``spec.trainer.backend`` names, else ``default_backend``: a Volcano Job per run, or
+    for Kueue a batch/v1 Job (and the headless Service of a multi-node run). SpecError when the operator would mark
+    the comparison Invalid."""
     from proxyrank.launchers.base import ComparisonRef
     from proxyrank.launchers.kubernetes import KubernetesLauncher
+    from proxyrank.launchers.kueue_job import kueue_manifests
     from proxyrank.launchers.volcano import owner_reference
     from proxyrank.planner import plan_runs
 
@@ -82,5 +89,9 @@ def render_manifests(obj: RecipeComparison, namespace: str | None, policy: Admin
     name = obj.metadata.name
     uid = obj.metadata.uid or PLACEHOLDER_UID
     ref = ComparisonRef(name, uid, namespace or obj.metadata.namespace, spec)
-    launcher = KubernetesLauncher(object(), object(), owner=owner_reference(name, uid))  # builds only: no API calls
-    return [launcher.build_job(ref, run, 1) for run in plan_runs(spec, name, uid).runs]
+    owner = owner_reference(name, uid)
+    runs = plan_runs(spec, name, uid).runs
+    if (spec.trainer.backend or default_backend) == "kueue":
+        return [m for run in runs for m in kueue_manifests(ref, run, 1, owner)]
+    launcher = KubernetesLauncher(object(), object(), owner=owner)  # builds only: no API calls
+    return [launcher.build_job(ref, run, 1) for run in runs]

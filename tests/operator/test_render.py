@@ -65,3 +65,35 @@ def test_a_policy_file_that_is_not_a_policy_is_refused(tmp_path: Path, capsys: p
     bad.write_text("allowedImagez: ['*']\n")
     assert main(["render", str(EXAMPLES / "cluster" / "pvc.yaml"), "--policy", str(bad)]) == 2
     assert "invalid admin policy" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("version", ["1.29.0", "1.31.0", "1.33.0"])
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_render_with_the_kueue_back_end_gives_valid_jobs_and_services(
+        version: str, replicas: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`backend: kueue` (or --default-backend kueue): a batch/v1 Job per run, plus the headless Service of a
+    multi-node run, strictly valid on each Kubernetes version, with restricted pods."""
+    import kubernetes_validate
+
+    from proxyrank.validation import dump_yaml
+
+    doc = yaml.safe_load((EXAMPLES / "cluster" / "pvc.yaml").read_text())
+    doc["spec"]["trainer"]["replicas"] = replicas
+    path = tmp_path / "kueue.yaml"
+    path.write_text(dump_yaml(doc))
+    manifests = _render(capsys, str(path), "--default-backend", "kueue", "-n", "ml")
+    runs = plan_runs(load_comparison(path).spec, doc["metadata"]["name"], PLACEHOLDER_UID).runs
+    jobs = [m for m in manifests if m["kind"] == "Job"]
+    assert [j["metadata"]["name"] for j in jobs] == [job_name(r.key, 1) for r in runs]
+    assert all(j["apiVersion"] == "batch/v1" and j["spec"]["suspend"] is True for j in jobs)
+    services = [m for m in manifests if m["kind"] == "Service"]
+    assert len(services) == (len(jobs) if replicas > 1 else 0)
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, version, strict=True)
+    for job in jobs:
+        assert restricted_violations(job["spec"]["template"]) == []
+    doc["spec"]["trainer"]["backend"] = "volcano"  # the spec's choice wins over the default
+    path.write_text(dump_yaml(doc))
+    assert {m["kind"] for m in _render(capsys, str(path), "--default-backend", "kueue")} == {"Job"}
+    assert {m["apiVersion"] for m in _render(capsys, str(path), "--default-backend", "kueue")} == {
+        "batch.volcano.sh/v1alpha1"}
