@@ -176,6 +176,8 @@ class KopfLogObserver:
         self._lock = threading.Lock()
         self._paused_peerings = 0
         self._installed: list[tuple[logging.Logger, logging.Filter, int]] = []
+        # called with Kopf's message on each watch restart (the handlers re-list what the restarted stream feeds)
+        self.on_restart: Callable[[str], None] | None = None
 
     def install(self, *, peerings: int = 0) -> None:
         """Start observing. ``peerings``: how many peering objects hold this operator paused at its start (0 when
@@ -206,6 +208,8 @@ class KopfLogObserver:
         for fragment, reason in WATCH_RESTART_MESSAGES:
             if fragment in message:
                 watch_restarts.labels(reason=reason).inc()
+                if self.on_restart is not None:
+                    self.on_restart(message)
 
     def _peering(self, message: str) -> None:
         with self._lock:
