@@ -25,8 +25,8 @@ from tests.deploy.chart import (
 EXPECTED = {
     ("proxyrank.io", "recipecomparisons"): ["get", "list", "watch", "patch"],
     ("proxyrank.io", "recipecomparisons/status"): ["get", "patch"],
-    ("batch.volcano.sh", "jobs"): ["get", "list", "create", "delete"],
-    ("", "pods"): ["get", "list"],
+    ("batch.volcano.sh", "jobs"): ["get", "list", "watch", "create", "delete"],
+    ("", "pods"): ["get", "list", "watch"],
     ("", "pods/log"): ["get"],
     ("", "events"): ["create"],
     ("", "namespaces"): ["list", "watch"],
