@@ -39,7 +39,9 @@ What counts:
   ``404`` on delete (already gone) are the idempotency at work, not faults. Kopf's own calls (watches, patches,
   events) go through Kopf's client and are not counted.
 * *watch restarts* and the *peering state* are only visible in Kopf's log: :class:`KopfLogObserver` attaches
-  filters to Kopf's watching and peering loggers (see there). Stream reconnects after a connection error or a normal
+  filters to Kopf's watching and peering loggers (see there). A restart also calls ``OBSERVER.on_restart`` with
+  Kopf's message: the handlers re-list, once per comparison, the kind whose stream restarted (a fresh listing
+  reports no deletions; see :mod:`proxyrank.children`). Stream reconnects after a connection error or a normal
   server-side timeout leave no trace and are not counted.
 """
 
