@@ -57,3 +57,14 @@ def test_a_restarted_watch_stream_makes_each_comparison_list_that_kind_once(
     assert not handlers.VIEW.trusted(VOLCANO_JOB, uid) and handlers.VIEW.trusted(POD, uid)
     handlers.relisted("Watch-stream for pods.v1 in 'ml' is inactive, reconnecting.")
     assert not handlers.VIEW.trusted(POD, uid)
+
+
+def test_kopfs_watch_restart_message_reaches_the_handlers_hook() -> None:
+    from proxyrank.health import KopfLogObserver
+
+    seen: list[str] = []
+    observer = KopfLogObserver()
+    observer.on_restart = seen.append
+    observer._watching("Restarting the watch-stream for pods.v1 cluster-wide.")
+    observer._watching("Starting the watch-stream for pods.v1 cluster-wide.")  # not a restart
+    assert seen == ["Restarting the watch-stream for pods.v1 cluster-wide."]
