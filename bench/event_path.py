@@ -107,6 +107,8 @@ def event_path(comparisons: int, recipes: int, parallelism: int, timeout: float 
 
     os.environ["PROXYRANK_RESYNC_INTERVAL"] = RESYNC_INTERVAL
     os.environ.setdefault("PROXYRANK_RECONCILE_INTERVAL", "5")
+    for noisy in ("kopf", "aiohttp.access"):  # Kopf logs every handler call at INFO: not the operator's work
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from proxyrank import handlers  # registers the handlers in Kopf's default registry
     from proxyrank.health import reconcile_total
 

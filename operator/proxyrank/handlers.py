@@ -381,16 +381,20 @@ async def index_pod(body: kopf.Body, **_: Any) -> None:
     _changed(VIEW.upsert(POD, body))
 
 
-@kopf.on.event(VOLCANO_GROUP, VOLCANO_VERSION, VOLCANO_PLURAL, labels=CHILDREN)
+def _deletion(event: kopf.RawEvent, **_: Any) -> bool:
+    """Only deletions reach the event handlers below (the index handlers take every other event), so Kopf neither
+    calls nor logs them for the many other child events."""
+    return event.get("type") == "DELETED"
+
+
+@kopf.on.event(VOLCANO_GROUP, VOLCANO_VERSION, VOLCANO_PLURAL, labels=CHILDREN, when=_deletion)
 async def on_volcano_job_event(event: kopf.RawEvent, **_: Any) -> None:
-    if event.get("type") == "DELETED":  # index handlers do not see deletions
-        _changed(VIEW.delete(VOLCANO_JOB, event["object"]))
+    _changed(VIEW.delete(VOLCANO_JOB, event["object"]))  # index handlers do not see deletions
 
 
-@kopf.on.event("v1", "pods", labels=CHILDREN)
+@kopf.on.event("v1", "pods", labels=CHILDREN, when=_deletion)
 async def on_pod_event(event: kopf.RawEvent, **_: Any) -> None:
-    if event.get("type") == "DELETED":
-        _changed(VIEW.delete(POD, event["object"]))
+    _changed(VIEW.delete(POD, event["object"]))
 
 
 def relisted(message: str) -> None:

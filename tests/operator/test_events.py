@@ -11,8 +11,8 @@ import kopf
 
 from proxyrank.children import POD
 from proxyrank.launchers.kubernetes import VOLCANO_JOB
-from proxyrank.testing.cluster import Outcome, wait_for
-from tests.operator.conftest import RECONCILE_INTERVAL, Cluster, comparison, make_script
+from proxyrank.testing.cluster import VOLCANO, Outcome, wait_for
+from tests.operator.conftest import NAMESPACE, RECONCILE_INTERVAL, Cluster, comparison, make_script
 
 
 def _launcher_lists(cluster: Cluster) -> list[str]:
@@ -37,6 +37,13 @@ def test_children_wake_their_comparison_and_a_quiet_comparison_costs_no_api_call
         assert quiet == [], quiet
         held["on"] = False  # the jobs finish: their events, not a timer (the safety net is 120 s), finish the run
         status = cluster.wait_phase("Succeeded", timeout=20)
+        # a deleted child leaves the view (its DELETED event)
+        uid = cluster.get()["metadata"]["uid"]  # type: ignore[index]
+        name = cluster.kube.jobs(NAMESPACE, uid)[0]["metadata"]["name"]
+        cluster.kube.call("DELETE", f"{VOLCANO}/namespaces/{NAMESPACE}/jobs/{name}")
+        wait_for(lambda: name not in {j["metadata"]["name"]
+                                      for j in cluster.handlers.VIEW.read(VOLCANO_JOB, NAMESPACE, uid)},
+                 timeout=10, what="the deleted job to leave the view")
     assert status["runCounts"]["succeeded"] == 12
     # the watches list once per kind; a pass reads the view: no job list at all, pods at most once (a pod event late)
     lists = _launcher_lists(cluster)
