@@ -72,6 +72,8 @@ def test_kopfs_watch_restart_message_reaches_the_handlers_hook() -> None:
     seen: list[str] = []
     observer = KopfLogObserver()
     observer.on_restart = seen.append
+    observer._watching("Starting the watch-stream for pods.v1 cluster-wide.")  # the first start: not a restart
     observer._watching("Restarting the watch-stream for pods.v1 cluster-wide.")
-    observer._watching("Starting the watch-stream for pods.v1 cluster-wide.")  # not a restart
-    assert seen == ["Restarting the watch-stream for pods.v1 cluster-wide."]
+    observer._watching("Starting the watch-stream for pods.v1 cluster-wide.")  # again: resumed after a pause
+    assert seen == ["Restarting the watch-stream for pods.v1 cluster-wide.",
+                    "Starting the watch-stream for pods.v1 cluster-wide."]
