@@ -1,22 +1,37 @@
 """Kopf handlers for RecipeComparison. Thin: load, reconcile through the shared driver, patch status, post events.
 
-- create / resume / spec update / timer: one reconcile pass (:func:`reconcile_object`): parse, validate through the
+Event-driven: a comparison's pass runs when something it depends on changed, not on a clock.
+
+- create / resume / spec update: one reconcile pass (:func:`reconcile_object`): parse, validate through the
   launcher, then the driver (or :func:`proxyrank.reconciler.invalid_status`) decides the status and events; the handler
-  patches what changed and posts the events. ``resume`` after an operator restart needs nothing special: the pass
-  lists the comparison's jobs by label and the reconciler adopts what it finds.
+  patches what changed and posts the events.
+- children: the operator's Volcano Jobs and their pods (label ``proxyrank.io/comparison-uid`` present, selected on the
+  server) are watched. Index handlers (:func:`index_volcano_job`, :func:`index_pod`) store every object they see in
+  :data:`VIEW` (a :class:`proxyrank.children.ChildView`, keyed by comparison uid) and wake that comparison; an event
+  handler forgets deleted ones. Launchers read their children from the view (:class:`proxyrank.children.Watched`):
+  a pass lists nothing. Kopf calls no other handler before every index has seen its resource's initial listing, so
+  after a restart the view is complete before the first (resume) pass: restart safety is what it was with lists.
+- one daemon per comparison (:func:`track_children`) waits for a wake-up, lets a burst settle
+  (:data:`COALESCE_SECONDS`: a job and its pod change together) and runs a pass. Without wake-ups it runs one every
+  :data:`RESYNC_INTERVAL` seconds (``PROXYRANK_RESYNC_INTERVAL``, default 120: a safety net, and what checks a run's
+  deadline), or after :data:`RECONCILE_INTERVAL` (``PROXYRANK_RECONCILE_INTERVAL``, default 15) when the last pass left
+  work that only time resolves (launches deferred while the API was unavailable, a status write the server did not
+  take, a pass that raised).
+- a watch stream that restarts with a fresh listing (410 Gone, inactivity) reports no deletions: the view of that
+  kind is invalidated and each comparison lists it once on its next pass (:meth:`ChildView.invalidate`).
 - delete: the finalizer ``proxyrank.io/finalizer`` keeps the object until every child job is deleted.
-- every watch event: refresh the in-memory view the Prometheus collector reads at scrape time.
+- every watch event of a comparison: refresh the in-memory view the Prometheus collector reads at scrape time.
 
 Kopf never writes status by itself here: handlers return None, progress and diff-base live in ``proxyrank.io/*``
 annotations (set in :func:`configure`), and :func:`reconcile_object` writes the status itself, within the pass: a
 JSON merge patch (RFC 7386) of what changed since the status the API server last took, with ``null`` for the
 fields that were set and are now cleared. Writing it in the pass, not through Kopf's patch after the handler, tells
-the pass whether the server took it: a status the server did not confirm is sent again by the next pass (Kopf's own
-patch would fail after the handler returned, where nothing can retry it, and a failed patch ends a Kopf timer).
+the pass whether the server took it: a status the server did not confirm is sent again by the next pass.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
@@ -28,22 +43,28 @@ from typing import Any
 import kopf
 
 from proxyrank import GROUP, PLURAL, VERSION, health
-from proxyrank.api import Phase, RecipeComparisonStatus
+from proxyrank.api import Phase, RecipeComparisonStatus, RunState
+from proxyrank.children import POD, ChildView, Kind, Watched
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.kopf_support import FingerprintDiffBaseStorage, install_log_filter
 from proxyrank.launchers.backends import backend_of, make_launcher
 from proxyrank.launchers.base import ComparisonRef, Launcher, env_secrets, redact, resolve_namespace
-from proxyrank.launchers.kubernetes import KubernetesLauncher
-from proxyrank.launchers.volcano import owner_reference
+from proxyrank.launchers.kubernetes import VOLCANO_JOB, KubernetesLauncher
+from proxyrank.launchers.volcano import VOLCANO_GROUP, VOLCANO_PLURAL, VOLCANO_VERSION, owner_reference
 from proxyrank.metrics import ComparisonSnapshot
-from proxyrank.planner import plan_runs
+from proxyrank.planner import LABEL_COMPARISON_UID, label_value, plan_runs
 from proxyrank.policy import POLICY_VIOLATION, load_policy
-from proxyrank.reconciler import Event, ReconcileResult, invalid_status, status_patch
+from proxyrank.reconciler import WAITING_TO_LAUNCH, Event, ReconcileResult, invalid_status, status_patch
 from proxyrank.validation import SpecError, parse_spec
 
 FINALIZER = "proxyrank.io/finalizer"
 ANNOTATION_PREFIX = "proxyrank.io"
-RECONCILE_INTERVAL = float(os.environ.get("PROXYRANK_RECONCILE_INTERVAL", "15"))
+RESYNC_INTERVAL = float(os.environ.get("PROXYRANK_RESYNC_INTERVAL", "120"))  # safety net: a pass without wake-ups
+RECONCILE_INTERVAL = float(os.environ.get("PROXYRANK_RECONCILE_INTERVAL", "15"))  # the next pass after one left work
+COALESCE_SECONDS = 0.1  # after a wake-up, wait this long for the rest of a burst (a job and its pod), then one pass
+CHILDREN = {LABEL_COMPARISON_UID: kopf.PRESENT}
+# watch streams, as Kopf names them in its log (for the re-listing after a restart)
+WATCHED: dict[str, Kind] = {f"{VOLCANO_PLURAL}.{VOLCANO_VERSION}.{VOLCANO_GROUP}": VOLCANO_JOB, "pods.v1": POD}
 MAX_EVENTS_PER_PASS = 10
 # the admin policy (chart values trainerPolicy), read once: `proxyrank operator --policy FILE` sets the variable
 ADMIN_POLICY = load_policy(os.environ.get("PROXYRANK_POLICY_FILE") or None)
@@ -67,11 +88,18 @@ class OperatorState:
         self.written: dict[str, RecipeComparisonStatus] = {}  # by uid: what the last pass computed
         self.stored: dict[str, dict[str, Any]] = {}  # by uid: the status (as JSON) the API server confirmed
         self.unconfirmed: set[str] = set()  # uids whose last status write failed
+        self.deferred: set[str] = set()  # uids whose last pass deferred launches (the API was unavailable)
+        self.failed: set[str] = set()  # uids whose last daemon pass raised
         self.snapshots: dict[tuple[str, str], ComparisonSnapshot] = {}
 
     def confirmed(self, uid: str) -> bool:
         """Whether the API server holds the status the last pass computed (after a restart: the object's)."""
         return uid not in self.unconfirmed
+
+    def needs_retry(self, uid: str) -> bool:
+        """Whether the last pass left work that no child event will bring back: a status write to send again,
+        launches to try again."""
+        return uid in self.unconfirmed or uid in self.deferred or uid in self.failed
 
     def snapshot_list(self) -> Iterable[ComparisonSnapshot]:
         with self._lock:
@@ -89,9 +117,15 @@ class OperatorState:
             self.written.pop(uid, None)
             self.stored.pop(uid, None)
             self.unconfirmed.discard(uid)
+            self.deferred.discard(uid)
+            self.failed.discard(uid)
 
 
 STATE = OperatorState()
+VIEW = ChildView(watched=WATCHED.values())
+"""The operator's children by comparison, kept current by the watch handlers below; launchers read it."""
+# One wake-up per comparison (by uid label value), set on the event loop by the watch handlers, awaited by its daemon.
+_wakeups: dict[str, asyncio.Event] = {}
 _launcher: KubernetesLauncher | None = None
 # One launcher per comparison, kept between passes: it caches the results it has read (termination message or log
 # line) by job name, so a finished job's pod log is read once, not on every pass.
@@ -118,6 +152,8 @@ def launcher_for(name: str, uid: str, spec: Mapping[str, Any]) -> Launcher:
         if launcher is None:  # spec.trainer (and with it the back end) is immutable
             launcher = _launchers[uid] = make_launcher(backend_of(spec), shared.custom, shared.core,
                                                        owner=owner_reference(name, uid))
+            if isinstance(launcher, KubernetesLauncher):
+                launcher.children = Watched(VIEW, launcher.list_children)  # reads the view, lists only to re-sync
         return launcher
 
 
@@ -130,6 +166,8 @@ def pass_lock(uid: str) -> threading.Lock:
 def forget(uid: str) -> None:
     """Drop everything kept in memory for a deleted comparison."""
     STATE.forget(uid)
+    VIEW.forget(uid)
+    _wakeups.pop(label_value(uid), None)
     with _registry_lock:
         launcher = _launchers.pop(uid, None)
         _passes.pop(uid, None)
@@ -147,6 +185,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = int(os.environ.get("PROXYRANK_WATCH_SERVER_TIMEOUT", "300"))
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.watching.connect_timeout = 30
+    # children: only objects with the comparison-uid label, selected by the API server (the handlers filter too)
+    for resource in ((VOLCANO_GROUP, VOLCANO_PLURAL), ("v1", "pods")):
+        settings.watching.label_selectors[resource] = LABEL_COMPARISON_UID
     settings.networking.request_timeout = float(os.environ.get("PROXYRANK_REQUEST_TIMEOUT", "60"))
     settings.posting.level = logging.WARNING  # our own events are posted explicitly
     install_log_filter()  # Kopf's debug log would carry the whole object (its spec, and secrets in the env)
@@ -211,6 +252,10 @@ def _write(body: kopf.Body, name: str, namespace: str | None, uid: str, seen: Ma
     else:
         STATE.stored[uid] = new
         STATE.unconfirmed.discard(uid)
+    if any(r.state == RunState.pending and (r.message or "").startswith(WAITING_TO_LAUNCH) for r in result.status.runs):
+        STATE.deferred.add(uid)
+    else:
+        STATE.deferred.discard(uid)
     _post(body, result.events)
 
 
@@ -262,18 +307,116 @@ def on_spec(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, na
         reconcile_object(body, spec, status, name, namespace, uid, meta.get("generation"))
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL, initial_delay=RECONCILE_INTERVAL)
-def on_timer(body: kopf.Body, spec: kopf.Spec, status: kopf.Status, name: str, namespace: str | None,
-             uid: str, meta: kopf.Meta, **_: Any) -> None:
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=STATUS_WRITE_TIMEOUT + 10)
+async def track_children(stopped: kopf.DaemonStopped, body: kopf.Body, name: str, namespace: str | None, uid: str,
+                         **_: Any) -> None:
+    """The comparison's passes after the first: one per wake-up (a child changed), else one every
+    :data:`RESYNC_INTERVAL`, or :data:`RECONCILE_INTERVAL` after a pass that left work to retry. ``body`` is Kopf's
+    live view of the object: each pass reads the newest spec and status."""
+    wake = _wakeup(uid)
+    while not stopped:
+        if await _wait_for_work(wake, stopped, uid):
+            await asyncio.sleep(COALESCE_SECONDS)  # one pass for a burst of events
+        if stopped:
+            return
+        wake.clear()  # before the pass reads the view: a change during the pass wakes the next one
+        await asyncio.to_thread(daemon_pass, body, name, namespace, uid)
+
+
+async def _wait_for_work(wake: asyncio.Event, stopped: kopf.DaemonStopped, uid: str) -> bool:
+    """Until woken (returns True), stopped, :data:`RESYNC_INTERVAL` passed, or (checked every
+    :data:`RECONCILE_INTERVAL`, without API calls) the last pass of this comparison, by any handler, left work to
+    retry."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RESYNC_INTERVAL
+    while not stopped:
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        if await _woken(wake, stopped, min(left, RECONCILE_INTERVAL)):
+            return True
+        if STATE.needs_retry(uid):  # at least RECONCILE_INTERVAL after the last pass
+            return False
+    return False
+
+
+def _wakeup(uid: str) -> asyncio.Event:
+    """The comparison's wake-up (created on the event loop, by whichever comes first: its daemon or a child event)."""
+    return _wakeups.setdefault(label_value(uid), asyncio.Event())
+
+
+async def _woken(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float) -> bool:
+    """Wait until woken, stopped or ``timeout``; whether it was woken."""
+    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
+    _, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in pending:
+        waiter.cancel()
+    return wake.is_set()
+
+
+def daemon_pass(body: kopf.Body, name: str, namespace: str | None, uid: str) -> None:
+    """One pass of a woken (or timed-out) daemon, on a worker thread. A pass that raised is logged (and counted by
+    :func:`health.reconcile_pass`) and retried after :data:`RECONCILE_INTERVAL`."""
+    meta = body.get("metadata") or {}
     if meta.get("deletionTimestamp"):
         return
-    lock = pass_lock(uid)
-    if not lock.acquire(blocking=False):
-        return  # another pass over this comparison is in progress; the next tick catches up
-    try:
-        reconcile_object(body, spec, status, name, namespace, uid, meta.get("generation"))
-    finally:
-        lock.release()
+    with pass_lock(uid):  # a create/update/resume pass in progress finishes first
+        try:
+            reconcile_object(body, body.get("spec") or {}, body.get("status") or {}, name, namespace, uid,
+                             meta.get("generation"))
+        except Exception as exc:  # the daemon must live on; the error is in the metrics and the log
+            log.error("the reconcile pass of %s/%s failed (%s: %s); the next in %.0f s", resolve_namespace(namespace),
+                      name, type(exc).__name__, _api_error(exc), RECONCILE_INTERVAL)
+            STATE.failed.add(uid)
+        else:
+            STATE.failed.discard(uid)
+
+
+def _changed(uid: str | None) -> None:
+    """A child of comparison ``uid`` changed: wake its daemon (on the event loop)."""
+    if uid is not None:
+        _wakeup(uid).set()
+
+
+@kopf.index(VOLCANO_GROUP, VOLCANO_VERSION, VOLCANO_PLURAL, labels=CHILDREN)
+async def index_volcano_job(body: kopf.Body, **_: Any) -> None:
+    """Every event of one of our Volcano Jobs, the initial listing's included, before any other handler runs: into
+    the view. (An index handler, not only an event handler, so that Kopf holds every other handler until the
+    initial listing is in; nothing is stored in Kopf's index.)"""
+    _changed(VIEW.upsert(VOLCANO_JOB, body))
+
+
+@kopf.index("v1", "pods", labels=CHILDREN)
+async def index_pod(body: kopf.Body, **_: Any) -> None:
+    """Every event of a pod with our label: into the view (see :func:`index_volcano_job`)."""
+    _changed(VIEW.upsert(POD, body))
+
+
+def _deletion(event: kopf.RawEvent, **_: Any) -> bool:
+    """Only deletions reach the event handlers below (the index handlers take every other event), so Kopf neither
+    calls nor logs them for the many other child events."""
+    return event.get("type") == "DELETED"
+
+
+@kopf.on.event(VOLCANO_GROUP, VOLCANO_VERSION, VOLCANO_PLURAL, labels=CHILDREN, when=_deletion)
+async def on_volcano_job_event(event: kopf.RawEvent, **_: Any) -> None:
+    _changed(VIEW.delete(VOLCANO_JOB, event["object"]))  # index handlers do not see deletions
+
+
+@kopf.on.event("v1", "pods", labels=CHILDREN, when=_deletion)
+async def on_pod_event(event: kopf.RawEvent, **_: Any) -> None:
+    _changed(VIEW.delete(POD, event["object"]))
+
+
+def relisted(message: str) -> None:
+    """Kopf restarted a watch stream with a fresh listing (``health``'s log observer): the view of that kind is
+    re-listed once per comparison, since a listing reports no deletions."""
+    for stream, kind in WATCHED.items():
+        if stream in message:
+            VIEW.invalidate(kind)
+
+
+health.OBSERVER.on_restart = relisted
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

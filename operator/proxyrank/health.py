@@ -39,7 +39,10 @@ What counts:
   ``404`` on delete (already gone) are the idempotency at work, not faults. Kopf's own calls (watches, patches,
   events) go through Kopf's client and are not counted.
 * *watch restarts* and the *peering state* are only visible in Kopf's log: :class:`KopfLogObserver` attaches
-  filters to Kopf's watching and peering loggers (see there). Stream reconnects after a connection error or a normal
+  filters to Kopf's watching and peering loggers (see there). A restart, or a stream started again for
+  the same resource and namespaces (after a peering pause), also calls ``OBSERVER.on_restart`` with Kopf's message
+  (not counted as a restart): the handlers re-list, once per comparison, the kind whose stream listed afresh (a fresh
+  listing reports no deletions; see :mod:`proxyrank.children`). Stream reconnects after a connection error or a normal
   server-side timeout leave no trace and are not counted.
 """
 
@@ -150,6 +153,7 @@ WATCHING_LOGGER = "kopf._cogs.clients.watching"
 PEERING_LOGGER = "kopf._core.engines.peering"
 # (message fragment, reason) of the watch-stream restarts Kopf logs (at DEBUG level), see KopfLogObserver
 WATCH_RESTART_MESSAGES = (("Restarting the watch-stream for", "expired"), ("is inactive, reconnecting", "inactive"))
+STREAM_START = "Starting the watch-stream for"
 PAUSE_MESSAGES = ("Pausing operations in favour of", "Pausing all operators, including self")
 RESUME_MESSAGE = "Resuming operations after the pause"
 
@@ -176,6 +180,9 @@ class KopfLogObserver:
         self._lock = threading.Lock()
         self._paused_peerings = 0
         self._installed: list[tuple[logging.Logger, logging.Filter, int]] = []
+        # called with Kopf's message on each watch restart (the handlers re-list what the restarted stream feeds)
+        self.on_restart: Callable[[str], None] | None = None
+        self._started: set[str] = set()  # "Starting the watch-stream for <resource> <where>." seen
 
     def install(self, *, peerings: int = 0) -> None:
         """Start observing. ``peerings``: how many peering objects hold this operator paused at its start (0 when
@@ -203,9 +210,16 @@ class KopfLogObserver:
             return self._paused_peerings == 0
 
     def _watching(self, message: str) -> None:
+        restart = False
         for fragment, reason in WATCH_RESTART_MESSAGES:
             if fragment in message:
                 watch_restarts.labels(reason=reason).inc()
+                restart = True
+        if STREAM_START in message:  # a stream started again (after a peering pause) lists afresh too
+            restart = message in self._started
+            self._started.add(message)
+        if restart and self.on_restart is not None:
+            self.on_restart(message)
 
     def _peering(self, message: str) -> None:
         with self._lock:

@@ -1,7 +1,7 @@
 """``proxyrank operator``: run the Kopf operator with the metrics and liveness endpoints.
 
-Settings that Kopf reads at import time (the timer interval) travel as environment variables set here before the
-handlers module is imported; everything else is configured in :func:`proxyrank.handlers.configure`.
+Settings that the handlers read at import time (the safety-net and retry intervals) travel as environment variables
+set here before the handlers module is imported; everything else is configured in :func:`proxyrank.handlers.configure`.
 
 Several instances: with ``--peering NAME`` the instances sharing the peering object arbitrate by ``--priority``. Kopf
 runs only the highest; instances of *equal* priority all pause (and the cluster is served by none), so every instance
@@ -34,8 +34,12 @@ def register(sub: Any) -> None:
     p.add_argument("--health-port", type=int, default=8080, help="liveness endpoint port, path /healthz (0 = off)")
     p.add_argument("--log-format", choices=["plain", "json"], default="plain")
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--resync-interval", type=float, default=None, metavar="SECONDS",
+                   help="safety net: seconds between passes of a comparison none of whose children changed (passes "
+                        "are event-driven; default 120, or $PROXYRANK_RESYNC_INTERVAL)")
     p.add_argument("--reconcile-interval", type=float, default=15.0, metavar="SECONDS",
-                   help="seconds between reconcile passes of a running comparison")
+                   help="seconds until the next pass when the last one left work to retry (launches deferred while "
+                        "the API was unavailable, a status write the server did not take, a pass that failed)")
     p.add_argument("--policy", metavar="FILE",
                    help="the admin policy for trainer pods (YAML; the chart's trainerPolicy values): default image, "
                         "allowed images, ServiceAccounts and volume types, GPU and run limits, scheduling defaults")
@@ -50,7 +54,8 @@ def _operator(args: argparse.Namespace) -> int:
     set_backends(args.backends, args.default_backend)
     return cmd_operator(args.namespace, peering=args.peering, metrics_port=args.metrics_port,
                         health_port=args.health_port, log_format=args.log_format, verbose=args.verbose,
-                        interval=args.reconcile_interval, priority=args.priority, policy=args.policy)
+                        interval=args.reconcile_interval, priority=args.priority, policy=args.policy,
+                        resync=args.resync_interval)
 
 
 def set_backends(backends: list[str], default: str | None) -> None:
@@ -93,14 +98,19 @@ def load_kubernetes_config() -> None:
 
 def cmd_operator(namespaces: list[str], *, peering: str | None, metrics_port: int, health_port: int,
                  log_format: str, verbose: bool, interval: float, priority: int | None = None,
-                 policy: str | None = None) -> int:
+                 policy: str | None = None, resync: float | None = None) -> int:
     options = kopf_options(namespaces, peering=peering, priority=priority, health_port=health_port)
+    for name, value in (("--reconcile-interval", interval), ("--resync-interval", resync)):
+        if value is not None and value <= 0:
+            raise UserError(f"{name} must be a positive number of seconds, not {value}")
     os.environ["PROXYRANK_RECONCILE_INTERVAL"] = str(interval)
     if policy is not None:
         from proxyrank.policy import load_policy
 
         load_policy(policy)  # a bad file stops the operator here, with the field, not in the first reconcile pass
         os.environ["PROXYRANK_POLICY_FILE"] = policy  # read by proxyrank.handlers when it loads
+    if resync is not None:
+        os.environ["PROXYRANK_RESYNC_INTERVAL"] = str(resync)
     import asyncio  # with kopf: loaded only by this command, not by every `proxyrank` invocation
 
     import kopf

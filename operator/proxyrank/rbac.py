@@ -61,8 +61,9 @@ RULES: list[Rule] = [
          "Kopf watches RecipeComparisons and patches their annotations (progress, diff base) and finalizers"),
     Rule(("proxyrank.io",), ("recipecomparisons/status",), ("get", "patch"),
          "the reconciler writes status through the status subresource"),
-    Rule(("",), ("pods",), ("get", "list"),
-         "run results come from the trainer pods' termination messages, found by label"),
+    Rule(("",), ("pods",), ("get", "list", "watch"),
+         "run results come from the trainer pods' termination messages: the operator watches the pods with the "
+         "comparison-uid label, and lists one comparison's pods when a finished job's pod has not arrived yet"),
     Rule(("",), ("pods/log",), ("get",),
          "fallback: the PROXYRANK_RESULT line at the end of the trainer's log"),
     Rule(("",), ("events",), ("create",),
@@ -86,9 +87,10 @@ RULES: list[Rule] = [
          "why Kueue has not admitted a suspended Job is only in its Workload's conditions: listed by Kueue's job-uid "
          "label while some Job is queued", backend="kueue"),
     # ---- back end: volcano (proxyrank.launchers.kubernetes)
-    Rule(("batch.volcano.sh",), ("jobs",), ("get", "list", "create", "delete"),
-         "the TorchX kubernetes scheduler creates Volcano Jobs; the launcher lists them by label on every pass and "
-         "deletes them on cleanup and cancel", backend="volcano"),
+    Rule(("batch.volcano.sh",), ("jobs",), ("get", "list", "watch", "create", "delete"),
+         "the launcher creates Volcano Jobs (TorchX's app, made the comparison's), deletes them on cleanup and cancel "
+         "and reads one it found already created; the operator watches them by the comparison-uid label (an initial "
+         "list, then a watch) and lists one comparison's jobs to re-sync or delete them", backend="volcano"),
 ]
 """Every permission the operator needs without peering: the common rules, then each back end's (in
 :data:`BACKENDS` order)."""

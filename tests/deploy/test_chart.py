@@ -259,18 +259,17 @@ def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_default_operator_args(helm: str) -> None:
     container = _container(render(helm, DEFAULT))
-    assert container["args"] == ["--metrics-port=9090", "--health-port=8080", "--log-format=json",
-                                 "--policy=/etc/proxyrank/policy.yaml", "--backend=volcano"]
+    assert container["args"] == ["--metrics-port=9090", "--health-port=8080", "--resync-interval=120",
+                                 "--log-format=json", "--policy=/etc/proxyrank/policy.yaml", "--backend=volcano"]
     assert container["image"] == "ghcr.io/example/proxyrank-operator:0.1.0"
 
 
 def test_operator_args_follow_the_values(helm: str) -> None:
     container = _container(render(helm, NAMESPACED))
     assert container["args"] == ["--namespace=team-a", "--namespace=team-b", "--metrics-port=9090",
-                                 "--health-port=8080", "--log-format=plain", "--policy=/etc/proxyrank/policy.yaml",
-                                 "--backend=volcano",
-                                 "--peering=proxyrank", "--priority=100",
-                                 "--verbose", "--some-flag=1"]
+                                 "--health-port=8080", "--resync-interval=120", "--log-format=plain",
+                                 "--policy=/etc/proxyrank/policy.yaml", "--backend=volcano",
+                                 "--peering=proxyrank", "--priority=100", "--verbose", "--some-flag=1"]
     assert container["image"] == "registry.example.com/proxyrank-operator:1.2.3"
     assert container["imagePullPolicy"] == "Always"
     assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in container["env"]

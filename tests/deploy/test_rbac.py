@@ -26,11 +26,11 @@ from tests.deploy.chart import (
 EXPECTED = {
     ("proxyrank.io", "recipecomparisons"): ["get", "list", "watch", "patch"],
     ("proxyrank.io", "recipecomparisons/status"): ["get", "patch"],
-    ("batch.volcano.sh", "jobs"): ["get", "list", "create", "delete"],
+    ("batch.volcano.sh", "jobs"): ["get", "list", "watch", "create", "delete"],
     ("batch", "jobs"): ["list", "create", "delete"],
     ("", "services"): ["create", "delete"],
     ("kueue.x-k8s.io", "workloads"): ["list"],
-    ("", "pods"): ["get", "list"],
+    ("", "pods"): ["get", "list", "watch"],
     ("", "pods/log"): ["get"],
     ("", "events"): ["create"],
     ("", "namespaces"): ["list", "watch"],

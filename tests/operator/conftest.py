@@ -1,10 +1,12 @@
 """Operator tests: the real Kopf operator (``kopf.testing.KopfRunner``) against a kmock API server, with a test-side
 Volcano simulator. The fake cluster is proxyrank.testing.cluster (shared with bench/operator_scale.py).
 
-The handlers module registers into Kopf's default registry at import and reads ``PROXYRANK_RECONCILE_INTERVAL`` at
-import, so it is (re)imported once per session into a registry of its own, with a short interval; every KopfRunner
-gets that registry. Between tests (and between two operator "processes" in one test) the module's in-memory state is
-reset, as a fresh process would have it.
+The handlers module registers into Kopf's default registry at import and reads ``PROXYRANK_RECONCILE_INTERVAL`` and
+``PROXYRANK_RESYNC_INTERVAL`` at import, so it is (re)imported once per session into a registry of its own; every
+KopfRunner gets that registry. The retry interval is short (a deferred launch, a failed status write come back
+quickly) and the safety-net interval long: no test's progress depends on it, so every test exercises the event path
+(a child's watch event wakes its comparison). Between tests (and between two operator "processes" in one test) the
+module's in-memory state is reset, as a fresh process would have it.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import kubernetes
 import pytest
 from kopf.testing import KopfRunner
 
+from proxyrank.children import ChildView
 from proxyrank.testing.cluster import Kube, Outcome, Script, VolcanoSimulator, wait_for
 
 RECONCILE_INTERVAL = "0.3"
+RESYNC_INTERVAL = "120"  # longer than any test: passes come from events (and retries)
 OPERATOR_MODULE = str(Path(__file__).with_name("operator_module.py"))
 NAMESPACE = "ml"
 
@@ -68,8 +72,9 @@ def comparison(name: str = "cmp", **policy: Any) -> dict[str, Any]:
 def _load_handlers() -> tuple[ModuleType, kopf.OperatorRegistry]:
     registry = kopf.OperatorRegistry()
     previous_registry = kopf.get_default_registry()
-    previous_interval = os.environ.get("PROXYRANK_RECONCILE_INTERVAL")
+    previous = {k: os.environ.get(k) for k in ("PROXYRANK_RECONCILE_INTERVAL", "PROXYRANK_RESYNC_INTERVAL")}
     os.environ["PROXYRANK_RECONCILE_INTERVAL"] = RECONCILE_INTERVAL
+    os.environ["PROXYRANK_RESYNC_INTERVAL"] = RESYNC_INTERVAL
     kopf.set_default_registry(registry)
     # a new registry lacks Kopf's built-in login handlers: authenticate from the kubeconfig as `kopf run` would
     kopf.on.login(registry=registry)(kopf.login_via_client)
@@ -80,23 +85,35 @@ def _load_handlers() -> tuple[ModuleType, kopf.OperatorRegistry]:
             module = importlib.import_module("proxyrank.handlers")
     finally:
         kopf.set_default_registry(previous_registry)
-        if previous_interval is None:
-            os.environ.pop("PROXYRANK_RECONCILE_INTERVAL", None)
-        else:
-            os.environ["PROXYRANK_RECONCILE_INTERVAL"] = previous_interval
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     assert float(RECONCILE_INTERVAL) == module.RECONCILE_INTERVAL
+    assert float(RESYNC_INTERVAL) == module.RESYNC_INTERVAL
     return module, registry
 
 
 @pytest.fixture(scope="session")
 def loaded_handlers() -> tuple[ModuleType, kopf.OperatorRegistry]:
+    # what the first pass of a session would import (seconds on a loaded machine, inside a test's time limit)
+    importlib.import_module("kubernetes.client.api.core_v1_api")
+    importlib.import_module("torchx.components.dist")
+    importlib.import_module("torchx.schedulers.kubernetes_scheduler")
     return _load_handlers()
 
 
 def reset_operator_memory(handlers: ModuleType) -> None:
-    """What a fresh operator process starts with: no cached status, no launchers, no metrics view."""
+    """What a fresh operator process starts with: no cached status, no launchers, no metrics view, no children."""
     handlers.STATE.written.clear()
+    handlers.STATE.stored.clear()
+    handlers.STATE.unconfirmed.clear()
+    handlers.STATE.deferred.clear()
+    handlers.STATE.failed.clear()
     handlers.STATE.snapshots.clear()
+    handlers.VIEW = ChildView(watched=handlers.WATCHED.values())
+    handlers._wakeups.clear()
     handlers._launcher = None  # type: ignore[attr-defined]
     handlers._launchers.clear()
     handlers._passes.clear()
@@ -150,7 +167,7 @@ class Cluster:
 
 
 def sleep_passes(n: int = 3) -> None:
-    """Let the operator's timer run ``n`` more passes."""
+    """Wait as long as ``n`` retry-interval passes take (for "nothing more happens" checks)."""
     time.sleep(n * float(RECONCILE_INTERVAL) + 0.1)
 
 

@@ -5,9 +5,16 @@ converted by the ``kubernetes`` scheduler's pure ``app_to_resource`` (no dryrun,
 job, a few milliseconds. :func:`proxyrank.launchers.volcano.build_volcano_job` is ours and pure: the deterministic
 name, labels, owner reference, scheduling fields, run config and termination-message settings (see that module).
 
-Each reconcile pass makes a bounded number of API calls, independent of the run count: one list of jobs and at most
-one list of pods, both by the comparison-uid label; results come from the trainer container's termination message,
-and only when that is missing from its log (once per job; results are cached).
+The launcher reads the comparison's jobs and pods through a :class:`~proxyrank.children.ChildSource`: by default a
+:class:`~proxyrank.children.Listing` (one list of jobs and at most one list of pods per pass, both by the
+comparison-uid label: ``proxyrank`` tools, benchmarks, tests), in the operator a
+:class:`~proxyrank.children.Watched` view kept current by watch events (no list at all in a pass; see
+:mod:`proxyrank.handlers`). Results come from the trainer container's termination message, and only when that is
+missing from its log (once per job; results are cached).
+
+TorchX is called once per comparison (per trainer spec), not once per job: :meth:`KubernetesLauncher.build_job` keeps
+TorchX's job for an app with a placeholder name as a template and renames a copy for each attempt (the name appears in
+TorchX's labels, ``--rdzv_id`` and env), which is what TorchX would have produced for that name.
 
 A result counts only when read from a pod of the job the operator created: labels select the pods (anyone who may
 create pods in the namespace can copy them), and the pod's controller owner reference decides. Volcano's job
@@ -18,6 +25,7 @@ job list, is ignored and logged.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -26,6 +34,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from proxyrank.api import RecipeComparisonSpec, Resources, TrainerSpec
+from proxyrank.children import POD, ChildSource, Kind, Listing
 from proxyrank.health import record_api_error
 from proxyrank.launchers.base import (
     ComparisonRef,
@@ -69,6 +78,8 @@ _PHASES: Mapping[str, LaunchState] = {
 }
 
 T = TypeVar("T")
+VOLCANO_JOB: Kind = (f"{VOLCANO_GROUP}/{VOLCANO_VERSION}", "Job")
+TEMPLATE_NAME = "prtemplatejobname"  # the app name TorchX builds the template with; replaced by each job's name
 MAX_SKIPPED_PASSES = 8  # while the API is unavailable, try a create at least every 9 passes (2 min at 15 s)
 
 
@@ -180,7 +191,7 @@ def torchx_app_job(trainer: TrainerSpec, name: str) -> dict[str, Any]:
 
 class KubernetesLauncher:
     def __init__(self, custom_api: Any = None, core_api: Any = None, *, owner: Mapping[str, Any] | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, children: ChildSource | None = None) -> None:
         if custom_api is None or core_api is None:
             from kubernetes import client
 
@@ -195,11 +206,21 @@ class KubernetesLauncher:
         self._deferrals = 0  # launches deferred in a row because the API was unavailable
         self._skip_launches = 0  # launch calls still to defer without calling the API (backoff)
         self._unavailable = ""  # why the API was unavailable, last time
+        self.children: ChildSource = children if children is not None else Listing(self.list_children)
+        self._templates: dict[str, dict[str, Any]] = {}  # trainer spec (JSON) -> TorchX's job for TEMPLATE_NAME
+        self.torchx_calls = 0
 
     # -------------------------------------------------------------------------------------------------- build
     def build_job(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> dict[str, Any]:
-        """The Volcano Job for one attempt, as a plain dict: TorchX's job for the app, made ours (pure)."""
-        app_job = torchx_app_job(ref.spec.trainer, job_name(run.key, attempt))
+        """The Volcano Job for one attempt, as a plain dict: TorchX's job for the app (from the template: one TorchX
+        call per trainer spec), made ours (pure)."""
+        trainer = ref.spec.trainer
+        key = trainer.model_dump_json()
+        template = self._templates.get(key)
+        if template is None:
+            template = self._templates[key] = torchx_app_job(trainer, TEMPLATE_NAME)
+            self.torchx_calls += 1
+        app_job = _renamed(template, TEMPLATE_NAME, job_name(run.key, attempt))
         return build_volcano_job(app_job, ref, run, attempt, self.owner)
 
     # -------------------------------------------------------------------------------------------------- launcher
@@ -215,7 +236,9 @@ class KubernetesLauncher:
         job = self.build_job(ref, run, attempt)
         name = job["metadata"]["name"]
         try:
-            self.custom.create_namespaced_custom_object(VOLCANO_GROUP, VOLCANO_VERSION, ns, VOLCANO_PLURAL, job)
+            created = self.custom.create_namespaced_custom_object(VOLCANO_GROUP, VOLCANO_VERSION, ns, VOLCANO_PLURAL,
+                                                                  job)
+            self.children.created(VOLCANO_JOB, created if isinstance(created, Mapping) else job)
         except (_api_exception(), *_connection_errors()) as exc:
             status = getattr(exc, "status", None)
             record_api_error(f"create job {ns}/{name}", status)
@@ -225,6 +248,7 @@ class KubernetesLauncher:
                                      f"{name}") from None
             if status == 409:
                 log.info("job %s/%s already exists: adopting it", ns, name)  # idempotent: same key, same attempt
+                self._adopt(ns, name)
             elif status == 404:
                 raise LaunchError(f"the Volcano Job API ({VOLCANO_GROUP}/{VOLCANO_VERSION}) is not served: is "
                                   "Volcano installed? (see docs/install.md)") from None
@@ -233,6 +257,18 @@ class KubernetesLauncher:
                 raise LaunchError(f"creating job {name} failed: {api_error_text(exc, secrets)}") from None
         self._deferrals = 0
         return job_handle(ns, name)
+
+    def _adopt(self, namespace: str, name: str) -> None:
+        """A job that already existed: a watched view may not hold it yet (its event is on the way); read it once."""
+        if not self.children.cached:
+            return
+        try:
+            found = self.custom.get_namespaced_custom_object(VOLCANO_GROUP, VOLCANO_VERSION, namespace, VOLCANO_PLURAL,
+                                                             name)
+        except (_api_exception(), *_connection_errors()) as exc:
+            record_api_error(f"get job {namespace}/{name}", getattr(exc, "status", None))
+            return  # its watch event brings it
+        self.children.created(VOLCANO_JOB, found if isinstance(found, Mapping) else _to_dict(found))
 
     def _back_off(self, reason: str) -> None:
         self._deferrals += 1
@@ -251,9 +287,30 @@ class KubernetesLauncher:
         return self._list(uid, "jobs", self.custom.list_namespaced_custom_object, VOLCANO_GROUP, VOLCANO_VERSION,
                           namespace, VOLCANO_PLURAL)
 
+    def list_children(self, kind: Kind, namespace: str, uid: str) -> list[dict[str, Any]]:
+        """One API list of the comparison's Volcano Jobs or pods (the :class:`~proxyrank.children.Lister`)."""
+        if kind == VOLCANO_JOB:
+            return self.list_jobs(namespace, uid)
+        if kind == POD:
+            return self._list(uid, "pods", self.core.list_namespaced_pod, namespace)
+        raise ValueError(f"the Volcano launcher has no children of kind {kind}")
+
+    def _pods(self, ref: ComparisonRef, finished: list[dict[str, Any]],
+              owners: Mapping[str, str]) -> list[dict[str, Any]]:
+        """The comparison's pods. From a watched view, a finished job may be seen before its pods (two watch streams
+        arrive in no fixed order): if one has no pod with a terminated container yet, list the pods once."""
+        pods = self.children.read(POD, ref.namespace, ref.uid)
+        if self.children.cached:
+            done = {owning_job(p, owners) for p in pods if any(
+                (cs.get("state") or {}).get("terminated")
+                for cs in (p.get("status") or {}).get("containerStatuses") or [])}
+            if any(job["metadata"]["name"] not in done for job in finished):
+                pods = self.children.refresh(POD, ref.namespace, ref.uid)
+        return pods
+
     def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
         latest: dict[str, tuple[int, dict[str, Any]]] = {}
-        jobs = self.list_jobs(ref.namespace, ref.uid)
+        jobs = self.children.read(VOLCANO_JOB, ref.namespace, ref.uid)
         for job in jobs:
             labels = job.get("metadata", {}).get("labels") or {}
             key = labels.get(LABEL_RUN)
@@ -270,7 +327,7 @@ class KubernetesLauncher:
         if finished:
             owners = {str(job["metadata"]["uid"]): job["metadata"]["name"] for job in jobs
                       if job.get("metadata", {}).get("uid")}
-            for pod in self._list(ref.uid, "pods", self.core.list_namespaced_pod, ref.namespace):
+            for pod in self._pods(ref, finished, owners):
                 owner = owning_job(pod, owners)
                 if owner is not None:
                     pods_by_job.setdefault(owner, []).append(pod)
@@ -359,6 +416,18 @@ class KubernetesLauncher:
         """Nothing runs in this process and the API clients are shared: only the cached results are dropped."""
         self._results.clear()
         self._ignored_pods.clear()
+        self._templates.clear()
+
+
+def _renamed(template: Any, placeholder: str, name: str) -> Any:
+    """A deep copy of ``template`` with ``placeholder`` replaced by ``name`` in every string."""
+    if isinstance(template, str):
+        return template.replace(placeholder, name) if placeholder in template else template
+    if isinstance(template, dict):
+        return {k: _renamed(v, placeholder, name) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_renamed(v, placeholder, name) for v in template]
+    return copy.copy(template)
 
 
 def owning_job(pod: Mapping[str, Any], jobs_by_uid: Mapping[str, str]) -> str | None:

@@ -139,6 +139,7 @@ class Emulator(kmock.KubernetesEmulator):
     namespaces: tuple[str, ...] = ("default", "ml", "bench")
     faults: list[Fault] = attrs.field(factory=list, init=False)  # consulted before a request is served
     _inflight: set[int] = attrs.field(factory=set, init=False)
+    last_version: int = attrs.field(default=0, init=False)  # the newest resourceVersion handed out
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         if raw_request.path.rstrip("/") == "/api/v1/namespaces":  # kmock 0.8 fails to parse this URL (HTTP 500)
@@ -212,7 +213,8 @@ class Emulator(kmock.KubernetesEmulator):
     async def _write(self, request: kmock.Request) -> Any:
         data = request.data
         if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
-            version = str(next(self._versions))
+            self.last_version = next(self._versions)
+            version = str(self.last_version)
             if isinstance(data, dict):
                 meta = data.setdefault("metadata", {})
                 meta["resourceVersion"] = version
@@ -240,7 +242,28 @@ class Emulator(kmock.KubernetesEmulator):
         selector = request.params.get("labelSelector")
         if selector and isinstance(listing, dict):
             listing["items"] = [i for i in listing["items"] if selects(selector, i)]
+        if isinstance(listing, dict):  # the list's version, from which a watch continues (kmock sends "...")
+            listing.setdefault("metadata", {})["resourceVersion"] = str(self.last_version)
         return listing
+
+    async def _serve_watch(self, request: kmock.Request) -> Any:
+        """A watch that honours ``labelSelector`` and, from a list's ``resourceVersion``, streams only what changed
+        after it, as the API server does (kmock replays every object as ``ADDED``: stale versions that made Kopf
+        patch with an outdated ``resourceVersion`` precondition)."""
+        selector = request.params.get("labelSelector")
+        try:
+            since = int(request.params.get("resourceVersion") or "0")
+        except ValueError:
+            since = 0
+        async for event in super()._serve_watch(request):
+            if isinstance(event, dict):
+                obj = event.get("object") or {}
+                if selector and not selects(selector, obj):
+                    continue
+                if since and event.get("type") == "ADDED" and \
+                        int((obj.get("metadata") or {}).get("resourceVersion") or 0) <= since:
+                    continue
+            yield event
 
 
 def selects(selector: str, obj: Mapping[str, Any]) -> bool:
@@ -349,7 +372,7 @@ class Kube:
             headers["Content-Type"] = content_type if method == "PATCH" else "application/json"
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=60) as resp:  # a loaded emulator (the benchmark) is slow
                 text = resp.read().decode()
         except urllib.error.HTTPError as exc:
             raise ApiError(exc.code, exc.read().decode(errors="replace")) from None
@@ -463,6 +486,7 @@ class VolcanoSimulator:
     tick: float = 0.1
     eval_sets: tuple[str, ...] = ("web",)
     finished: dict[str, str] = field(default_factory=dict)  # job name -> final phase
+    finished_at: dict[str, float] = field(default_factory=dict)  # job name -> time.time() its final phase was written
     errors: list[BaseException] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -539,6 +563,7 @@ class VolcanoSimulator:
                 self.kube.call("POST", f"/api/v1/namespaces/{info.namespace}/pods", pod)
         phase = "Failed" if outcome.kind == "fail" else "Completed"
         self._set_phase(job, phase)
+        self.finished_at[info.name] = time.time()
         self.finished[info.name] = phase
 
 

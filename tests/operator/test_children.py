@@ -1,0 +1,110 @@
+"""The watch-fed view of a comparison's children (proxyrank.children) and the launcher's seam to it: reads from the
+view make no API call, events arrive in any order, a restart or a lagging watch costs at most one list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxyrank.children import POD, ChildView, Listing, Watched, trim
+from proxyrank.launchers.kubernetes import VOLCANO_JOB
+from proxyrank.planner import LABEL_COMPARISON_UID
+
+UID = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+BATCH_JOB = ("batch/v1", "Job")  # a second back end's kind: the view is kind-agnostic
+
+
+def obj(name: str, version: int, *, uid: str = UID, namespace: str = "ml", phase: str = "Running",
+        **extra: Any) -> dict[str, Any]:
+    return {"apiVersion": "batch.volcano.sh/v1alpha1", "kind": "Job",
+            "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(version),
+                         "labels": {LABEL_COMPARISON_UID: uid}, "managedFields": [{"manager": "x"}]},
+            "spec": {"queue": "default", "tasks": [{"template": {"env": [{"name": "SECRET", "value": "s3cr3t"}]}}]},
+            "status": {"state": {"phase": phase}}, **extra}
+
+
+class Lister:
+    def __init__(self, items: dict[Any, list[dict[str, Any]]]) -> None:
+        self.items = items
+        self.calls: list[tuple[Any, str, str]] = []
+
+    def __call__(self, kind: Any, namespace: str, uid: str) -> list[dict[str, Any]]:
+        self.calls.append((kind, namespace, uid))
+        return list(self.items.get(kind, []))
+
+
+def test_events_update_the_view_and_say_which_comparison_changed() -> None:
+    view = ChildView(watched=[VOLCANO_JOB, POD])
+    assert view.upsert(VOLCANO_JOB, obj("a", 5)) == UID
+    assert view.upsert(VOLCANO_JOB, obj("a", 5)) is None  # the same object again: nothing new, no wake-up
+    assert view.upsert(VOLCANO_JOB, obj("a", 4, phase="Pending")) is None  # an older version is ignored
+    assert view.read(VOLCANO_JOB, "ml", UID)[0]["status"]["state"]["phase"] == "Running"
+    assert view.upsert(VOLCANO_JOB, obj("a", 7, phase="Completed")) == UID
+    assert view.read(VOLCANO_JOB, "ml", UID)[0]["status"]["state"]["phase"] == "Completed"
+    assert view.upsert(VOLCANO_JOB, {"metadata": {"name": "unlabelled", "namespace": "ml"}}) is None
+    assert view.read(VOLCANO_JOB, "other", UID) == []  # by namespace too
+    assert view.delete(VOLCANO_JOB, obj("a", 8)) == UID
+    assert view.read(VOLCANO_JOB, "ml", UID) == []
+    assert view.upsert(VOLCANO_JOB, obj("a", 7)) is None  # a stale event after the deletion does not resurrect it
+    assert view.upsert(VOLCANO_JOB, obj("a", 9)) == UID  # a newer one (recreated) does
+
+
+def test_the_view_keeps_what_launchers_read_and_not_the_pod_templates() -> None:
+    kept = trim(obj("a", 1))
+    assert "managedFields" not in kept["metadata"] and kept["metadata"]["labels"][LABEL_COMPARISON_UID] == UID
+    assert kept["spec"] == {"queue": "default"}  # scalars only: no templates, no env values
+    assert "s3cr3t" not in repr(kept)
+    assert kept["status"] == {"state": {"phase": "Running"}}
+
+
+def test_kinds_are_kept_apart_and_any_kind_can_be_watched() -> None:
+    view = ChildView(watched=[VOLCANO_JOB])
+    view.watch(BATCH_JOB)
+    view.upsert(VOLCANO_JOB, obj("same-name", 1))
+    view.upsert(BATCH_JOB, {**obj("same-name", 2), "apiVersion": "batch/v1"})
+    assert len(view.read(VOLCANO_JOB, "ml", UID)) == len(view.read(BATCH_JOB, "ml", UID)) == 1
+    assert view.trusted(BATCH_JOB, UID) and not view.trusted(("v1", "ConfigMap"), UID)
+
+
+def test_reads_from_a_watched_view_make_no_api_call() -> None:
+    view = ChildView(watched=[VOLCANO_JOB, POD])
+    view.upsert(VOLCANO_JOB, obj("a", 1))
+    lister = Lister({})
+    source = Watched(view, lister)
+    for _ in range(5):
+        assert [j["metadata"]["name"] for j in source.read(VOLCANO_JOB, "ml", UID)] == ["a"]
+    assert lister.calls == []
+    # what the launcher created is read back before its watch event arrives (read-your-writes)
+    source.created(VOLCANO_JOB, obj("b", 2))
+    assert [j["metadata"]["name"] for j in source.read(VOLCANO_JOB, "ml", UID)] == ["a", "b"]
+    assert lister.calls == []
+
+
+def test_after_a_watch_restart_each_comparison_lists_once_and_ghosts_are_dropped() -> None:
+    view = ChildView(watched=[VOLCANO_JOB, POD])
+    view.upsert(VOLCANO_JOB, obj("deleted-while-disconnected", 3))
+    view.upsert(VOLCANO_JOB, obj("kept", 4))
+    lister = Lister({VOLCANO_JOB: [obj("kept", 6, phase="Completed")]})
+    source = Watched(view, lister)
+    view.invalidate(VOLCANO_JOB)  # the re-listing after 410 Gone reports no deletions
+    assert not view.trusted(VOLCANO_JOB, UID) and view.trusted(POD, UID)
+    jobs = source.read(VOLCANO_JOB, "ml", UID)
+    assert [(j["metadata"]["name"], j["status"]["state"]["phase"]) for j in jobs] == [("kept", "Completed")]
+    source.read(VOLCANO_JOB, "ml", UID)
+    assert len(lister.calls) == 1 and view.listings == 1  # once, then the view is trusted again
+
+
+def test_an_unwatched_kind_is_listed_on_every_read_and_a_listing_source_always_lists() -> None:
+    lister = Lister({POD: [obj("p", 1)]})
+    assert len(Watched(ChildView(watched=[VOLCANO_JOB]), lister).read(POD, "ml", UID)) == 1
+    listing = Listing(lister)
+    listing.read(POD, "ml", UID)
+    listing.created(POD, obj("q", 2))  # nothing to remember: the next read lists
+    listing.read(POD, "ml", UID)
+    assert len(lister.calls) == 3 and not listing.cached
+
+
+def test_forget_drops_a_deleted_comparisons_children() -> None:
+    view = ChildView(watched=[VOLCANO_JOB])
+    view.upsert(VOLCANO_JOB, obj("a", 1))
+    view.forget(UID)
+    assert view.read(VOLCANO_JOB, "ml", UID) == [] and UID not in view.comparisons()
