@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from kubernetes.client.rest import ApiException
 
+from proxyrank.api import EnvVar
 from proxyrank.launchers.backends import (
     Backend,
     DisabledBackend,
@@ -134,7 +135,7 @@ def test_launch_creates_the_service_then_the_job_and_adopts_a_409() -> None:
 def test_a_rejected_job_is_a_failed_attempt_with_the_servers_message_and_no_secret() -> None:
     launcher, custom, _, ref, plan = _setup()
     ref = ComparisonRef("cmp", UID, "ml", ref.spec.model_copy(update={"trainer": ref.spec.trainer.model_copy(
-        update={"env": {"TOKEN": "s3cr3t-value"}})}))
+        update={"env": [EnvVar(name="TOKEN", value="s3cr3t-value")]})}))
     custom.fail_create.append(_api_error(422, 'spec.template.spec.containers[0].env[0].value: Invalid value: '
                                               '\\"s3cr3t-value\\": too long'))
     with pytest.raises(LaunchError) as info:
