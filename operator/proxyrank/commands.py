@@ -103,7 +103,8 @@ def cmd_validate(path: str, *, target: str = "local") -> int:
         problems = validate_for_kubernetes(spec)
         if problems:
             raise SpecError(problems, source=f"{path} (for Kubernetes)")
-    n_runs = len(plan_runs(spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name)).runs)
+    n_runs = len(plan_runs(spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name),
+                           obj.metadata.namespace).runs)
     print(f"{path}: valid RecipeComparison {obj.metadata.name!r}{' for Kubernetes' if target == 'kubernetes' else ''}: "
           f"{len(spec.recipes)} recipes, {len(spec.proxy.protocols)} protocols"
           f"{', a target sweep' if spec.target else ''}, {n_runs} runs")
@@ -142,7 +143,8 @@ def cmd_plan(path: str, *, as_json: bool = False) -> int:
     from proxyrank.validation import load_comparison
 
     obj = load_comparison(path)
-    plan = plan_runs(obj.spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name))
+    plan = plan_runs(obj.spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name),
+                     obj.metadata.namespace)
     if as_json:
         json.dump(plan.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")
