@@ -431,8 +431,8 @@ def plan_conflicts(plan: Plan, previous: RecipeComparisonStatus | None) -> list[
     if not changed:
         return []
     names = ", ".join(_title(r) for r in changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-    return [f"the spec changed what {len(changed)} finished runs trained ({names}): the trainer, the proxy's or target's "
-            "model, token budget and training settings, and a recipe's sources and weights cannot change once runs "
+    return [f"the spec changed what {len(changed)} finished runs trained ({names}): the proxy's or target's model, "
+            "token budget and training settings, and a recipe's sources and weights cannot change once runs "
             "finished; revert the change, or create a new RecipeComparison (recipes, evaluation sets, protocols, "
             "learning rates and seeds may be added)"]
 

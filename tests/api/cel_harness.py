@@ -6,9 +6,9 @@ the text, not also the place before a final newline); cel-python evaluates every
 the node that carries it, with numbers typed by the schema (a ``number`` field is a CEL double even when written 1),
 the Kubernetes list function ``sum()``, ``messageExpression`` for the message, and transition rules (``oldSelf``) only
 on updates, as the API server does (on the items of a map list, ``x-kubernetes-list-type: map``, with the old item of
-the same keys; on other lists' items never). Before the schema, ``field: null`` is pruned where the field is not nullable, and
-the checks outside the CRD run: apiVersion and kind of the endpoint, and ObjectMeta's (name, namespace, labels,
-annotations, no unknown metadata fields).
+the same keys; on other lists' items never). Before the schema, ``field: null`` is pruned where the field is not
+nullable, and the checks outside the CRD run: apiVersion and kind of the endpoint, and ObjectMeta's (name, namespace,
+labels, annotations, no unknown metadata fields).
 
 Not modelled (validate is stricter there, see test_fuzz.py): a JSON 1.0 for an integer field (Draft 4 rejects it,
 as validate does; the API server may accept it), the object's serialised size, and CEL cost limits, which only a

@@ -18,8 +18,8 @@ from rich.console import Console
 from proxyrank import stats
 from proxyrank.api import Phase, RunState
 from proxyrank.cli import main
-from proxyrank.errors import UserError
 from proxyrank.embedded import load_status, run_comparison
+from proxyrank.errors import UserError
 from proxyrank.launchers.local import LocalLauncher
 from proxyrank.validation import load_comparison, parse_comparison
 from tests.conftest import ROOT
@@ -182,7 +182,7 @@ def test_a_workdir_accepts_a_spec_that_only_adds_runs(tiny_data: dict[str, Path]
     prepare_workdir(parse_comparison(copy.deepcopy(more)), wd)
     changed = copy.deepcopy(more)
     changed["spec"]["proxy"]["batchTokens"] = 2048
-    with pytest.raises(UserError, match="spec.proxy's model, token budget and training settings cannot change"):
+    with pytest.raises(UserError, match=r"spec\.proxy's model, token budget and training settings cannot change"):
         prepare_workdir(parse_comparison(changed), wd)
     renamed = copy.deepcopy(more)
     renamed["metadata"]["name"] = "another"

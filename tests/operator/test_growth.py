@@ -154,7 +154,7 @@ def _plan(obj: dict[str, Any], uid: str = "uid-1") -> Any:
 
 def _finished(plan: Any, key: Any = None) -> RecipeComparisonStatus:
     return RecipeComparisonStatus(runs=[
-        RunStatus(key=key(p) if key else p.key, protocol=p.protocol, recipe=p.recipe, scale=p.scale,  # type: ignore
+        RunStatus(key=key(p) if key else p.key, protocol=p.protocol, recipe=p.recipe, scale=p.scale,
                   learning_rate=p.learning_rate, seed=p.seed, state=RunState.succeeded, attempts=1, val_loss=3.0)
         for p in plan.runs])
 
