@@ -21,6 +21,11 @@ Raising the budget afterwards resumes it: the cancelled runs go back to Pending,
 attempts a raised ``policy.runRetries`` gives them.
 An observed child with a newer attempt than the status knows (an operator restart between launching and recording)
 is adopted, never launched again.
+
+The plan may change between passes (a comparison grows or shrinks; see docs/operator.md, "Growing a comparison"):
+the status holds exactly the planned runs, runs that left the plan are cancelled if in flight and count nowhere
+(:func:`_leave_plan`), and a plan that would make finished runs train something else is refused
+(:func:`plan_conflicts`).
 """
 
 from __future__ import annotations
