@@ -74,8 +74,9 @@ def training_part(key: str) -> str:
 
 
 def legacy_run_key(uid: str, scale: str, protocol: str, recipe: str, learning_rate: float, seed: int) -> str:
-    """The key proxyrank <= 0.x gave a run: a hash of the comparison's uid and the run's coordinates. Only to find and
-    migrate work directories written with it (:mod:`proxyrank.embedded`)."""
+    """The key earlier versions gave a run: a hash of the comparison's uid and the run's coordinates. Only to adopt
+    the finished runs of a status written with such keys (:func:`proxyrank.reconciler.adopt_legacy_runs`: an operator
+    upgrade, an old ``proxyrank run`` work directory)."""
     ident = f"{uid}|{scale}|{protocol}|{recipe}|{learning_rate!r}|{seed}"
     return "r" + hashlib.sha256(ident.encode()).hexdigest()[:15]
 
