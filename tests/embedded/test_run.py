@@ -166,7 +166,8 @@ def test_a_workdir_of_another_comparison_is_refused(smoke_file: Path, tiny_data:
     assert "use another --workdir" in err
 
 
-def test_a_workdir_accepts_a_spec_that_only_adds_runs(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+def test_a_workdir_accepts_a_spec_that_grows_or_shrinks_and_refuses_other_changes(tiny_data: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
     from proxyrank.embedded import prepare_workdir
 
     obj = _small(tiny_data)
