@@ -240,8 +240,8 @@ def _create_comparisons(kube: Kube, custom: Any, core: Any, comparisons: int, re
         parsed = parse_spec(body["spec"])
         launcher = KubernetesLauncher(custom, core, owner=owner_reference(name, uid))
         launcher.children = Watched(view, launcher.list_children)  # as proxyrank.handlers sets it
-        items.append(Comparison(name, uid, 1, ComparisonRef(name, uid, NAMESPACE, parsed), plan_runs(parsed, name, uid),
-                                TimedLauncher(launcher)))
+        items.append(Comparison(name, uid, 1, ComparisonRef(name, uid, NAMESPACE, parsed),
+                                plan_runs(parsed, name, uid, NAMESPACE), TimedLauncher(launcher)))
     return items
 
 

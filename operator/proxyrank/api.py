@@ -128,6 +128,32 @@ def _unique_names_cel(field: str, what: str) -> dict[str, str]:
                 f"{what} names must be unique", fieldPath=f".{field}", reason="FieldValueDuplicate")
 
 
+# How a comparison may change after creation (spec transitions). It may grow: recipes, evaluation sets, protocols,
+# learning rates and seeds may be added (or removed: their runs leave the plan), and policy and reliability may change.
+# What finished runs trained on and were evaluated with may not change: the messages say what to do instead. Each
+# rule exists as CEL (the API server, with oldSelf) and in :func:`transition_problems` (the operator and
+# ``proxyrank run``), with the same message.
+_NEW = "create a new RecipeComparison (or, with proxyrank run, use another --workdir)"
+TRAINER_CHANGED = ("spec.trainer cannot change: finished runs were trained with this image and pod settings; "
+                   f"to train with another trainer, {_NEW}")
+PROXY_SCALE_CHANGED = ("spec.proxy's model, token budget and training settings cannot change, as every proxy run "
+                       "depends on them (protocols may be added or removed, and sweeps' learningRates widened or "
+                       f"narrowed); to train other proxies, {_NEW}")
+TARGET_CHANGED = ("spec.target cannot be removed, and its model, token budget and training settings cannot change "
+                  "(its learningRates may be widened or narrowed; a target may be added later); to train another "
+                  f"target, {_NEW}")
+EVAL_TOKENS_CHANGED = f"spec.evaluation.tokens cannot change: finished runs were evaluated with it; {_NEW}"
+RECIPE_SOURCES_CHANGED = ("a recipe's sources and weights cannot change: its finished runs were trained on them; add "
+                          "the changed recipe under a new name (and remove the old one if it is no longer wanted)")
+EVAL_SET_CHANGED = ("an evaluation set's uri cannot change: finished runs were evaluated on it; add the new data as an "
+                    "evaluation set with a new name (and remove the old one if it is no longer wanted)")
+PROTOCOL_RATE_CHANGED = ("a protocol's learningRate cannot change: its finished runs were trained at it; add the new "
+                         "rate as another protocol, or make this protocol a sweep (learningRates) that includes the "
+                         "old rate")
+# Lists of named items merge by name (server-side apply) and correlate by name for transition rules on their items.
+_BY_NAME: Any = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+
+
 class APIModel(BaseModel):
     """camelCase on the wire, snake_case in Python, unknown fields rejected."""
 
@@ -823,6 +849,8 @@ class Recipe(SpecModel):
     model_config = ConfigDict(json_schema_extra=_validations(
         _cel("self.sources.exists(s, s.weight > 0.0)", "a recipe's source weights must not all be 0",
              fieldPath=".sources", reason="FieldValueInvalid"),
+        _cel("self.sources == oldSelf.sources", RECIPE_SOURCES_CHANGED, fieldPath=".sources",
+             reason="FieldValueForbidden"),
     ))
 
     name: Name
@@ -837,6 +865,10 @@ class Recipe(SpecModel):
 
 
 class EvalSet(SpecModel):
+    model_config = ConfigDict(json_schema_extra=_validations(
+        _cel("self.uri == oldSelf.uri", EVAL_SET_CHANGED, fieldPath=".uri", reason="FieldValueForbidden"),
+    ))
+
     name: Name
     uri: Uri
 
@@ -844,7 +876,7 @@ class EvalSet(SpecModel):
 class Evaluation(SpecModel):
     model_config = ConfigDict(json_schema_extra=_validations(_unique_names_cel("sets", "evaluation set")))
 
-    sets: list[EvalSet] = Field(min_length=1, max_length=MAX_EVAL_SETS,
+    sets: list[EvalSet] = Field(min_length=1, max_length=MAX_EVAL_SETS, json_schema_extra=_BY_NAME,
                                 description="Held-out sets shared by every run; ranking uses the mean val loss.")
     tokens: int | None = Field(default=None, ge=1024, le=1 << 34,
                                description="Evaluation tokens per set (default: the trainer's).")
@@ -994,6 +1026,9 @@ class Protocol(SpecModel):
         _cel(" && ".join(f"self.name != '{n}'" for n in RESERVED_PROTOCOL_NAMES),
              f"a protocol must not be named {' or '.join(map(repr, RESERVED_PROTOCOL_NAMES))}: the name is reserved "
              "for the target sweep's runs; rename the protocol", fieldPath=".name", reason="FieldValueInvalid"),
+        _cel("!has(oldSelf.learningRate) || (has(self.learningRate) ? self.learningRate == oldSelf.learningRate : "
+             "self.learningRates.exists(x, x == oldSelf.learningRate))", PROTOCOL_RATE_CHANGED,
+             fieldPath=".learningRate", reason="FieldValueForbidden"),
     ))
 
     name: Name
@@ -1030,7 +1065,7 @@ class ProxySpec(ScaleSpec):
     model_config = ConfigDict(json_schema_extra=_validations(
         *_SCALE_RULES, _unique_names_cel("protocols", "protocol")))
 
-    protocols: list[Protocol] = Field(min_length=1, max_length=MAX_PROTOCOLS)
+    protocols: list[Protocol] = Field(min_length=1, max_length=MAX_PROTOCOLS, json_schema_extra=_BY_NAME)
 
     @field_validator("protocols")
     @classmethod
@@ -1093,12 +1128,21 @@ class Reliability(SpecModel):
 
 
 # ----------------------------------------------------------------------------------------------------------- spec
-_IMMUTABLE = ("trainer", "recipes", "evaluation", "proxy", "seeds")
-_IMMUTABLE_RULE = " && ".join(
-    [f"self.{f} == oldSelf.{f}" for f in ("recipes", "evaluation", "proxy")]
-    + [f"has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f})"
-       for f in ("trainer", "target", "seeds")]
-)
+def _same_cel(path: str, fields: tuple[str, ...]) -> str:
+    """CEL: every field of ``fields`` under ``path`` is as it was (absent then and now, or equal)."""
+    return " && ".join(f"has(self{path}.{f}) == has(oldSelf{path}.{f}) && (!has(self{path}.{f}) || "
+                       f"self{path}.{f} == oldSelf{path}.{f})" for f in fields)
+
+
+_SCALE_FIELDS = tuple(f.alias or to_camel(n) for n, f in ScaleSpec.model_fields.items())
+_SPEC_TRANSITIONS = [
+    _cel(_same_cel("", ("trainer",)), TRAINER_CHANGED, fieldPath=".trainer", reason="FieldValueForbidden"),
+    _cel(_same_cel(".proxy", _SCALE_FIELDS), PROXY_SCALE_CHANGED, fieldPath=".proxy", reason="FieldValueForbidden"),
+    _cel(f"!has(oldSelf.target) || (has(self.target) && {_same_cel('.target', _SCALE_FIELDS)})", TARGET_CHANGED,
+         fieldPath=".target", reason="FieldValueForbidden"),
+    _cel(_same_cel(".evaluation", ("tokens",)), EVAL_TOKENS_CHANGED, fieldPath=".evaluation.tokens",
+         reason="FieldValueForbidden"),
+]
 
 
 _PROXY_RATES_CEL = ("self.proxy.protocols.map(p, has(p.learningRate) ? 1 : "
@@ -1139,12 +1183,11 @@ class RecipeComparisonSpec(SpecModel):
              "self.proxy.protocols.exists(p, p.name == self.reliability.protocol)",
              "reliability.protocol must name one of proxy.protocols", fieldPath=".reliability.protocol",
              reason="FieldValueNotFound"),
-        _cel(_IMMUTABLE_RULE, "spec is immutable except spec.policy and spec.reliability: create a new "
-             "RecipeComparison to change recipes, data, models or protocols", reason="FieldValueForbidden"),
+        *_SPEC_TRANSITIONS,
     ))
 
     trainer: TrainerSpec = Field(default_factory=TrainerSpec)
-    recipes: list[Recipe] = Field(min_length=2, max_length=MAX_RECIPES)
+    recipes: list[Recipe] = Field(min_length=2, max_length=MAX_RECIPES, json_schema_extra=_BY_NAME)
     evaluation: Evaluation
     proxy: ProxySpec
     target: TargetSpec | None = None
@@ -1219,6 +1262,46 @@ class RecipeComparisonSpec(SpecModel):
         if self.reliability.protocol is not None:
             return by_name[self.reliability.protocol]
         return by_name.get(DEFAULT_REFERENCE_PROTOCOL, self.proxy.protocols[0])
+
+
+def _scale_fields(scale: ScaleSpec) -> dict[str, Any]:
+    return {n: getattr(scale, n) for n in ScaleSpec.model_fields}
+
+
+def _changed_names(old: list[Any], new: list[Any], same: Any) -> list[str]:
+    """Names of the items in both lists (by name) for which ``same(old_item, new_item)`` is false."""
+    before = {x.name: x for x in old}
+    return [x.name for x in new if x.name in before and not same(before[x.name], x)]
+
+
+def _kept_rate(old: Protocol, new: Protocol) -> bool:
+    if old.learning_rate is None:
+        return True
+    return old.learning_rate == new.learning_rate if new.learning_rate is not None else \
+        old.learning_rate in (new.learning_rates or [])
+
+
+def transition_problems(old: RecipeComparisonSpec, new: RecipeComparisonSpec) -> list[str]:
+    """Why ``new`` may not replace ``old`` (the spec transition rules the API server checks with CEL), one message
+    per broken rule; empty when ``new`` only grows, shrinks or retunes the comparison as allowed."""
+    problems: list[str] = []
+    if old.trainer != new.trainer:
+        problems.append(TRAINER_CHANGED)
+    if _scale_fields(old.proxy) != _scale_fields(new.proxy):
+        problems.append(PROXY_SCALE_CHANGED)
+    if old.target is not None and (new.target is None or _scale_fields(old.target) != _scale_fields(new.target)):
+        problems.append(TARGET_CHANGED)
+    if old.evaluation.tokens != new.evaluation.tokens:
+        problems.append(EVAL_TOKENS_CHANGED)
+    for what, names in (
+            ("recipes", _changed_names(old.recipes, new.recipes, lambda a, b: a.sources == b.sources)),
+            ("evaluation.sets", _changed_names(old.evaluation.sets, new.evaluation.sets, lambda a, b: a.uri == b.uri)),
+            ("proxy.protocols", _changed_names(old.proxy.protocols, new.proxy.protocols, _kept_rate))):
+        if names:
+            message = {"recipes": RECIPE_SOURCES_CHANGED, "evaluation.sets": EVAL_SET_CHANGED,
+                       "proxy.protocols": PROTOCOL_RATE_CHANGED}[what]
+            problems.append(f"{what} {', '.join(names)}: {message}")
+    return problems
 
 
 MAX_ANNOTATIONS_BYTES = 256 << 10  # the API server's limit on all annotations of an object together

@@ -174,7 +174,8 @@ def _validate_document(source: str, data: Any, target: str, policy: AdminPolicy 
             spec = effective_spec(obj, policy, source)
     except SpecError as exc:
         return _invalid(exc)
-    n_runs = len(plan_runs(spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name)).runs)
+    n_runs = len(plan_runs(spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name),
+                           obj.metadata.namespace).runs)
     return {"source": source, "valid": True, "target": target, "name": obj.metadata.name,
             "namespace": obj.metadata.namespace, "recipes": len(spec.recipes), "protocols": len(spec.proxy.protocols),
             "targetSweep": spec.target is not None, "runs": n_runs}
@@ -217,7 +218,8 @@ def cmd_plan(path: str, *, as_json: bool = False) -> int:
     from proxyrank.validation import load_comparison
 
     obj = load_comparison(path)
-    plan = plan_runs(obj.spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name))
+    plan = plan_runs(obj.spec, obj.metadata.name, obj.metadata.uid or local_uid(obj.metadata.name),
+                     obj.metadata.namespace)
     if as_json:
         json.dump(plan.to_json(), sys.stdout, indent=2)
         sys.stdout.write("\n")

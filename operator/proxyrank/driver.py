@@ -19,6 +19,9 @@ from proxyrank.reconciler import (
     Event,
     Launch,
     ReconcileResult,
+    adopt_legacy_runs,
+    invalid_status,
+    plan_conflicts,
     reconcile,
     record_launch,
     record_launch_deferred,
@@ -34,6 +37,10 @@ def reconcile_and_apply(ref: ComparisonRef, plan: Plan, launcher: Launcher, prev
     """Observe, reconcile, apply. A launch the API could not take now (:class:`LaunchDeferred`) is not a failed
     attempt: that run and every launch after it in this pass go back to Pending (one call to an unavailable API per
     pass, not one per run), and one ``LaunchDeferred`` warning says so when the deferral starts."""
+    previous = adopt_legacy_runs(plan, previous)  # a status written before run keys stopped hashing the uid
+    conflicts = plan_conflicts(plan, previous)
+    if conflicts:  # a spec change the API server should have refused: nothing launched or cancelled until reverted
+        return invalid_status(previous, conflicts, now, generation)
     observed = launcher.observe(ref, plan)
     result = reconcile(ref.spec, plan, previous, observed, now, generation)
     secrets = env_secrets(ref.spec.trainer.env)

@@ -34,7 +34,14 @@ from rich.table import Table
 from rich.text import Text
 
 from proxyrank.analysis import analyze
-from proxyrank.api import Phase, RecipeComparison, RecipeComparisonSpec, RecipeComparisonStatus, RunState
+from proxyrank.api import (
+    Phase,
+    RecipeComparison,
+    RecipeComparisonSpec,
+    RecipeComparisonStatus,
+    RunState,
+    transition_problems,
+)
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.errors import EXIT_FAILURE, EXIT_OK, UserError
 from proxyrank.launchers.base import ComparisonRef, Launcher
@@ -49,7 +56,6 @@ STATUS_FILE = "status.yaml"
 COMPARISON_FILE = "comparison.yaml"
 RUNS_DIR = "runs"  # DIR/runs/<key>/attempt-<n>/: the LocalLauncher's run directories
 DEFAULT_ROOT = Path("runs")  # the default work directory is runs/<metadata.name>
-MUTABLE_SPEC_FIELDS = ("policy", "reliability")
 # errors that mean "this work directory cannot be used as given" (exit 2); any other OSError is a failure (exit 1)
 UNUSABLE_WORKDIR = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST, errno.EISDIR})
 _EPOCH = datetime.fromtimestamp(0, UTC)
@@ -161,25 +167,10 @@ def _redacted(data: Any) -> Any:
     return data
 
 
-def _frozen_spec(obj: RecipeComparison) -> dict[str, Any]:
-    spec = obj.spec.dump()
-    for f in MUTABLE_SPEC_FIELDS:
-        spec.pop(f, None)
-    return spec
-
-
-def extends(old: RecipeComparison, new: RecipeComparison) -> bool:
-    """True when ``new`` only adds runs to ``old``: every run of the old plan is in the new plan with the same
-    trainer config. Run keys are stable, so e.g. widening a learning-rate grid whose best value sat at the edge
-    reuses every finished run and trains only the new ones."""
-    uid = local_uid(old.metadata.name)
-    before = plan_runs(old.spec, old.metadata.name, uid).by_key()
-    after = plan_runs(new.spec, new.metadata.name, uid).by_key()
-    return all(key in after and after[key].config == run.config for key, run in before.items())
-
-
 def prepare_workdir(obj: RecipeComparison, workdir: Path) -> None:
-    """Create the work directory, or check that it belongs to the same comparison (policy may change)."""
+    """Create the work directory, or check that it belongs to the same comparison and that the spec changed only as
+    a comparison on the cluster may (:func:`~proxyrank.api.transition_problems`: it may grow, never change what
+    finished runs trained on or were evaluated with)."""
     workdir.mkdir(parents=True, exist_ok=True)
     stored = workdir / COMPARISON_FILE
     if stored.exists():
@@ -187,11 +178,13 @@ def prepare_workdir(obj: RecipeComparison, workdir: Path) -> None:
             old = load_comparison(stored)
         except SpecError as exc:
             raise UserError(f"{stored} is not a valid comparison ({exc.problems[0]}); use another --workdir") from None
-        if old.metadata.name != obj.metadata.name or (
-                _frozen_spec(old) != _frozen_spec(obj) and not extends(old, obj)):
-            raise UserError(f"{workdir} holds a different comparison ({old.metadata.name!r}); between runs of a work "
-                            "directory only spec.policy and spec.reliability may change, or runs may be added "
-                            "(more recipes, protocols or learning rates): use another --workdir")
+        if old.metadata.name != obj.metadata.name:
+            raise UserError(f"{workdir} holds a different comparison ({old.metadata.name!r}, not "
+                            f"{obj.metadata.name!r}): use another --workdir")
+        problems = transition_problems(old.spec, obj.spec)
+        if problems:
+            raise UserError(f"the spec changed in a way {workdir} cannot take (it holds {old.metadata.name!r} as "
+                            f"{stored}): " + "; ".join(problems))
     full = obj.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"status"})
     write_atomic(stored, dump_yaml(full))
 
@@ -342,7 +335,7 @@ def run_comparison(obj: RecipeComparison, workdir: Path, *, launcher: Launcher |
     prepare_workdir(obj, workdir)
     name = obj.metadata.name
     uid = obj.metadata.uid or local_uid(name)
-    plan = plan_runs(obj.spec, name, uid)
+    plan = plan_runs(obj.spec, name, uid, obj.metadata.namespace)
     status = load_status(workdir)  # before any launch: an unreadable status.yaml starts nothing
     if status is not None:
         say(console, f"resuming {name} from {workdir / STATUS_FILE}: {status.run_counts.done}/"

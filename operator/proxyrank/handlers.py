@@ -292,7 +292,7 @@ def reconcile_object(body: kopf.Body, spec: Mapping[str, Any], status: Mapping[s
     if previous is not None and previous.phase in (Phase.succeeded, Phase.failed) and \
             previous.observed_generation == generation and STATE.confirmed(uid):
         return  # finished, nothing changed since and the server has it: no API calls
-    plan = plan_runs(parsed, name, uid)
+    plan = plan_runs(parsed, name, uid, resolve_namespace(namespace))
     ref = ComparisonRef(name=name, uid=uid, namespace=namespace, spec=parsed)
     result = reconcile_and_apply(ref, plan, launcher, previous, datetime.now(UTC), generation)
     _write(body, name, namespace, uid, status, result)

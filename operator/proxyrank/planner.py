@@ -1,13 +1,24 @@
 """Expand a RecipeComparison spec into its training runs. Pure: no I/O.
 
 One run per (protocol, recipe, learning rate, seed) at proxy scale, plus one per (recipe, learning rate, seed) at
-target scale. A run's key is a deterministic hash of (comparison uid, scale, protocol, recipe, lr, seed), so the same
-spec always plans the same keys and a launcher can find an existing child by its ``proxyrank.io/run`` label.
+target scale.
+
+A run's key is a hash of what determines its result, never of the object's uid, so a comparison can grow (more
+recipes, protocols, learning rates, seeds) and keep every finished run: the same run of the same comparison has the
+same key before and after, and a launcher finds its existing child by the ``proxyrank.io/run`` label. The key has two
+parts, ``r`` + 10 hex digits for the training (the comparison's namespace and name, scale, protocol, recipe, and the
+trainer config without its evaluation: model shape, token budget, batch, schedule and other hyperparameters, the
+recipe's sources and weights, learning rate, seed) + 5 for the evaluation (the evaluation sets, as a set, and
+evaluation tokens). The evaluation sets are part of the key because a run's result is its loss on each of them and
+their mean: a run evaluated on other sets is another result (and the trainer evaluates only at the end of training).
+The split lets the operator tell, from the keys in a status alone, whether a spec change alters what finished runs
+trained (rejected) or only what they are evaluated on (see :func:`training_part`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,12 +43,40 @@ def label_value(value: str) -> str:
     return v
 
 
+DEFAULT_NAMESPACE = "default"  # a comparison outside Kubernetes plans as if it lived here
+KEY_TRAINING_DIGITS = 10
+KEY_EVALUATION_DIGITS = 5
+
+
 def local_uid(name: str) -> str:
-    """The uid of a comparison run outside Kubernetes: stable per name, so a rerun resumes the same runs."""
+    """The uid of a comparison run outside Kubernetes (its ``comparison-uid`` label); no longer part of run keys."""
     return "local-" + hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
-def run_key(uid: str, scale: str, protocol: str, recipe: str, learning_rate: float, seed: int) -> str:
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def run_key(namespace: str, comparison: str, scale: str, protocol: str, recipe: str, config: RunConfig) -> str:
+    """The key of the run that trains ``config`` (its ``runKey`` is ignored) for ``recipe`` in ``protocol``."""
+    doc = config_json(config)
+    doc.pop("runKey", None)
+    evaluation = {"sets": sorted((e["name"], e["uri"]) for e in doc.pop("evalSets")),
+                  "tokens": doc.pop("evalTokens", None)}
+    training = {"namespace": namespace, "comparison": comparison, "scale": scale, "protocol": protocol,
+                "recipe": recipe, "config": doc}
+    return "r" + _digest(training)[:KEY_TRAINING_DIGITS] + _digest(evaluation)[:KEY_EVALUATION_DIGITS]
+
+
+def training_part(key: str) -> str:
+    """The part of a run key that identifies what the run trained (without what it is evaluated on)."""
+    return key[:1 + KEY_TRAINING_DIGITS]
+
+
+def legacy_run_key(uid: str, scale: str, protocol: str, recipe: str, learning_rate: float, seed: int) -> str:
+    """The key earlier versions gave a run: a hash of the comparison's uid and the run's coordinates. Only to adopt
+    the finished runs of a status written with such keys (:func:`proxyrank.reconciler.adopt_legacy_runs`: an operator
+    upgrade, an old ``proxyrank run`` work directory)."""
     ident = f"{uid}|{scale}|{protocol}|{recipe}|{learning_rate!r}|{seed}"
     return "r" + hashlib.sha256(ident.encode()).hexdigest()[:15]
 
@@ -119,11 +158,10 @@ def config_json(config: RunConfig) -> dict[str, Any]:
     return config.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True)
 
 
-def _run_config(spec: RecipeComparisonSpec, scale: ScaleSpec, key: str, recipe_name: str, lr: float,
-                seed: int) -> RunConfig:
+def _run_config(spec: RecipeComparisonSpec, scale: ScaleSpec, recipe_name: str, lr: float, seed: int) -> RunConfig:
+    """The trainer config of one run, without its key (``runKey`` is set once the key is known)."""
     recipe = next(r for r in spec.recipes if r.name == recipe_name)
     cfg: dict[str, Any] = {
-        "runKey": key,
         "model": scale.model_config_value(),
         "sources": [{"uri": s.uri, "weight": s.weight} for s in recipe.sources if s.weight > 0],
         "evalSets": [{"name": e.name, "uri": e.uri} for e in spec.evaluation.sets],
@@ -144,8 +182,11 @@ def _run_config(spec: RecipeComparisonSpec, scale: ScaleSpec, key: str, recipe_n
     return RunConfig.model_validate(cfg)
 
 
-def plan_runs(spec: RecipeComparisonSpec, name: str, uid: str) -> Plan:
-    """All runs of a comparison, in a stable order: protocols as listed, then the target sweep."""
+def plan_runs(spec: RecipeComparisonSpec, name: str, uid: str, namespace: str | None = None) -> Plan:
+    """All runs of a comparison, in a stable order: protocols as listed, then the target sweep. ``uid`` only labels
+    the children (``proxyrank.io/comparison-uid``); the keys depend on ``namespace`` (None: ``default``), ``name``
+    and the spec."""
+    namespace = namespace or DEFAULT_NAMESPACE
     runs: list[PlannedRun] = []
     costs: list[GroupCost] = []
     base_labels = {LABEL_COMPARISON: label_value(name), LABEL_COMPARISON_UID: label_value(uid)}
@@ -161,12 +202,14 @@ def plan_runs(spec: RecipeComparisonSpec, name: str, uid: str) -> Plan:
         for recipe in spec.recipes:
             for lr in rates:
                 for seed in range(spec.seeds):
-                    key = run_key(uid, scale_name, group, recipe.name, lr, seed)
+                    config = _run_config(spec, scale, recipe.name, lr, seed)
+                    key = run_key(namespace, name, scale_name, group, recipe.name, config)
+                    config = config.model_copy(update={"run_key": key})
                     labels = {**base_labels, LABEL_RUN: key, LABEL_PROTOCOL: label_value(group),
                               LABEL_RECIPE: label_value(recipe.name), LABEL_SCALE: scale_name}
                     runs.append(PlannedRun(key=key, protocol=group, recipe=recipe.name, scale=scale_name,
                                            learning_rate=lr, seed=seed, tokens=tokens, flops=flops, labels=labels,
-                                           config=_run_config(spec, scale, key, recipe.name, lr, seed)))
+                                           config=config))
         n = len(runs) - n_before
         costs.append(GroupCost(group=group, scale=scale_name, model=_model_name(scale), params=shape.total_params(),
                                non_embedding_params=shape.non_embedding_params(), learning_rates=list(rates),

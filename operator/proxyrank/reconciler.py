@@ -21,6 +21,11 @@ Raising the budget afterwards resumes it: the cancelled runs go back to Pending,
 attempts a raised ``policy.runRetries`` gives them.
 An observed child with a newer attempt than the status knows (an operator restart between launching and recording)
 is adopted, never launched again.
+
+The plan may change between passes (a comparison grows or shrinks; see docs/operator.md, "Growing a comparison"):
+the status holds exactly the planned runs, runs that left the plan are cancelled if in flight and count nowhere
+(:func:`_leave_plan`), and a plan that would make finished runs train something else is refused
+(:func:`plan_conflicts`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any, Literal
 
 from proxyrank.analysis import Analysis, AnalysisMemo
 from proxyrank.api import (
+    DONE_STATES,
     FAILED_STATES,
     TERMINAL_STATES,
     Condition,
@@ -43,7 +49,7 @@ from proxyrank.api import (
     RunState,
     RunStatus,
 )
-from proxyrank.planner import Plan, PlannedRun
+from proxyrank.planner import Plan, PlannedRun, legacy_run_key, training_part
 from proxyrank_trainer.contract import RunResult
 
 IN_FLIGHT = frozenset({RunState.launching, RunState.running})
@@ -323,6 +329,7 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
         step.advance(entry, observed.get(p.key))
         runs.append(entry)
 
+    _leave_plan(plan, prev, observed, step)
     failed_for_good, budget_exceeded = _apply_budget(runs, spec, prev, now, step)
     if not budget_exceeded and not spec.policy.suspend:
         planned = {p.key: p for p in plan.runs}
@@ -365,6 +372,79 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
         analysis.protocols, analysis.target, analysis.agreements, analysis.verdict)
     _conditions(status, prev, spec, failed_for_good, now, generation, step.events)
     return ReconcileResult(status=status, actions=step.actions, events=step.events)
+
+
+NOT_IN_PLAN = "NotInPlan"
+
+
+def _leave_plan(plan: Plan, prev: RecipeComparisonStatus, observed: Mapping[str, Observation],
+                step: _RunStep) -> None:
+    """Runs that are no longer in the plan (the spec changed: a learning rate, recipe or protocol removed, or what
+    a run trains on changed its key) leave the status, the analysis and the budgets: the in-flight ones are
+    cancelled, whether the status knew them or only the launcher saw them (a pass after an operator restart); finished
+    ones are left alone, so a spec that plans them again finds their results. One event says how the plan changed."""
+    planned = {p.key for p in plan.runs}
+    cancel: dict[str, Cancel] = {}
+    for key, obs in observed.items():
+        if key not in planned and obs.state in (LaunchState.pending, LaunchState.running):
+            cancel[key] = Cancel(key, obs.attempt, obs.handle, NOT_IN_PLAN)
+    for r in prev.runs:
+        if r.key not in planned and r.state in IN_FLIGHT and r.key not in observed:
+            cancel[r.key] = Cancel(r.key, r.attempts, r.handle, NOT_IN_PLAN)
+    step.actions.extend(cancel.values())
+    before = {r.key for r in prev.runs}
+    if not before or before == planned:
+        return
+    kept, added, left = len(before & planned), len(planned - before), len(before - planned)
+    step.events.append(Event("Normal", "PlanChanged", (
+        f"the spec changed: {kept} runs kept, {added} new runs planned, {left} runs left the plan"
+        + (f" ({len(cancel)} in flight, cancelled)" if cancel else ""))))
+
+
+def adopt_legacy_runs(plan: Plan, previous: RecipeComparisonStatus | None) -> RecipeComparisonStatus | None:
+    """``previous`` with the finished runs that an older proxyrank keyed by the comparison's uid
+    (:func:`~proxyrank.planner.legacy_run_key`) renamed to their key in ``plan``: an upgrade keeps their results.
+    Only entries whose key is exactly the legacy key of a planned run's (scale, protocol, recipe, lr, seed) are
+    renamed (the older operator's specs were immutable, so that run trained what the planned run trains); in-flight
+    ones are not (their children carry the old key: they leave the plan, are cancelled and run again)."""
+    if previous is None:
+        return None
+    planned = {(p.scale, p.protocol, p.recipe, p.learning_rate, p.seed): p.key for p in plan.runs}
+    keys = {r.key for r in previous.runs}
+    renamed: dict[str, str] = {}
+    for r in previous.runs:
+        ident = (r.scale, r.protocol, r.recipe, r.learning_rate, r.seed)
+        new = planned.get(ident)
+        if new is not None and new not in keys and r.state in TERMINAL_STATES and \
+                r.key == legacy_run_key(plan.uid, *ident):
+            renamed[r.key] = new
+    if not renamed:
+        return previous
+    runs = [r.model_copy(update={"key": renamed[r.key]}) if r.key in renamed else r for r in previous.runs]
+    return previous.model_copy(update={"runs": runs})
+
+
+def plan_conflicts(plan: Plan, previous: RecipeComparisonStatus | None) -> list[str]:
+    """Why ``plan`` may not replace the plan whose runs ``previous`` holds: a finished run that is still planned (same
+    scale, protocol, recipe, learning rate and seed) but would train something else (the training part of its key
+    changed: the model, token budget or other training settings, or the recipe's sources). The operator's own check
+    of the spec transition rules, from the status alone, for API servers that do not enforce them; a change of only
+    what runs are evaluated on (evaluation sets) is allowed and reruns them."""
+    if previous is None:
+        return []
+    planned = {(p.scale, p.protocol, p.recipe, p.learning_rate, p.seed): p for p in plan.runs}
+    changed = []
+    for r in previous.runs:
+        p = planned.get((r.scale, r.protocol, r.recipe, r.learning_rate, r.seed))
+        if p is not None and r.state in DONE_STATES and training_part(p.key) != training_part(r.key):
+            changed.append(r)
+    if not changed:
+        return []
+    names = ", ".join(_title(r) for r in changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    return [f"the spec changed what {len(changed)} finished runs trained ({names}): the proxy's or target's model, "
+            "token budget and training settings, and a recipe's sources and weights cannot change once runs "
+            "finished; revert the change, or create a new RecipeComparison (recipes, evaluation sets, protocols, "
+            "learning rates and seeds may be added)"]
 
 
 # The analysis (rankings, correlations, bootstrap intervals) depends only on the spec and on which runs finished and

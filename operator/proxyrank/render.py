@@ -7,7 +7,9 @@ the command with exit 2, as the operator would mark the comparison), the same pl
 ``build_job`` (TorchX's app job made proxyrank's, with the restricted trainer pod). Each run's first attempt is shown.
 
 Outside the cluster the object has no uid: the manifests carry ``metadata.uid`` when the file has one, else a
-placeholder (the owner reference and the ``proxyrank.io/comparison-uid`` label are the only places it appears).
+placeholder (the owner reference and the ``proxyrank.io/comparison-uid`` label are the only places it appears). Run
+keys, and with them job names, do not depend on the uid: they are the names the operator gives the jobs, before and
+after the comparison grows.
 
 Registered by :func:`register` (called from :mod:`proxyrank.commands`); this module imports only the standard library
 at the top, so building the CLI's parser stays cheap.
@@ -90,7 +92,7 @@ def render_manifests(obj: RecipeComparison, namespace: str | None, policy: Admin
     uid = obj.metadata.uid or PLACEHOLDER_UID
     ref = ComparisonRef(name, uid, namespace or obj.metadata.namespace, spec)
     owner = owner_reference(name, uid)
-    runs = plan_runs(spec, name, uid).runs
+    runs = plan_runs(spec, name, uid, ref.namespace).runs
     if (spec.trainer.backend or default_backend) == "kueue":
         return [m for run in runs for m in kueue_manifests(ref, run, 1, owner)]
     launcher = KubernetesLauncher(object(), object(), owner=owner)  # builds only: no API calls

@@ -5,9 +5,10 @@ server-side field validation rejects unknown fields; patterns matched with RE2, 
 the text, not also the place before a final newline); cel-python evaluates every ``x-kubernetes-validations`` rule at
 the node that carries it, with numbers typed by the schema (a ``number`` field is a CEL double even when written 1),
 the Kubernetes list function ``sum()``, ``messageExpression`` for the message, and transition rules (``oldSelf``) only
-on updates, as the API server does. Before the schema, ``field: null`` is pruned where the field is not nullable, and
-the checks outside the CRD run: apiVersion and kind of the endpoint, and ObjectMeta's (name, namespace, labels,
-annotations, no unknown metadata fields).
+on updates, as the API server does (on the items of a map list, ``x-kubernetes-list-type: map``, with the old item of
+the same keys; on other lists' items never). Before the schema, ``field: null`` is pruned where the field is not
+nullable, and the checks outside the CRD run: apiVersion and kind of the endpoint, and ObjectMeta's (name, namespace,
+labels, annotations, no unknown metadata fields).
 
 Not modelled (validate is stricter there, see test_fuzz.py): a JSON 1.0 for an integer field (Draft 4 rejects it,
 as validate does; the API server may accept it), the object's serialised size, and CEL cost limits, which only a
@@ -212,9 +213,14 @@ def _walk(schema: dict[str, Any], value: Any, old: Any, path: str, errors: list[
                 old_v = old.get(k) if isinstance(old, dict) else None
                 _walk(sub, v, old_v, f"{path}.{k}" if path else k, errors)
     elif isinstance(value, list):
-        # atomic lists: no old-value correlation for items (transition rules on items are not evaluated)
+        # items of a map list (x-kubernetes-list-type: map) correlate with the old item of the same keys, so
+        # transition rules on them run; items of other lists have no old value (their transition rules are skipped)
+        keys = schema.get("x-kubernetes-list-map-keys") if schema.get("x-kubernetes-list-type") == "map" else None
+        before = {tuple(o.get(k) for k in keys): o for o in old if isinstance(o, dict)} \
+            if keys and isinstance(old, list) else {}
         for i, v in enumerate(value):
-            _walk(schema.get("items", {}), v, None, f"{path}[{i}]", errors)
+            old_item = before.get(tuple(v.get(k) for k in keys)) if keys and isinstance(v, dict) else None
+            _walk(schema.get("items", {}), v, old_item, f"{path}[{i}]", errors)
 
 
 def server_errors(obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:

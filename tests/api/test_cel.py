@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from proxyrank.api import transition_problems
+from proxyrank.validation import parse_comparison
 from tests.api.cases import BAD_CASES
 from tests.api.cel_harness import cel_errors, server_errors
 from tests.conftest import GOOD_COMPARISON
@@ -80,24 +82,83 @@ def test_policy_and_reliability_may_change_after_creation() -> None:
     assert cel_errors(new, old) == []
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda s: s["recipes"][0]["sources"][0].update(uri="s3://other/"),
-    lambda s: s["proxy"]["protocols"][0].update(learningRate=1e-3),
-    lambda s: s["evaluation"]["sets"][0].update(uri="s3://other/"),
-    lambda s: s.pop("target"),
-    lambda s: s.update(seeds=2),
-    lambda s: s["trainer"].update(image="other:1"),
-], ids=["recipe-source", "protocol-lr", "eval-set", "remove-target", "seeds", "image"])
-def test_the_rest_of_the_spec_is_immutable(mutate: Any) -> None:
+# (how the spec grows or shrinks, from GOOD_COMPARISON): each is accepted by the API server and by the model
+ALLOWED = [
+    ("add-recipe", lambda s: s["recipes"].append({"name": "fineweb", "sources": [{"uri": "s3://bucket/fw/"}]})),
+    ("remove-recipe", lambda s: s["recipes"].pop()),
+    ("recipe-description", lambda s: s["recipes"][0].update(description="the baseline")),
+    ("add-eval-set", lambda s: s["evaluation"]["sets"].append({"name": "c4", "uri": "s3://bucket/eval/c4/"})),
+    ("add-protocol", lambda s: s["proxy"]["protocols"].append({"name": "high-lr", "learningRate": 1e-2})),
+    ("remove-protocol", lambda s: s["proxy"]["protocols"].pop(0)),
+    ("widen-sweep", lambda s: s["proxy"]["protocols"][2]["learningRates"].append(3e-3)),
+    ("narrow-sweep", lambda s: s["proxy"]["protocols"][2]["learningRates"].pop()),
+    ("fixed-becomes-sweep", lambda s: s["proxy"]["protocols"][0].update(
+        learningRate=None, learningRates=[s["proxy"]["protocols"][0]["learningRate"], 1e-3])),
+    ("widen-target", lambda s: s["target"]["learningRates"].append(3e-3)),
+    ("add-seeds", lambda s: s.update(seeds=3)),
+    ("reorder-recipes", lambda s: s["recipes"].reverse()),
+]
+# (what changes, the message's phrase): each is rejected by both, with a message saying what to do
+REJECTED = [
+    ("recipe-source", lambda s: s["recipes"][0]["sources"][0].update(uri="s3://other/"),
+     "a recipe's sources and weights cannot change"),
+    ("recipe-weight", lambda s: s["recipes"][0]["sources"][0].update(weight=2.0),
+     "a recipe's sources and weights cannot change"),
+    ("protocol-lr", lambda s: s["proxy"]["protocols"][0].update(learningRate=1e-3),
+     "a protocol's learningRate cannot change"),
+    ("fixed-becomes-other-sweep", lambda s: s["proxy"]["protocols"][0].update(learningRate=None,
+                                                                               learningRates=[1e-3, 3e-3]),
+     "a protocol's learningRate cannot change"),
+    ("eval-set-uri", lambda s: s["evaluation"]["sets"][0].update(uri="s3://other/"),
+     "an evaluation set's uri cannot change"),
+    ("eval-tokens", lambda s: s["evaluation"].update(tokens=1 << 20), "spec.evaluation.tokens cannot change"),
+    ("proxy-model", lambda s: s["proxy"].update(model="pythia-160m"), "spec.proxy's model, token budget"),
+    ("proxy-tokens", lambda s: s["proxy"].update(tokens=5_000_000_000), "spec.proxy's model, token budget"),
+    ("proxy-schedule", lambda s: s["proxy"].update(schedule="wsd"), "spec.proxy's model, token budget"),
+    ("remove-target", lambda s: s.pop("target"), "spec.target cannot be removed"),
+    ("target-tokens", lambda s: s["target"].update(tokensPerParam=40), "spec.target cannot be removed"),
+    ("image", lambda s: s["trainer"].update(image="other:1"), "spec.trainer cannot change"),
+]
+
+
+def _changed(mutate: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     old = copy.deepcopy(GOOD_COMPARISON)
     new = copy.deepcopy(old)
     mutate(new["spec"])
-    errors = cel_errors(new, old)
-    assert any("spec is immutable" in e for e in errors), errors
+    for p in new["spec"]["proxy"]["protocols"]:
+        if p.get("learningRate", 0) is None:
+            del p["learningRate"]
+    return old, new
 
 
-def test_adding_a_target_later_is_rejected() -> None:
+@pytest.mark.parametrize(("case", "mutate"), ALLOWED, ids=[c[0] for c in ALLOWED])
+def test_a_comparison_may_grow_or_shrink(case: str, mutate: Any) -> None:
+    old, new = _changed(mutate)
+    assert server_errors(new, old) == [], case
+    assert transition_problems(parse_comparison(old).spec, parse_comparison(new).spec) == [], case
+
+
+@pytest.mark.parametrize(("case", "mutate", "phrase"), REJECTED, ids=[c[0] for c in REJECTED])
+def test_changes_to_what_finished_runs_mean_are_rejected_by_both(case: str, mutate: Any, phrase: str) -> None:
+    old, new = _changed(mutate)
+    errors = server_errors(new, old)
+    assert any(phrase in e for e in errors), (case, errors)
+    problems = transition_problems(parse_comparison(old).spec, parse_comparison(new).spec)
+    assert any(phrase in p for p in problems), (case, problems)
+    # the API server's message and the model's are the same text, and both say what to do instead
+    assert any(p.endswith(e.split(": ", 1)[1]) for p in problems for e in errors if phrase in e), (problems, errors)
+    assert any(w in " ".join(problems) for w in ("create a new RecipeComparison", "add the", "make this protocol"))
+
+
+def test_adding_a_target_later_is_accepted() -> None:
     old = copy.deepcopy(GOOD_COMPARISON)
     old["spec"].pop("target")
     new = copy.deepcopy(GOOD_COMPARISON)
-    assert any("spec is immutable" in e for e in cel_errors(new, old))
+    assert cel_errors(new, old) == []
+    assert transition_problems(parse_comparison(old).spec, parse_comparison(new).spec) == []
+
+
+def test_transition_rules_do_not_run_on_create() -> None:
+    """A new object has no oldSelf: the transition rules (on the spec and on correlated list items) stay silent."""
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    assert server_errors(obj) == []

@@ -5,11 +5,20 @@ from __future__ import annotations
 import copy
 import json
 import re
+from typing import Any
 
 import pytest
 
 from proxyrank.cli import main
-from proxyrank.planner import LABEL_RUN, LABEL_SCALE, config_json, label_value, plan_runs, run_key
+from proxyrank.planner import (
+    LABEL_RUN,
+    LABEL_SCALE,
+    config_json,
+    label_value,
+    legacy_run_key,
+    plan_runs,
+    training_part,
+)
 from proxyrank.validation import parse_comparison
 from proxyrank_trainer.contract import RunConfig
 from tests.conftest import GOOD_COMPARISON
@@ -32,15 +41,78 @@ def test_run_count_is_protocols_times_recipes_times_lrs_times_seeds_plus_target(
     assert {c.group: c.runs for c in plan.costs} == {"fixed": 6, "reduced-lr": 6, "proxy-tuned": 18, "target": 18}
 
 
-def test_keys_are_unique_deterministic_and_depend_on_the_uid() -> None:
+def test_keys_are_unique_deterministic_and_do_not_depend_on_the_uid() -> None:
     _, a = _plan(uid="uid-1")
     _, b = _plan(uid="uid-1")
-    _, c = _plan(uid="uid-2")
+    _, c = _plan(uid="uid-2")  # the same comparison re-created (or its status lost): the same runs
     keys = [r.key for r in a.runs]
     assert len(set(keys)) == len(keys)
-    assert keys == [r.key for r in b.runs]
-    assert not set(keys) & {r.key for r in c.runs}
-    assert run_key("u", "proxy", "p", "r", 1e-5, 0) != run_key("u", "proxy", "p", "r", 1e-5, 1)
+    assert keys == [r.key for r in b.runs] == [r.key for r in c.runs]
+    assert all(re.fullmatch(r"r[0-9a-f]{15}", k) for k in keys)  # job names pr-<key>-a<n> keep their length
+    assert {r.labels["proxyrank.io/comparison-uid"] for r in c.runs} == {"uid-2"}  # children are still selected by uid
+
+
+def _keys(mutate: Any = None, name: str = "dedup-study", namespace: str | None = None) -> dict[tuple[Any, ...], str]:
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    if mutate is not None:
+        mutate(obj["spec"])
+    plan = plan_runs(parse_comparison(obj).spec, name, "uid", namespace)
+    return {(r.scale, r.protocol, r.recipe, r.learning_rate, r.seed): r.key for r in plan.runs}
+
+
+@pytest.mark.parametrize(("mutate", "name", "namespace"), [
+    (lambda s: s["recipes"][0]["sources"][0].update(uri="s3://other/"), "dedup-study", None),
+    (lambda s: s["recipes"][0]["sources"].append({"uri": "s3://more/", "weight": 0.5}), "dedup-study", None),
+    (lambda s: s["proxy"].update(tokens=2 * s["proxy"]["tokens"]), "dedup-study", None),
+    (lambda s: s["proxy"].update(schedule="wsd"), "dedup-study", None),
+    (lambda s: s["proxy"].update(model="pythia-160m"), "dedup-study", None),
+    (None, "another-study", None),
+    (None, "dedup-study", "team-b"),
+], ids=["source-uri", "source-added", "tokens", "schedule", "model", "name", "namespace"])
+def test_what_determines_the_training_determines_the_key(mutate: Any, name: str, namespace: str | None) -> None:
+    before, after = _keys(), _keys(mutate, name, namespace)
+    changed = [k for k in before if k in after and before[k] != after[k]]
+    assert changed, "no key changed"
+    for k in changed:
+        assert training_part(before[k]) != training_part(after[k])
+
+
+def test_a_recipe_change_changes_only_that_recipes_keys() -> None:
+    before = _keys()
+    after = _keys(lambda s: s["recipes"][0]["sources"][0].update(uri="s3://other/"))
+    changed = {k[2] for k in before if before[k] != after[k]}
+    assert changed == {GOOD_COMPARISON["spec"]["recipes"][0]["name"]}
+
+
+def test_growing_the_spec_keeps_every_existing_key() -> None:
+    before = _keys()
+    after = _keys(lambda s: (s["recipes"].append({"name": "new", "sources": [{"uri": "s3://n/"}]}),
+                             s["proxy"]["protocols"][2]["learningRates"].append(3e-3),
+                             s["proxy"]["protocols"].append({"name": "high", "learningRate": 1e-2}),
+                             s["target"]["learningRates"].append(3e-3), s.update(seeds=2),
+                             s["recipes"][0].update(description="renamed in prose only"),
+                             s["policy"].update(parallelism=1), s["reliability"].update(threshold=0.5)))
+    assert all(after[k] == v for k, v in before.items())
+    assert len(after) > len(before)
+
+
+def test_evaluation_sets_change_every_key_in_its_evaluation_part_only() -> None:
+    """A run's result is its loss on each evaluation set: another set list is another result, so every key changes;
+    only the evaluation part does, which tells the operator that what runs trained did not change."""
+    before = _keys()
+    after = _keys(lambda s: s["evaluation"]["sets"].append({"name": "c4", "uri": "s3://eval/c4/"}))
+    assert set(before) == set(after)
+    for k in before:
+        assert before[k] != after[k] and training_part(before[k]) == training_part(after[k])
+    reordered = _keys(lambda s: (s["evaluation"]["sets"].append({"name": "c4", "uri": "s3://eval/c4/"}),
+                                 s["evaluation"]["sets"].reverse()))
+    assert reordered == after  # the sets count as a set: their order is presentation
+
+
+def test_the_legacy_key_is_the_uid_hash_older_versions_gave() -> None:
+    # the key proxyrank gave before keys stopped hashing the uid (docs/results/study/status.yaml holds such keys)
+    assert legacy_run_key("u", "proxy", "p", "r", 1e-5, 0) != legacy_run_key("u", "proxy", "p", "r", 1e-5, 1)
+    assert re.fullmatch(r"r[0-9a-f]{15}", legacy_run_key("u", "proxy", "p", "r", 1e-5, 0))
 
 
 def test_labels_are_valid_label_values_and_carry_the_run_identity() -> None:

@@ -19,6 +19,7 @@ from proxyrank import stats
 from proxyrank.api import Phase, RunState
 from proxyrank.cli import main
 from proxyrank.embedded import load_status, run_comparison
+from proxyrank.errors import UserError
 from proxyrank.launchers.local import LocalLauncher
 from proxyrank.validation import load_comparison, parse_comparison
 from tests.conftest import ROOT
@@ -160,10 +161,13 @@ def test_a_workdir_of_another_comparison_is_refused(smoke_file: Path, tiny_data:
     changed["spec"]["proxy"]["tokens"] = 4096
     other.write_text(yaml.safe_dump(changed))
     assert main(["run", str(other), "--workdir", str(wd)]) == 2
-    assert "holds a different comparison" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot take" in err and "spec.proxy's model, token budget and training settings cannot change" in err
+    assert "use another --workdir" in err
 
 
-def test_a_workdir_accepts_a_spec_that_only_adds_runs(tiny_data: dict[str, Path], tmp_path: Path) -> None:
+def test_a_workdir_accepts_a_spec_that_grows_or_shrinks_and_refuses_other_changes(tiny_data: dict[str, Path],
+                                                                                 tmp_path: Path) -> None:
     from proxyrank.embedded import prepare_workdir
 
     obj = _small(tiny_data)
@@ -172,10 +176,19 @@ def test_a_workdir_accepts_a_spec_that_only_adds_runs(tiny_data: dict[str, Path]
     wider = copy.deepcopy(obj)
     wider["spec"]["proxy"]["protocols"].append({"name": "sweep", "learningRates": [1e-3, 3e-3]})
     prepare_workdir(parse_comparison(wider), wd)  # adds runs: accepted, the old runs keep their keys
-    changed = copy.deepcopy(wider)
+    more = copy.deepcopy(wider)  # more evaluation sets and seeds, a narrower sweep: accepted too
+    more["spec"]["evaluation"]["sets"].append({"name": "extra", "uri": more["spec"]["evaluation"]["sets"][0]["uri"]})
+    more["spec"]["seeds"] = 2
+    more["spec"]["proxy"]["protocols"][-1]["learningRates"] = [1e-3]
+    prepare_workdir(parse_comparison(copy.deepcopy(more)), wd)
+    changed = copy.deepcopy(more)
     changed["spec"]["proxy"]["batchTokens"] = 2048
-    with pytest.raises(Exception, match="holds a different comparison"):
+    with pytest.raises(UserError, match=r"spec\.proxy's model, token budget and training settings cannot change"):
         prepare_workdir(parse_comparison(changed), wd)
+    renamed = copy.deepcopy(more)
+    renamed["metadata"]["name"] = "another"
+    with pytest.raises(UserError, match="holds a different comparison"):
+        prepare_workdir(parse_comparison(renamed), wd)
 
 
 def test_summary_piped_to_a_file_is_not_squeezed_to_80_columns(tiny_data: dict[str, Path], tmp_path: Path) -> None:

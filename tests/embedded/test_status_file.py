@@ -18,7 +18,7 @@ from proxyrank.cli import main
 from proxyrank.embedded import STATUS_FILE, StatusFile, load_reanalyzed_status, load_status, run_comparison
 from proxyrank.launchers.base import ComparisonRef
 from proxyrank.launchers.fake import FakeLauncher, Outcome
-from proxyrank.planner import Plan, PlannedRun
+from proxyrank.planner import Plan, PlannedRun, local_uid, plan_runs
 from proxyrank.reconciler import Observation
 from proxyrank.testing import make_result
 from proxyrank.validation import load_comparison, parse_comparison
@@ -118,3 +118,53 @@ def test_a_work_directory_round_trips_names_yaml_would_read_as_booleans_or_numbe
     prepare_workdir(obj, tmp_path)
     again = load_comparison(tmp_path / COMPARISON_FILE)
     assert again.metadata.name == "y" and [r.name for r in again.spec.recipes][:2] == ["n", "1e3"]
+
+
+class _NoLaunches(FakeLauncher):
+    """A launcher that must not be asked to launch anything."""
+
+    def __init__(self) -> None:
+        super().__init__(_outcome)
+
+    def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
+        raise AssertionError(f"launched {run.title}")
+
+
+def test_a_work_directory_keyed_by_an_older_proxyrank_resumes_with_every_result(tmp_path: Path) -> None:
+    """docs/results/study/status.yaml holds the keys older versions derived from the comparison's uid: a rerun
+    renames its finished runs to their current keys, launches nothing and derives the same results."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    shutil.copy(STUDY / "comparison.yaml", wd / "comparison.yaml")
+    shutil.copy(STUDY / STATUS_FILE, wd / STATUS_FILE)
+    obj = load_comparison(wd / "comparison.yaml")
+    committed = RecipeComparisonStatus.model_validate(yaml.safe_load((STUDY / STATUS_FILE).read_text()))
+    final = run_comparison(obj, wd, launcher=_NoLaunches(), poll_seconds=0, console=QUIET)
+    assert final.phase == Phase.succeeded and final.run_counts.done == 156
+    plan = plan_runs(obj.spec, obj.metadata.name, local_uid(obj.metadata.name))
+    assert [r.key for r in final.runs] == [p.key for p in plan.runs]
+    assert not {r.key for r in final.runs} & {r.key for r in committed.runs}
+    ident = [(r.protocol, r.recipe, r.learning_rate, r.seed, r.val_loss, r.set_losses) for r in final.runs]
+    assert ident == [(r.protocol, r.recipe, r.learning_rate, r.seed, r.val_loss, r.set_losses) for r in committed.runs]
+    for part in RESULTS:
+        assert getattr(final, part) == getattr(committed, part), part
+    stored = load_status(wd)
+    assert stored is not None and [r.key for r in stored.runs] == [p.key for p in plan.runs]
+
+
+def test_a_grown_spec_trains_only_the_new_runs_in_its_work_directory(tmp_path: Path) -> None:
+    small = copy.deepcopy(GOOD_COMPARISON)
+    launcher = FakeLauncher(_outcome)
+    first = run_comparison(parse_comparison(copy.deepcopy(small)), tmp_path, launcher=launcher, poll_seconds=0,
+                           console=QUIET)
+    assert first.phase == Phase.succeeded and len(launcher.launched) == 24
+    grown = copy.deepcopy(small)
+    grown["spec"]["recipes"].append({"name": "fineweb", "sources": [{"uri": "s3://bucket/fineweb/"}]})
+    grown["spec"]["target"]["learningRates"].append(3e-3)
+    more = FakeLauncher(_outcome)
+    final = run_comparison(parse_comparison(grown), tmp_path, launcher=more, poll_seconds=0, console=QUIET)
+    assert final.phase == Phase.succeeded and final.run_counts.done == 4 * (5 + 4)
+    assert len(more.launched) == final.run_counts.done - 24  # fineweb's 9 runs and 3 target runs at 3e-3
+    before = {r.key: r for r in first.runs}
+    assert all(before[r.key] == r for r in final.runs if r.key in before) and len(before) == 24
+    assert {r.key for r in final.runs} >= set(before)

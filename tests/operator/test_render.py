@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def test_render_prints_the_operators_job_for_every_run(example: str, capsys: pyt
     jobs = _render(capsys, str(path), "--namespace", "ml", "--policy", str(POLICY))
     obj = load_comparison(path)
     spec = load_policy(POLICY).apply(obj.spec)
-    runs = plan_runs(spec, obj.metadata.name, PLACEHOLDER_UID).runs
+    runs = plan_runs(spec, obj.metadata.name, PLACEHOLDER_UID, "ml").runs
     assert [j["metadata"]["name"] for j in jobs] == [job_name(r.key, 1) for r in runs]
     # the operator's launcher builds exactly these (the placeholder uid aside, which only the owner carries)
     launcher = KubernetesLauncher(object(), object(), owner=owner_reference(obj.metadata.name, PLACEHOLDER_UID))
@@ -82,7 +83,7 @@ def test_render_with_the_kueue_back_end_gives_valid_jobs_and_services(
     path = tmp_path / "kueue.yaml"
     path.write_text(dump_yaml(doc))
     manifests = _render(capsys, str(path), "--default-backend", "kueue", "-n", "ml")
-    runs = plan_runs(load_comparison(path).spec, doc["metadata"]["name"], PLACEHOLDER_UID).runs
+    runs = plan_runs(load_comparison(path).spec, doc["metadata"]["name"], PLACEHOLDER_UID, "ml").runs
     jobs = [m for m in manifests if m["kind"] == "Job"]
     assert [j["metadata"]["name"] for j in jobs] == [job_name(r.key, 1) for r in runs]
     assert all(j["apiVersion"] == "batch/v1" and j["spec"]["suspend"] is True for j in jobs)
@@ -97,3 +98,27 @@ def test_render_with_the_kueue_back_end_gives_valid_jobs_and_services(
     assert {m["kind"] for m in _render(capsys, str(path), "--default-backend", "kueue")} == {"Job"}
     assert {m["apiVersion"] for m in _render(capsys, str(path), "--default-backend", "kueue")} == {
         "batch.volcano.sh/v1alpha1"}
+
+
+def test_render_shows_the_same_job_names_before_and_after_the_comparison_grows(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Run keys hash what a run trains, not the object's uid: adding a recipe and a learning rate keeps every job name
+    the smaller spec rendered, and adds the new runs' (issue 13, point 5)."""
+    from proxyrank.validation import dump_yaml
+
+    doc = yaml.safe_load((EXAMPLES / "cluster" / "pvc.yaml").read_text())
+    before = tmp_path / "before.yaml"
+    before.write_text(dump_yaml(doc))
+    grown = copy.deepcopy(doc)
+    recipe = copy.deepcopy(grown["spec"]["recipes"][0])
+    recipe["name"] = "grown-recipe"
+    grown["spec"]["recipes"].append(recipe)
+    target = grown["spec"].get("target")
+    if target and target.get("learningRates"):
+        target["learningRates"].append(max(target["learningRates"]) * 3)
+    after = tmp_path / "after.yaml"
+    after.write_text(dump_yaml(grown))
+    old = [j["metadata"]["name"] for j in _render(capsys, str(before), "-n", "ml")]
+    new = [j["metadata"]["name"] for j in _render(capsys, str(after), "-n", "ml")]
+    assert set(old) < set(new) and len(set(new)) == len(new)
+    assert len(new) - len(old) >= len(doc["spec"]["proxy"]["protocols"])  # at least the new recipe's proxy runs

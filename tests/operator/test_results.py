@@ -86,7 +86,7 @@ def test_a_conflict_on_job_create_adopts_the_existing_job(cluster: Cluster) -> N
     obj = comparison()
     uid = str(uuid.uuid4())
     obj["metadata"]["uid"] = uid
-    plan = plan_runs(parse_spec(copy.deepcopy(obj["spec"])), "cmp", uid)
+    plan = plan_runs(parse_spec(copy.deepcopy(obj["spec"])), "cmp", uid, NAMESPACE)
     contested = plan.runs[4]
     name = job_name(contested.key, 1)
     cluster.kube.conflict_once.add(name)  # the create lands, but the operator is told 409 AlreadyExists
