@@ -227,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {"date": dt.date.today().isoformat(), "python": platform.python_version(),
                             "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}
     results: list[dict[str, Any]] = []
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("--device cuda: no CUDA device visible to torch", file=sys.stderr)
+            return 2
     if args.device == "cuda" or args.throughput:
         models = args.models.split(",") if args.models else (list(GPU_MODELS) if args.device == "cuda" else ["nano"])
         for model in models:

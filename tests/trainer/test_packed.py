@@ -234,3 +234,21 @@ def test_cli_trains_a_pack_and_writes_each_runs_result(corpus: ByteCorpus, tmp_p
     proc = run_trainer_cli([], env=trainer_env(PROXYRANK_PACK_CONFIG=json.dumps(bad)))
     assert proc.returncode == 2 and proc.stderr.startswith("proxyrank_trainer: error: runs[1].model: shape")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_benchmark_throughput_path_runs_the_trainers_pack_step_on_cpu() -> None:
+    """bench/packed_proxies.py's --device cuda code, on the CPU with nano (the GPU is not available here)."""
+    import importlib.util
+
+    from trainer_helpers import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("packed_proxies", REPO_ROOT / "bench" / "packed_proxies.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(bench)
+        got = bench.gpu_throughput("nano", 2, "cpu", sequences=1, steps=1, warmup=0)
+    finally:
+        del sys.modules[spec.name]
+    assert got["k"] == 2 and got["tokensPerSecond"] > 0 and got["peakMemoryGiB"] is None
