@@ -77,26 +77,26 @@ class PackedAdamW:
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
         self.device = device
 
-    def _per_run(self, values: Tensor, ndim: int) -> Tensor:
-        return values.to(device=self.device, dtype=torch.float32).view(-1, *([1] * (ndim - 1)))
-
     @torch.no_grad()
     def step(self, lr: Sequence[float]) -> None:
         self.steps += 1
         lrs = torch.tensor(list(lr), dtype=torch.float64)
-        step_size = lrs / (1 - self.beta1 ** self.steps)
-        bc2_sqrt = torch.sqrt(1 - self.beta2 ** self.steps)
+        # every per-run factor of this step, computed in float64 on the host and copied to the device at once
+        factors = torch.stack([1 - lrs * self.weight_decay, 1 - self.beta1, self.beta2, 1 - self.beta2,
+                               torch.sqrt(1 - self.beta2 ** self.steps), lrs / (1 - self.beta1 ** self.steps)])
+        decay, one_minus_b1, b2, one_minus_b2, bc2_sqrt, step_size = factors.to(self.device, torch.float32)
         decay_ids = {id(p) for p in self.model.decay_parameters()}
         for name, p in self.model.named_parameters():
             if p.grad is None:
                 continue
-            g, m, v, nd = p.grad, self.exp_avg[name], self.exp_avg_sq[name], p.ndim
+            g, m, v = p.grad, self.exp_avg[name], self.exp_avg_sq[name]
+            shape = (-1, *([1] * (p.ndim - 1)))  # one factor per run, broadcast over the run's slice
             if id(p) in decay_ids:
-                p.mul_(self._per_run(1 - lrs * self.weight_decay, nd))
-            m.lerp_(g, self._per_run(1 - self.beta1, nd))
-            v.mul_(self._per_run(self.beta2, nd)).addcmul_(g * self._per_run(1 - self.beta2, nd), g)
-            denom = (v.sqrt() / self._per_run(bc2_sqrt, nd)).add_(self.eps)
-            p.sub_(m / denom * self._per_run(step_size, nd))
+                p.mul_(decay.view(shape))
+            m.lerp_(g, one_minus_b1.view(shape))
+            v.mul_(b2.view(shape)).addcmul_(g * one_minus_b2.view(shape), g)
+            denom = (v.sqrt() / bc2_sqrt.view(shape)).add_(self.eps)
+            p.sub_(m / denom * step_size.view(shape))
 
     def zero_grad(self) -> None:
         for p in self.model.parameters():
