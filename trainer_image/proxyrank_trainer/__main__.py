@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from proxyrank_trainer import __version__
 from proxyrank_trainer.config import CONFIG_ENV, ConfigError, load_config
+from proxyrank_trainer.packconfig import PACK_CONFIG_ENV, load_pack_config
 from proxyrank_trainer.redact import redact_uris
 from proxyrank_trainer.shards import ShardError
 
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one GPT proxy run on token shards and print its result as the last stdout line.",
         epilog=f"Without --config the run config JSON is read from ${CONFIG_ENV}. See docs/trainer.md.")
     parser.add_argument("--config", metavar="PATH", help="run config JSON file (camelCase keys)")
+    parser.add_argument("--pack", metavar="PATH", help="pack config JSON file: {\"runs\": [run config, ...]} trained "
+                                                       "together, one result per run (docs/packed.md); without "
+                                                       "--config or --pack, $PROXYRANK_PACK_CONFIG is read if set")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
 
@@ -59,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _die_with_parent()
     args = build_parser().parse_args(argv)
     try:
+        if args.pack is not None or (args.config is None and os.environ.get(PACK_CONFIG_ENV)):
+            pack = load_pack_config(args.pack)
+            from proxyrank_trainer.packed import run_pack
+
+            run_pack(pack)
+            return EXIT_OK
         cfg = load_config(args.config)
         from proxyrank_trainer.train import run  # torch is imported only once the config is known to be valid
 

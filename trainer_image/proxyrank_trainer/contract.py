@@ -131,6 +131,69 @@ class RunConfig(_Strict):
         return self.model if isinstance(self.model, str) else "custom"
 
 
+
+# RunConfig fields every run of a pack must share (besides the model shape actually trained, ``RunConfig.shape``):
+# the runs train in lockstep on one stacked model, one batch layout and one evaluation pass. Everything else (runKey,
+# sources, learning rate and schedule, seed, optimizer settings, output paths) is per run.
+PACK_SHARED_FIELDS = ("tokens", "batch_tokens", "eval_sets", "eval_tokens", "micro_batch_size", "compile", "dtype",
+                      "device", "threads")
+PACK_MAX_RUNS = 256
+
+
+def pack_key(cfg: RunConfig) -> str:
+    """What a run must have in common with the others of its pack, as a string: equal keys pack together.
+
+    The planner groups runs by it; :class:`PackConfig` refuses a pack whose runs' keys differ."""
+    shared = cfg.model_dump(mode="json", include=set(PACK_SHARED_FIELDS))
+    return json.dumps({"shape": cfg.shape.to_dict(), **shared}, sort_keys=True, separators=(",", ":"))
+
+
+def pack_mismatch(runs: list[RunConfig]) -> tuple[str, str] | None:
+    """The first reason ``runs`` cannot train as one pack, as (field path, message), or None when they can."""
+    first = runs[0]
+    for i, cfg in enumerate(runs[1:], start=1):
+        if cfg.shape != first.shape:
+            return (f"runs[{i}].model", f"shape {cfg.shape.to_dict()} differs from runs[0]'s {first.shape.to_dict()};"
+                                        " a pack trains runs of one model shape (seqLen included)")
+        for name in PACK_SHARED_FIELDS:
+            mine, theirs = getattr(cfg, name), getattr(first, name)
+            if mine != theirs:
+                alias = to_camel(name)
+                shown = [e.name for e in mine] if name == "eval_sets" else mine
+                ref = [e.name for e in theirs] if name == "eval_sets" else theirs
+                return (f"runs[{i}].{alias}", f"{shown!r} differs from runs[0]'s {ref!r}; every run of a pack shares "
+                                              f"{', '.join(to_camel(n) for n in PACK_SHARED_FIELDS)} (split the "
+                                              "runs into packs by proxyrank_trainer.contract.pack_key)")
+    seen: dict[str, str] = {}
+    for i, cfg in enumerate(runs):
+        for name, value in (("runKey", cfg.run_key), ("output", cfg.output),
+                            ("terminationLogPath", cfg.termination_log_path)):
+            if value is None:
+                continue
+            where = f"runs[{i}].{name}"
+            other = seen.setdefault(f"{name}={value}", where)
+            if other != where:
+                return where, f"{value!r} is also {other}; every run of a pack needs its own {name}"
+    return None
+
+
+class PackConfig(_Strict):
+    """K runs trained together by one trainer process (``python -m proxyrank_trainer --pack``): one model shape and
+    token budget, stacked parameters, per-run data, learning-rate schedule, optimizer state and result.
+
+    Each run's result is exactly what it would be alone (same keys, same ``runKey``), written to its own ``output``
+    and as its own ``PROXYRANK_RESULT`` line. See docs/packed.md."""
+
+    runs: list[RunConfig] = Field(min_length=1, max_length=PACK_MAX_RUNS)
+
+    @model_validator(mode="after")
+    def _one_pack(self) -> PackConfig:
+        problem = pack_mismatch(self.runs)
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
+        return self
+
+
 class RunResult(BaseModel):
     """What one finished run reports (rank 0 writes it; see :mod:`proxyrank_trainer.results` for the channels).
 
