@@ -28,6 +28,7 @@ from proxyrank.api import (
     Agreement,
     Agreements,
     Confidence,
+    DecideOn,
     Flip,
     Interval,
     Protocol,
@@ -430,7 +431,7 @@ def _verdict(inputs: _Inputs, protocols: list[ProtocolResult], target: TargetRes
     judged = spec.judged_protocol().name
     metric = spec.reliability.metric.value
     threshold = spec.reliability.threshold
-    decide_on = spec.reliability.decide_on.value
+    decide_on = DecideOn(spec.reliability.decide_on).value
     mine = next(p for p in protocols if p.name == judged)
     winner = (target.winner if target is not None else mine.winner)
     verdict = Verdict(protocol=judged, against=reference, metric=metric, threshold=threshold, decide_on=decide_on,

@@ -34,7 +34,7 @@ from proxyrank.kopf_support import FingerprintDiffBaseStorage, install_log_filte
 from proxyrank.launchers.base import ComparisonRef, Launcher, env_secrets, redact, resolve_namespace
 from proxyrank.launchers.kubernetes import KubernetesLauncher
 from proxyrank.launchers.volcano import owner_reference
-from proxyrank.metrics import ComparisonSnapshot
+from proxyrank.metrics import ComparisonSnapshot, acknowledged
 from proxyrank.planner import plan_runs
 from proxyrank.reconciler import Event, ReconcileResult, invalid_status, status_patch
 from proxyrank.validation import SpecError, parse_spec
@@ -73,12 +73,14 @@ class OperatorState:
         with self._lock:
             return list(self.snapshots.values())
 
-    def observe_event(self, event_type: str | None, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def observe_event(self, event_type: str | None, namespace: str, name: str, status: Mapping[str, Any],
+                      annotations: Mapping[str, str] | None = None) -> None:
         with self._lock:
             if event_type == "DELETED":
                 self.snapshots.pop((namespace, name), None)
             else:
-                self.snapshots[(namespace, name)] = ComparisonSnapshot(namespace, name, dict(status or {}))
+                self.snapshots[(namespace, name)] = ComparisonSnapshot(namespace, name, dict(status or {}),
+                                                                       acknowledged=acknowledged(annotations))
 
     def forget(self, uid: str) -> None:
         with self._lock:
@@ -277,6 +279,7 @@ def on_delete(name: str, namespace: str | None, uid: str, logger: logging.Logger
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def on_event(event: kopf.RawEvent, name: str, namespace: str | None, status: kopf.Status, **_: Any) -> None:
-    STATE.observe_event(event.get("type"), resolve_namespace(namespace), name, status)
+def on_event(event: kopf.RawEvent, name: str, namespace: str | None, status: kopf.Status,
+             annotations: kopf.Annotations, **_: Any) -> None:
+    STATE.observe_event(event.get("type"), resolve_namespace(namespace), name, status, dict(annotations))
 
