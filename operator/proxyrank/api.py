@@ -72,9 +72,10 @@ OBJECT_BUDGET_BYTES = 1 << 20
 MAX_SPEC_BYTES = 64 << 10  # the spec as compact JSON with its defaults, as the API server stores it
 SPEC_COPIES = 3  # .spec, kubectl's last-applied-configuration annotation and Kopf's diff-base annotation
 OBJECT_BASE_BYTES = 8 << 10  # metadata, conditions, run counts, verdict and two agreements: the same for every plan
-RUN_BYTES = 720  # a finished run's status.runs entry without per-set losses, plus its recipe's analysis entries
+RUN_BYTES = 770  # a finished run's status.runs entry without per-set losses, plus its recipe's analysis entries
 SET_LOSS_BYTES = 20  # one evaluation set's loss in a run's entry
-GROUP_BYTES = 4000  # a protocol's (or the target's) result, without its per-recipe and per-set parts
+GROUP_BYTES = 4500  # a protocol's (or the target's) result and confidence entry, without per-recipe and per-set parts
+DIFFERENCE_BYTES = 212  # one pair of protocols in status.agreements.protocolDifferences
 SET_AGREEMENT_BYTES = 328  # a protocol's agreement on one evaluation set
 RATE_BYTES = 520  # a learning rate of a protocol or of the target sweep, with its cross-scale agreement
 
@@ -97,7 +98,8 @@ def fixed_status_bytes(protocols: int, eval_sets: int, proxy_rates: int, target_
     """The bound on the stored object's bytes that does not grow with the number of runs."""
     groups = protocols + (1 if target_rates else 0)
     return (OBJECT_BASE_BYTES + SPEC_COPIES * MAX_SPEC_BYTES + groups * GROUP_BYTES
-            + protocols * eval_sets * SET_AGREEMENT_BYTES + (proxy_rates + target_rates) * RATE_BYTES)
+            + protocols * eval_sets * SET_AGREEMENT_BYTES + (proxy_rates + target_rates) * RATE_BYTES
+            + protocols * (protocols - 1) // 2 * DIFFERENCE_BYTES)
 
 
 def bytes_per_run(eval_sets: int) -> int:
@@ -595,7 +597,8 @@ _FIXED_BYTES_CEL = (
     f"{OBJECT_BASE_BYTES + SPEC_COPIES * MAX_SPEC_BYTES} "
     f"+ (size(self.proxy.protocols) + (has(self.target) ? 1 : 0)) * {GROUP_BYTES} "
     f"+ size(self.proxy.protocols) * size(self.evaluation.sets) * {SET_AGREEMENT_BYTES} "
-    f"+ ({_PROXY_RATES_CEL} + {_TARGET_RATES_CEL}) * {RATE_BYTES}")
+    f"+ ({_PROXY_RATES_CEL} + {_TARGET_RATES_CEL}) * {RATE_BYTES} "
+    f"+ size(self.proxy.protocols) * (size(self.proxy.protocols) - 1) / 2 * {DIFFERENCE_BYTES}")
 _PER_RUN_CEL = f"({RUN_BYTES} + size(self.evaluation.sets) * {SET_LOSS_BYTES})"
 _RUN_LIMIT_MESSAGE = (
     f"the spec plans more runs than its status can hold (the object must stay under {OBJECT_BUDGET_BYTES >> 20} MiB): "

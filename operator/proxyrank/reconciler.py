@@ -45,6 +45,7 @@ from proxyrank.api import (
     RunStatus,
     Verdict,
     VerdictState,
+    finite,
 )
 from proxyrank.planner import Plan, PlannedRun
 from proxyrank_trainer.contract import RunResult
@@ -144,7 +145,7 @@ def _apply_result(entry: RunStatus, result: RunResult, eval_sets: Sequence[str])
     entry.set_losses = [result.val_loss.get(s) for s in eval_sets] if succeeded else None
     entry.train_loss = result.train_loss_final
     entry.loss_fell = result.loss_fell
-    entry.initial_loss = result.val_loss_initial
+    entry.initial_loss = finite(result.val_loss_initial, 4)  # the undertrained guard's baseline: 4 digits do
     # every rank holds a device for the whole run: a 2-rank run of 10 s costs 20 GPU-seconds
     if result.on_gpu:
         entry.gpu_seconds = round(result.device_seconds, 3)
