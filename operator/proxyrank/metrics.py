@@ -321,7 +321,8 @@ def _verdict_samples(snapshot: ComparisonSnapshot, key: list[str]) -> Iterator[t
     finished = _timestamp(status.finished_at) if "finished_at" not in snapshot.dropped else None
     if finished is not None:
         yield "finished", key, finished
-    yield "acknowledged", key, 1.0 if snapshot.acknowledged else 0.0
+    if "phase" not in snapshot.dropped:  # with the phase: a status that says nothing gets no series
+        yield "acknowledged", key, 1.0 if snapshot.acknowledged else 0.0
 
 
 def _loss_samples(key: list[str], protocol: str,

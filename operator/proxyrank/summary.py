@@ -135,3 +135,39 @@ def summary_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> 
 
 def summary_tables(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> list[Table]:
     return [rich_table(rows) for rows in summary_rows(spec, status)]
+
+
+PLAN_HALF_WIDTHS = (0.2, 0.1, 0.05)
+
+
+def decision_rows(spec: RecipeComparisonSpec) -> Rows:
+    """What a comparison of this many recipes can decide (``proxyrank plan``): the expected 95% CI of the judged
+    metric at the threshold, and the recipes a narrower interval needs (:func:`proxyrank.stats.expected_interval`:
+    Fisher z with Bonett & Wright's standard errors; recipes only, so seed noise makes the real interval wider)."""
+    from proxyrank import stats
+
+    rel = spec.reliability
+    metric, threshold, n = rel.metric.value, rel.threshold, len(spec.recipes)
+    lo, hi = stats.expected_interval(metric, threshold, n)
+    rows = [[f"{n} recipes (this spec)", f"±{(hi - lo) / 2:.3f}", f"[{lo:.2f}, {hi:.2f}]"]]
+    for width in PLAN_HALF_WIDTHS:
+        needed = stats.recipes_for_half_width(metric, threshold, width)
+        if needed is None:
+            rows.append([f"more than 100,000 recipes for ±{width:g}", "-", "-"])
+            continue
+        a, b = stats.expected_interval(metric, threshold, needed)
+        rows.append([f"{needed:,} recipes for ±{width:g}", f"±{(b - a) / 2:.3f}", f"[{a:.2f}, {b:.2f}]"])
+    return Rows(title=f"What it can decide: expected 95% CI of {metric} at the threshold {threshold:g}",
+                header=["recipes", "half-width", "CI at the threshold"], rows=rows)
+
+
+def decision_note(spec: RecipeComparisonSpec) -> str:
+    """One sentence under :func:`decision_rows`: how the verdict reads the interval."""
+    from proxyrank import stats
+
+    rel = spec.reliability
+    lo, hi = stats.expected_interval(rel.metric.value, rel.threshold, len(spec.recipes))
+    return (f"With {len(spec.recipes)} recipes a verdict is decided (decideOn: ci) only when the estimate is about "
+            f"{(hi - lo) / 2:.2f} or more from {rel.threshold:g}; closer, it is Inconclusive. Large-sample "
+            "approximation (Fisher z, Bonett & Wright 2000) over recipes only: seed noise widens the interval, "
+            f"{'and with one seed it is not measured' if spec.seeds == 1 else f'which {spec.seeds} seeds measure'}.")
