@@ -171,3 +171,47 @@ def decision_note(spec: RecipeComparisonSpec) -> str:
             f"{(hi - lo) / 2:.2f} or more from {rel.threshold:g}; closer, it is Inconclusive. Large-sample "
             "approximation (Fisher z, Bonett & Wright 2000) over recipes only: seed noise widens the interval, "
             f"{'and with one seed it is not measured' if spec.seeds == 1 else f'which {spec.seeds} seeds measure'}.")
+
+
+def difference_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> Rows | None:
+    """Paired protocol differences: a's agreement with the reference minus b's, with the paired bootstrap CI."""
+    diffs = status.agreements.protocol_differences if status.agreements is not None else []
+    if not diffs:
+        return None
+    rows = []
+    for d in diffs:
+        ci = d.ci
+        decided = ci is not None and ci.low is not None and ci.high is not None and (ci.low > 0 or ci.high < 0)
+        better = (d.a if (d.difference or 0) > 0 else d.b) if decided else "neither (the CI includes 0)"
+        rows.append([f"{d.a} - {d.b}", d.against, str(d.n), fmt(d.difference) + fmt_ci(ci), better])
+    metric = diffs[0].metric
+    return Rows(title=f"Paired protocol differences in {metric} against the reference (95% paired bootstrap CI)",
+                header=["difference", "against", "recipes", f"{metric} difference [CI]", "better"], rows=rows)
+
+
+def noise_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> Rows | None:
+    """Seed noise per group (only with seeds > 1), and the target's noise ceiling."""
+    groups = [(p.name, p.seed_noise, None) for p in status.protocols]
+    if status.target is not None:
+        groups.append((TARGET, status.target.seed_noise, status.target.noise_ceiling))
+    rows = [[name, str(n.seeds), fmt(n.median_std_err, 4), fmt(n.spread, 4), fmt(n.signal_to_noise, 1),
+             fmt(n.median_gap, 4), fmt(n.split_half), fmt(ceiling) if name == TARGET else ""]
+            for name, n, ceiling in groups if n is not None]
+    if not rows:
+        return None
+    return Rows(title="Seed noise (per recipe: the standard error of its loss over seeds)",
+                header=["group", "seeds", "median std. error", "spread of recipes", "signal/noise",
+                        "median neighbour gap", "split-half Spearman", "noise ceiling"], rows=rows)
+
+
+def confidence_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> Rows | None:
+    """Confidence without a target, per protocol."""
+    conf = status.confidence
+    if conf is None or not conf.protocols:
+        return None
+    rows = [[c.name, c.state.value if c.state is not None else "-", fmt(c.split_half), fmt(c.flip_share, 2),
+             fmt(c.cross_protocol), fmt(c.winner_probability, 2), fmt(c.loss_drop_ratio, 2),
+             "-" if c.undertrained is None else ("yes" if c.undertrained else "no")] for c in conf.protocols]
+    return Rows(title="Confidence without a target (seed halves, neighbouring learning rates, other protocols)",
+                header=["protocol", "state", "split-half", "flip share (neighbours)", "mean Spearman with others",
+                        "P(winner stays best)", "loss drop vs best-trained", "undertrained"], rows=rows)
