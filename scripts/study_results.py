@@ -13,13 +13,13 @@ import argparse
 import shutil
 from pathlib import Path
 
+from proxyrank import stats
 from proxyrank.analysis import BOOTSTRAP_SEED, bootstrap_resamples
 from proxyrank.api import RecipeComparisonSpec, RecipeComparisonStatus, RunStatus, TargetResult
 from proxyrank.embedded import COMPARISON_FILE, StatusFile, load_reanalyzed_status
+from proxyrank.planner import plan_runs
 from proxyrank.reconciler import parse_iso
 from proxyrank.report import build_report
-from proxyrank import stats
-from proxyrank.planner import plan_runs
 from proxyrank.summary import (
     Rows,
     agreement_rows,

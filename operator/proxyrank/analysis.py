@@ -75,7 +75,7 @@ def _interval(ci: tuple[float, float]) -> Interval | None:
     return None if lo is None or hi is None else Interval(low=lo, high=hi)
 
 
-def _num(x: float) -> float | None:
+def _num(x: float | None) -> float | None:
     """A statistic as stored in the status: rounded to 6 digits, None when undefined (NaN) or infinite."""
     return finite(x, 6)
 

@@ -21,8 +21,8 @@ analysis, i.e. only when a result arrived (the reconciler's ``AnalysisMemo``).
 from __future__ import annotations
 
 import itertools
-import zlib
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 

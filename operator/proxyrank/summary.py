@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from rich.table import Table
 
-from proxyrank.api import Agreement, Interval, RecipeComparisonSpec, RecipeComparisonStatus, finite
+from proxyrank.api import Agreement, Interval, RecipeComparisonSpec, RecipeComparisonStatus, SeedNoise, finite
 from proxyrank.planner import TARGET, format_lr
 
 
@@ -191,7 +191,8 @@ def difference_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) 
 
 def noise_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> Rows | None:
     """Seed noise per group (only with seeds > 1), and the target's noise ceiling."""
-    groups = [(p.name, p.seed_noise, None) for p in status.protocols]
+    groups: list[tuple[str, SeedNoise | None, float | None]] = [(p.name, p.seed_noise, None)
+                                                                 for p in status.protocols]
     if status.target is not None:
         groups.append((TARGET, status.target.seed_noise, status.target.noise_ceiling))
     rows = [[name, str(n.seeds), fmt(n.median_std_err, 4), fmt(n.spread, 4), fmt(n.signal_to_noise, 1),
