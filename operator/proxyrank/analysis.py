@@ -20,6 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from proxyrank import confidence, stats
 from proxyrank.api import (
@@ -350,38 +351,52 @@ def _bootstrap(inputs: _Inputs, groups: list[str]) -> confidence.Bootstrap | Non
 
 def _protocol_differences(inputs: _Inputs) -> list[ProtocolDifference]:
     """Every pair of proxy protocols (other than the reference): a's agreement with the reference minus b's, on the
-    recipes all of them share, with a paired bootstrap CI over recipes (and seeds with seeds > 1)."""
+    recipes all of them share, with a paired bootstrap CI: the same recipe draws for both (those of the agreements'
+    CIs), and with seeds > 1 the same seed draws too."""
     reference = inputs.reference
     metric = inputs.spec.reliability.metric.value
     names = [p.name for p in inputs.spec.proxy.protocols if p.name != reference]
-    if reference is None or len(names) < 2:
-        return []
     groups = [g for g in [*names, reference] if g in inputs.cubes]
-    if reference not in groups or len(groups) < 3:
+    if reference is None or reference not in groups or len(groups) < 3:
         return []
-    boot = _bootstrap(inputs, groups)
-    recipes = boot.recipes if boot is not None else _shared_recipes(inputs, groups)
+    recipes = _shared_recipes(inputs, groups)
     ref = [inputs.losses[reference][r] for r in recipes]
-    point = {g: _METRIC_FN[metric]([inputs.losses[g][r] for r in recipes], ref) for g in groups[:-1]}
+    preds = {g: [inputs.losses[g][r] for r in recipes] for g in groups[:-1]}
+    point = {g: _METRIC_FN[metric](pred, ref) for g, pred in preds.items()}
+    resampled: dict[str, Any] = {}
+    if len(recipes) >= 2 and inputs.resamples:
+        if _seeds(inputs, *groups) < 2:  # recipes only: the vectorised bootstrap of the agreements, per protocol
+            resampled = {g: stats.resampled(_METRIC_FN[metric], pred, ref, inputs.resamples, BOOTSTRAP_SEED)
+                         for g, pred in preds.items()}
+        else:
+            boot = confidence.bootstrap({g: inputs.cubes[g] for g in groups}, recipes, inputs.resamples,
+                                        BOOTSTRAP_SEED)
+            if boot is not None:
+                resampled = {g: confidence.row_statistic(metric, boot.resampled[g], boot.resampled[reference])
+                             for g in groups[:-1]}
     out = []
     for a, b in itertools.combinations(groups[:-1], 2):
         diff = ProtocolDifference(a=a, b=b, against=reference, metric=metric, n=len(recipes),
                                   difference=_num(point[a] - point[b]))
-        if boot is not None:
-            diff.ci = confidence.difference_ci(boot, metric, a, b, reference)
+        if resampled:
+            values = resampled[a] - resampled[b]
+            diff.ci = confidence.percentile(values, values.size)
         out.append(diff)
     return out
 
 
-def _verdict_ci(inputs: _Inputs, judged: str, reference: str,
-                metric: str) -> tuple[Interval | None, Interval | None, str | None]:
+def _verdict_ci(inputs: _Inputs, judged: str, reference: str, metric: str,
+                agreement_ci: Interval | None) -> tuple[Interval | None, Interval | None, str | None]:
     """(the verdict's CI, the CI over recipes alone, what the first resamples): over recipes and seeds when either
     side has more than one seed, else over recipes (the agreement's own interval)."""
     names, pred, ref = stats.align(inputs.losses.get(judged, {}), inputs.losses.get(reference, {}))
     if len(names) < 2 or not inputs.resamples:
         return None, None, None
-    recipes_only = _interval(stats.bootstrap_ci(_METRIC_FN[metric], pred, ref, n_resamples=inputs.resamples,
-                                                seed=BOOTSTRAP_SEED))
+    if metric == "pearson":  # the agreement has no Pearson interval; the others are the agreement's own
+        recipes_only = _interval(stats.bootstrap_ci(stats.pearson, pred, ref, n_resamples=inputs.resamples,
+                                                    seed=BOOTSTRAP_SEED))
+    else:
+        recipes_only = agreement_ci
     if _seeds(inputs, judged, reference) < 2:
         return recipes_only, recipes_only, "recipes"
     boot = _bootstrap(inputs, [judged, reference])
@@ -450,7 +465,9 @@ def _verdict(inputs: _Inputs, protocols: list[ProtocolResult], target: TargetRes
         verdict.message = f"{metric} of {judged} vs {reference} is undefined (constant losses?) over {agreement.n} " \
                           "recipes"
         return verdict
-    ci, recipes_ci, verdict.ci_over = _verdict_ci(inputs, judged, reference, metric)
+    own = {"spearman": agreement.spearman_ci, "kendall": agreement.kendall_ci,
+           "pairwise": agreement.pairwise_accuracy_ci}.get(metric)
+    ci, recipes_ci, verdict.ci_over = _verdict_ci(inputs, judged, reference, metric, own)
     verdict.ci = ci
     ci_text = f" (95% CI {ci.low:.2f} to {ci.high:.2f} over {verdict.ci_over})" if ci is not None and \
         ci.low is not None and ci.high is not None else ""

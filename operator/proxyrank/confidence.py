@@ -154,7 +154,7 @@ def seed_noise(cube: Cube, losses: dict[str, float],
 # bootstraps over recipes and seeds
 
 
-def _row_statistic(metric: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def row_statistic(metric: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if metric == "spearman":
         return vectorised.row_spearman(x, y)
     if metric == "pearson":
@@ -209,19 +209,13 @@ def _chunk(cube: Cube, resamples: int) -> int:
 
 def percentile(values: np.ndarray, resamples: int) -> Interval | None:
     """The 95% percentile interval of the defined values (stats' rule: None unless half the resamples are defined)."""
-    lo, hi = stats._percentile_interval(values, resamples, 0.95)
+    lo, hi = stats.percentile_interval(values, resamples, 0.95)
     lo_n, hi_n = _num(lo), _num(hi)
     return None if lo_n is None or hi_n is None else Interval(low=lo_n, high=hi_n)
 
 
 def statistic_ci(b: Bootstrap, metric: str, of: str, against: str) -> Interval | None:
-    values = _row_statistic(metric, b.resampled[of], b.resampled[against])
-    return percentile(values, values.size)
-
-
-def difference_ci(b: Bootstrap, metric: str, a: str, other: str, against: str) -> Interval | None:
-    ref = b.resampled[against]
-    values = _row_statistic(metric, b.resampled[a], ref) - _row_statistic(metric, b.resampled[other], ref)
+    values = row_statistic(metric, b.resampled[of], b.resampled[against])
     return percentile(values, values.size)
 
 
@@ -254,8 +248,9 @@ def neighbour_flip_share(by_lr: dict[float, dict[str, float]], lr: float) -> flo
         if nb is None:
             continue
         names, columns = stats.align_sweep({lr: by_lr[lr], nb: by_lr[nb]})
-        if len(names) >= 2:
-            shares.append(stats.flip_share(columns).share)
+        if len(names) >= 2:  # stats.flip_share's count (a tie is no order) without listing the pairs
+            first, _, _, flip_to = vectorised.first_flips([stats.rankable(columns[x]) for x in sorted(columns)])
+            shares.append(float((flip_to >= 0).sum()) / first.size)
     return _num(max(shares)) if shares else None
 
 

@@ -289,6 +289,14 @@ def top1_match(pred: Sequence[float], target: Sequence[float]) -> bool:
 # to the plain functions above applied to each resample; see that module for why they are exactly equal.
 
 
+def resampled(fn: Statistic, pred: Sequence[float], target: Sequence[float], n_resamples: int,
+              seed: int) -> NDArray[np.float64]:
+    """``fn`` on each of ``bootstrap_ci``'s resamples of the aligned (pred, target) recipes (nan where undefined):
+    what its interval is the percentile interval of. Paired differences subtract two of these (same draws)."""
+    p, t = _pair(pred, target)
+    return _resampled(fn, p, t, n_resamples, seed)
+
+
 def _resampled(fn: Statistic, p: list[float], t: list[float], n_resamples: int, seed: int) -> NDArray[np.float64]:
     """``fn`` on each of the ``n_resamples`` resamples (nan where undefined): the four statistics of this module at
     numpy speed, any other function called once per resample on the same draws."""
@@ -299,6 +307,9 @@ def _resampled(fn: Statistic, p: list[float], t: list[float], n_resamples: int, 
     n = len(p)
     if fn is pearson:
         return vectorised.resampled_pearson(np.array(p), np.array(t), vectorised.resample_weights(n, n_resamples, seed))
+    if fn is spearman:
+        return vectorised.resampled_spearman(np.array(p), np.array(t),
+                                             vectorised.resample_weights(n, n_resamples, seed))
     field_name = {spearman: "spearman", kendall_tau: "kendall", pairwise_accuracy: "pairwise"}.get(fn)
     if field_name is not None:
         agreement = vectorised.rank_agreement(np.array(p), np.array(t),
@@ -325,6 +336,10 @@ def _percentile_interval(values: NDArray[np.float64], n_resamples: int, confiden
         return (math.nan, math.nan)
     alpha = (1.0 - confidence) / 2.0
     return (_quantile(ordered, alpha), _quantile(ordered, 1.0 - alpha))
+
+
+percentile_interval = _percentile_interval  # for the seed bootstraps of proxyrank.confidence
+rankable = _losses  # nan read as +inf, as every rank statistic here reads it
 
 
 def _check_bootstrap(n_resamples: int, confidence: float) -> None:

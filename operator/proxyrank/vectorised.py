@@ -119,6 +119,18 @@ class RankAgreement(NamedTuple):
     pairwise: FloatArray
 
 
+def resampled_spearman(x: FloatArray, y: FloatArray, weights: FloatArray) -> FloatArray:
+    """``rank_agreement(x, y, weights).spearman`` without the pair counts the other two statistics need."""
+    n = float(x.size)
+    rx, _ = _resampled_ranks(_groups(x), weights)
+    ry, _ = _resampled_ranks(_groups(y), weights)
+    dx, dy = rx - (n + 1.0) / 2.0, ry - (n + 1.0) / 2.0
+    wdx = weights * dx
+    sxx, syy, sxy = (wdx * dx).sum(axis=1), (weights * dy * dy).sum(axis=1), (wdx * dy).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((sxx == 0.0) | (syy == 0.0), np.nan, np.clip(sxy / np.sqrt(sxx * syy), -1.0, 1.0))
+
+
 def rank_agreement(x: FloatArray, y: FloatArray, weights: FloatArray) -> RankAgreement:
     """``stats.spearman``, ``stats.kendall_tau`` and ``stats.pairwise_accuracy`` of (x, y) in every resample (a row of
     ``weights``); n >= 2 recipes, losses already read as ranks read them (nan as +inf)."""
