@@ -528,13 +528,14 @@ def _confidence(inputs: _Inputs, protocols: list[ProtocolResult]) -> Confidence:
         if p.name in drops and best_drop > 0:
             entry.loss_drop_ratio = _num(drops[p.name] / best_drop)
             entry.undertrained = drops[p.name] / best_drop < confidence.UNDERTRAINED_RATIO
-        if result.recipes_done >= 2:
+        finished = all(r.state in TERMINAL_STATES for r in inputs.runs if r.protocol == p.name)
+        if result.recipes_done >= 2 and finished:  # a state only for a finished protocol: no alert on partial results
             entry.state, _ = confidence.protocol_state(entry, threshold)
         entries.append(entry)
     chosen = next(e for e in entries if e.name == judged)
     out = Confidence(protocol=judged, state=chosen.state, protocols=entries)
     if chosen.state is None:
-        out.message = f"waiting for results: {judged} needs at least 2 recipes finished"
+        out.message = f"waiting for results: {judged} needs all its runs finished and at least 2 recipes with results"
     else:
         _, reasons = confidence.protocol_state(chosen, threshold)
         detail = "; ".join(reasons) or "seed halves, neighbouring learning rates and training progress agree"
