@@ -13,12 +13,24 @@ import argparse
 import shutil
 from pathlib import Path
 
+from proxyrank import stats
 from proxyrank.analysis import BOOTSTRAP_SEED, bootstrap_resamples
 from proxyrank.api import RecipeComparisonSpec, RecipeComparisonStatus, RunStatus, TargetResult
 from proxyrank.embedded import COMPARISON_FILE, StatusFile, load_reanalyzed_status
+from proxyrank.planner import plan_runs
 from proxyrank.reconciler import parse_iso
 from proxyrank.report import build_report
-from proxyrank.summary import agreement_rows, fmt, markdown_table, protocol_rows, ranking_rows
+from proxyrank.summary import (
+    Rows,
+    agreement_rows,
+    confidence_rows,
+    difference_rows,
+    fmt,
+    markdown_table,
+    noise_rows,
+    protocol_rows,
+    ranking_rows,
+)
 from proxyrank.validation import load_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,28 +74,46 @@ report with the plots is [`docs/results/study/report.md`](results/study/report.m
 """
 
 
-def _setup(status: RecipeComparisonStatus, t: TargetResult) -> str:
+def _rates(rates: list[float]) -> str:
+    return _sci(rates[0]) if len(rates) == 1 else f"best of {_sci(min(rates))}..{_sci(max(rates))}"
+
+
+def _models(spec: RecipeComparisonSpec) -> tuple[str, str, str]:
+    """The proxy's and the target's description, and the proxy's protocols, from the plan's costs."""
+    costs = {c.scale: c for c in plan_runs(spec, "study", "study").costs}
+    proxy, target = costs["proxy"], costs.get("target")
+    steps = proxy.tokens_per_run // spec.proxy.batch_tokens if spec.proxy.batch_tokens else 0
+    seeds = "one seed" if spec.seeds == 1 else f"{spec.seeds} seeds per run"
+    proxy_text = (f"`{proxy.model}` ({proxy.non_embedding_params / 1e6:.2f}M non-embedding parameters), "
+                  f"{proxy.tokens_per_run:,} tokens, batch {spec.proxy.batch_tokens:,} tokens ({steps} optimizer "
+                  f"steps), cosine with 5% warmup, AdamW (0.9, 0.95), weight decay 0.1, {seeds}")
+    target_text = "" if target is None else (
+        f"`{target.model}` ({target.non_embedding_params / 1e6:.2f}M non-embedding, "
+        f"{target.non_embedding_params / proxy.non_embedding_params:.0f}x the proxy), {target.tokens_per_run:,} "
+        f"tokens ({target.tokens_per_run / proxy.tokens_per_run:.0f}x)")
+    protocols = ", ".join(f"`{p.name}` {_rates(p.rates)}" for p in spec.proxy.protocols)
+    return proxy_text, target_text, protocols
+
+
+def _setup(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, t: TargetResult) -> str:
     counts, grid = status.run_counts, sorted(t.learning_rates)
     edges = (f"{len(t.edge_of_grid)} recipe(s) have their best learning rate on an edge of the grid "
              f"({', '.join(t.edge_of_grid)})" if t.edge_of_grid else "no recipe's best learning rate is on an edge")
     run_hours = sum((r.cpu_seconds or 0) for r in status.runs) / 3600
+    proxy, target, protocols = _models(spec)
+    recipes = ", ".join(f"`{r.name}`" for r in spec.recipes)
+    sets = ", ".join(s.name for s in spec.evaluation.sets)
     return f"""## Setup
 
-- **Recipes (12, from `proxyrank data build-demo`):** domain mixtures (`mix-balanced`, `mix-prose-heavy`,
-  `mix-tech-heavy`), source choice (`src-brown`, `src-sotu`, `src-bible-web`, `src-email-ham`), quality
-  (`qual-email-spam`, `qual-brown-corrupt`, `filter-strict`), deduplication (`dedup-none`, `dedup-near`); 2M
-  byte-level tokens each. Evaluation: the mean loss over 5 held-out sets (prose, literature, tech, code, informal;
-  16,384 tokens each, fixed batches for every run).
-- **Proxy:** `nano` (2 layers x 64, 0.10M non-embedding parameters), 262,144 tokens, batch 8,192 tokens, cosine with
-  5% warmup, AdamW (0.9, 0.95), weight decay 0.1, one seed. Protocols: `fixed` 3e-3 (the standard rate for this
-  size), `reduced-lr` 3e-4 and `reduced-lr-30x` 1e-4 (the paper's patch), `proxy-tuned` best of 1e-3..3e-2.
-- **Target (ground truth):** `micro` (4 layers x 128, 0.79M non-embedding, 8x the proxy), 1,572,864 tokens (6x),
-  tuned per recipe over {_sci(grid[0])}..{_sci(grid[-1])} ({len(grid)} points). The grid began as
-  1e-3..3e-2 and was widened at its lower edge whenever a recipe's best rate sat on it (3e-4, then 1e-4; finished
-  runs were reused); now {edges}.
+- **Recipes ({len(spec.recipes)}, from `proxyrank data build-demo`):** {recipes}; across domain mixture, source
+  choice, quality and deduplication. Evaluation: the mean loss over {len(spec.evaluation.sets)} held-out sets
+  ({sets}; {spec.evaluation.tokens or 0:,} tokens each, fixed batches for every run).
+- **Proxy:** {proxy}. Protocols: {protocols}.
+- **Target (ground truth):** {target}, tuned per recipe over {_sci(grid[0])}..{_sci(grid[-1])} ({len(grid)} points);
+  {edges}.
 - **Runs:** {counts.total} ({counts.succeeded} succeeded, {counts.diverged} diverged, {counts.failed} failed).
-  Machine: the 2-core development CPU, torch 2.13.0 CPU, 2 runs at a time with one thread each, often shared with
-  other work. Wall time with runs in flight {_hms(busy_seconds(status.runs))} (all passes), {run_hours:.1f} run-hours.
+  Machine: the 2-core development CPU, 2 runs at a time with one thread each, often shared with other work. Wall time
+  with runs in flight {_hms(busy_seconds(status.runs))} (all passes), {run_hours:.1f} run-hours.
 
 Reproduce with one command, `make study` (installs, builds the demo data, runs `examples/study.yaml` in
 `runs/study`, resumable, then regenerates `docs/results/study/` and these tables), or step by step:
@@ -114,7 +144,8 @@ of the target sweep's). 95% bootstrap CIs over recipes ({bootstrap_resamples(len
 Target: winner **{t.winner}**, flip share inside the target grid {fmt(t.flip_share, 2)}, {t.cpu_seconds or 0.0:,.0f} \
 CPU-s.
 
-**Verdict** ({reliability}): {status.verdict.message}.
+**Verdict: {(status.verdict.state.value if status.verdict.state else "none").upper()}** ({reliability}, decided on \
+the {"95% CI" if status.verdict.decide_on == "ci" else "point estimate"}): {status.verdict.message}.
 
 ## The three agreements
 
@@ -135,7 +166,54 @@ def results_md(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, readi
     """docs/RESULTS.md: the generated sections, then the hand-written reading."""
     t = status.target
     assert t is not None
-    return "\n".join([_intro(t), _setup(status, t), _tables(spec, status, t), f"## Reading\n\n{reading.strip()}\n"])
+    return "\n".join([_intro(t), _setup(spec, status, t), _tables(spec, status, t), _trust(spec, status),
+                      f"## Reading\n\n{reading.strip()}\n"])
+
+
+def _table_or(rows: Rows | None, otherwise: str) -> str:
+    return markdown_table(rows) if rows is not None else otherwise
+
+
+def _premise(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> str:
+    """Whether the paper's premise (a standard fixed configuration ranks badly) holds in this study."""
+    rel = spec.reliability
+    fixed = [p for p in status.protocols if not p.name.startswith("reduced") and len(p.learning_rates) == 1]
+    if not fixed or fixed[0].agreement is None or fixed[0].agreement.spearman is None:
+        return ""
+    value = fixed[0].agreement.spearman
+    holds = value < rel.threshold
+    return (f"The standard protocol `{fixed[0].name}` agrees with the tuned target at Spearman {value:.3f}: the "
+            f"paper's premise (a fixed configuration ranks recipes badly) "
+            f"{'holds here' if holds else 'is absent here, so this study cannot show the patch helping'}.")
+
+
+def _trust(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> str:
+    """How far the numbers above can be trusted: paired differences, seed noise, confidence, and what n recipes can
+    decide."""
+    rel = spec.reliability
+    metric, n = rel.metric.value, len(spec.recipes)
+    lo, hi = stats.expected_interval(metric, rel.threshold, n)
+    needed = stats.recipes_for_half_width(metric, rel.threshold, 0.1)
+    noise = ("One seed per run: seed noise is not measured, and the target is treated as noise-free."
+             if spec.seeds == 1 else "")
+    return f"""## How far this can be trusted
+
+What {n} recipes can decide: near the threshold {rel.threshold:g}, the expected 95% CI of {metric} is
+{lo:.2f} to {hi:.2f} (±{(hi - lo) / 2:.2f}; Fisher z with Bonett & Wright's standard errors, over recipes only);
+±0.1 would take about {needed if needed is not None else "more than 100,000"} recipes. {_premise(spec, status)}
+
+### Paired protocol differences
+
+{_table_or(difference_rows(spec, status), "(fewer than two proxy protocols besides the reference)")}
+
+### Seed noise and the noise ceiling
+
+{_table_or(noise_rows(spec, status), noise)}
+
+### Confidence without a target
+
+{_table_or(confidence_rows(spec, status), "(no confidence in the status)")}
+"""
 
 
 def main() -> int:

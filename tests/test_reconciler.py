@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from proxyrank.api import Phase, RecipeComparisonStatus, RunState
+from proxyrank.api import Phase, RecipeComparisonStatus, RunState, VerdictState
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
 from proxyrank.launchers.fake import FakeLauncher, Outcome
@@ -117,6 +117,36 @@ def test_unreliable_verdict_when_the_judged_protocol_disagrees() -> None:
     assert "do not trust fixed" in status.verdict.message
     assert {c.type: c.status for c in status.conditions}["Reliable"] == "False"
     assert h.events("Unreliable")
+
+
+def test_an_inconclusive_verdict_is_unknown_in_the_condition_and_says_so_in_an_event() -> None:
+    """Three recipes, reduced-lr swapping the target's best two: Spearman 0.5, with a bootstrap CI over recipes that
+    spans the threshold 0.4 (decideOn ci). Switching to decideOn point afterwards decides it, with a new event."""
+    def swapped(run: PlannedRun, attempt: int) -> Outcome:
+        swap = {"dclm-dedup": "mix", "mix": "dclm-dedup"} if run.protocol == "reduced-lr" else {}
+        loss = TARGET_LOSS[swap.get(run.recipe, run.recipe)] + 0.1 if swap else _loss(run)
+        return Outcome(result=make_result(run.key, loss, eval_sets=("pile-cc",)))
+
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"]["reliability"] = {"metric": "spearman", "threshold": 0.4, "protocol": "reduced-lr"}
+    h = Harness(parse_comparison(obj).spec, swapped)
+    status = h.run()
+    assert status.verdict is not None and status.verdict.ci is not None and status.verdict.ci.high is not None
+    assert status.verdict.ci.low is not None and status.verdict.ci.low < 0.4 <= status.verdict.ci.high
+    assert status.verdict.value == 0.5
+    assert status.verdict.state == VerdictState.inconclusive and status.verdict.reliable is None
+    reliable = {c.type: c for c in status.conditions}["Reliable"]
+    assert (reliable.status, reliable.reason) == ("Unknown", "Inconclusive")
+    assert "more recipes" in reliable.message
+    assert h.events("Inconclusive") and not h.events("Unreliable")
+    assert status.confidence is not None and status.confidence.protocol == "reduced-lr"
+    obj["spec"]["reliability"]["decideOn"] = "point"
+    h.spec = parse_comparison(obj).spec
+    h.ref = ComparisonRef("dedup-study", "uid-1", "default", h.spec)
+    status = h.run()
+    assert status.verdict is not None and status.verdict.state == VerdictState.reliable  # 0.5 >= 0.4
+    assert {c.type: c.status for c in status.conditions}["Reliable"] == "True"
+    assert len(h.events("Inconclusive")) == 1 and len(h.events("Reliable")) == 1
 
 
 def test_failed_run_is_retried_then_counted() -> None:

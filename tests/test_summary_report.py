@@ -19,8 +19,11 @@ from proxyrank.summary import (
     Rows,
     agreement_cells,
     agreement_rows,
+    confidence_rows,
+    difference_rows,
     fmt,
     markdown_table,
+    noise_rows,
     protocol_rows,
     ranking_rows,
     rich_table,
@@ -136,7 +139,9 @@ def test_report_and_results_md_show_the_same_rows(study: tuple[RecipeComparison,
                                                   tmp_path: Path) -> None:
     obj, status = study
     expected = [markdown_table(rows) for rows in (protocol_rows(obj.spec, status), agreement_rows(obj.spec, status),
-                                                 ranking_rows(obj.spec, status)) if rows is not None]
+                                                 ranking_rows(obj.spec, status), difference_rows(obj.spec, status),
+                                                 noise_rows(obj.spec, status), confidence_rows(obj.spec, status))
+                if rows is not None]
     report = build_report(obj.spec, obj.metadata.name, status, tmp_path).read_text()
     results: Any = _study_script().results_md(obj.spec, status, "reading")
     assert _md_tables(report) == expected

@@ -14,27 +14,35 @@ passes for a tuned optimum. Runs that failed for good are left out of the minimu
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from proxyrank import stats
+from proxyrank import confidence, stats
 from proxyrank.api import (
     DONE_STATES,
     TERMINAL_STATES,
     Agreement,
     Agreements,
+    Confidence,
+    DecideOn,
     Flip,
     Interval,
     Protocol,
+    ProtocolConfidence,
+    ProtocolDifference,
     ProtocolResult,
     RecipeComparisonSpec,
     RunState,
     RunStatus,
+    SeedNoise,
     TargetResult,
     Verdict,
+    VerdictState,
     finite,
 )
 from proxyrank.planner import TARGET
@@ -60,6 +68,7 @@ class Analysis:
     target: TargetResult | None
     agreements: Agreements | None
     verdict: Verdict | None
+    confidence: Confidence | None = None
 
 
 def _interval(ci: tuple[float, float]) -> Interval | None:
@@ -67,7 +76,7 @@ def _interval(ci: tuple[float, float]) -> Interval | None:
     return None if lo is None or hi is None else Interval(low=lo, high=hi)
 
 
-def _num(x: float) -> float | None:
+def _num(x: float | None) -> float | None:
     """A statistic as stored in the status: rounded to 6 digits, None when undefined (NaN) or infinite."""
     return finite(x, 6)
 
@@ -144,6 +153,7 @@ class _Inputs:
     per_set: list[dict[str, dict[str, float]]]  # the same per evaluation set (empty with a single set)
     reference: str | None
     seconds: dict[str, tuple[float, float]]
+    cubes: dict[str, confidence.Cube]  # per group: finished losses by recipe, lr and seed
 
     @property
     def resamples(self) -> int:
@@ -156,7 +166,8 @@ def _inputs(spec: RecipeComparisonSpec, runs: list[RunStatus]) -> _Inputs:
     table, *set_tables = _loss_tables(done, len(spec.evaluation.sets))
     per_set = [t.recipe_losses() for t in set_tables]
     reference = TARGET if spec.target is not None else _reference_protocol(spec)
-    return _Inputs(spec, runs, table, table.recipe_losses(), per_set, reference, _device_seconds(runs))
+    return _Inputs(spec, runs, table, table.recipe_losses(), per_set, reference, _device_seconds(runs),
+                   confidence.cubes(done))
 
 
 def analyze(spec: RecipeComparisonSpec, runs: Sequence[RunStatus]) -> Analysis:
@@ -166,8 +177,10 @@ def analyze(spec: RecipeComparisonSpec, runs: Sequence[RunStatus]) -> Analysis:
     protocols = [_protocol_result(inputs, p) for p in spec.proxy.protocols]
     target = _target_result(inputs)
     agreements = _three_agreements(inputs)
-    verdict = _verdict(spec, protocols, target, inputs.reference, inputs.runs)
-    return Analysis(protocols=protocols, target=target, agreements=agreements, verdict=verdict)
+    agreements.protocol_differences = _protocol_differences(inputs)
+    verdict = _verdict(inputs, protocols, target)
+    return Analysis(protocols=protocols, target=target, agreements=agreements, verdict=verdict,
+                    confidence=_confidence(inputs, protocols))
 
 
 def _protocol_result(inputs: _Inputs, p: Protocol) -> ProtocolResult:
@@ -182,6 +195,7 @@ def _protocol_result(inputs: _Inputs, p: Protocol) -> ProtocolResult:
         result.best_learning_rate = {k: lr for k, (lr, _) in best.items()}
         result.edge_of_grid = [k for k, (_, edge) in best.items() if edge]
         result.flip_share, result.flips = _flips(inputs.table, p.name)
+    result.loss_std_err, result.seed_noise = _seed_noise(inputs, p.name)
     reference, k = inputs.reference, inputs.spec.reliability.top_k
     if reference and reference != p.name:
         result.agreement = _agreement(p.name, reference, mine, inputs.losses.get(reference, {}),
@@ -210,7 +224,18 @@ def _target_result(inputs: _Inputs) -> TargetResult | None:
                           cpu_seconds=cpu)
     if len(spec.target.rates) > 1:
         target.flip_share, target.flips = _flips(inputs.table, TARGET)
+    target.loss_std_err, target.seed_noise = _seed_noise(inputs, TARGET)
+    if target.seed_noise is not None:
+        target.noise_ceiling = _num(confidence.spearman_brown(target.seed_noise.split_half))
     return target
+
+
+def _seed_noise(inputs: _Inputs, group: str) -> tuple[dict[str, float | None] | None, SeedNoise | None]:
+    cube = inputs.cubes.get(group)
+    if cube is None:
+        return None, None
+    best = {k: lr for k, (lr, _) in inputs.table.best_learning_rate(group).items()}
+    return confidence.seed_noise(cube, inputs.losses.get(group, {}), best)
 
 
 def _flips(table: stats.LossTable, group: str) -> tuple[float | None, list[Flip] | None]:
@@ -260,10 +285,12 @@ def fingerprint(spec: RecipeComparisonSpec, runs: Sequence[RunStatus]) -> Hashab
     (reliability settings included) gives a new one. Equal fingerprints mean equal analyses. This module's settings
     are part of it too, so that a test or benchmark that changes them never gets an analysis made under others.
     """
-    settings = (BOOTSTRAP_RESAMPLES, BOOTSTRAP_WORK, BOOTSTRAP_SEED, MAX_FLIPS_LISTED)
+    settings = (BOOTSTRAP_RESAMPLES, BOOTSTRAP_WORK, BOOTSTRAP_SEED, MAX_FLIPS_LISTED, confidence.MAX_SPLITS,
+                confidence.SEED_BOOTSTRAP_CELLS, confidence.UNDERTRAINED_RATIO, confidence.MAX_STABLE_FLIP_SHARE)
     return (settings, spec.model_dump_json(), tuple(
         (r.key, r.protocol, r.recipe, r.learning_rate, r.seed, r.state if r.state in TERMINAL_STATES else None,
-         r.val_loss, None if r.set_losses is None else tuple(r.set_losses), r.gpu_seconds, r.cpu_seconds)
+         r.val_loss, None if r.set_losses is None else tuple(r.set_losses), r.gpu_seconds, r.cpu_seconds,
+         r.initial_loss)
         for r in runs))
 
 
@@ -299,48 +326,218 @@ class AnalysisMemo:
 
 
 _METRIC_FIELD = {"spearman": "spearman", "kendall": "kendall", "pearson": "pearson", "pairwise": "pairwise_accuracy"}
+_METRIC_FN = {"spearman": stats.spearman, "kendall": stats.kendall_tau, "pearson": stats.pearson,
+              "pairwise": stats.pairwise_accuracy}
 
 
-def _verdict(spec: RecipeComparisonSpec, protocols: list[ProtocolResult], target: TargetResult | None,
-             reference: str | None, runs: Sequence[RunStatus]) -> Verdict:
+def _seeds(inputs: _Inputs, *groups: str) -> int:
+    """The most seeds any of ``groups`` has results for."""
+    return max((inputs.cubes[g].slots for g in groups if g in inputs.cubes), default=1)
+
+
+def _shared_recipes(inputs: _Inputs, groups: list[str]) -> list[str]:
+    names = set(inputs.losses.get(groups[0], {}))
+    for g in groups[1:]:
+        names &= set(inputs.losses.get(g, {}))
+    return sorted(n for n in names if all(n in inputs.cubes[g].recipes for g in groups if g in inputs.cubes))
+
+
+def _bootstrap(inputs: _Inputs, groups: list[str]) -> confidence.Bootstrap | None:
+    if any(g not in inputs.cubes for g in groups):
+        return None
+    recipes = _shared_recipes(inputs, groups)
+    return confidence.bootstrap({g: inputs.cubes[g] for g in groups}, recipes, inputs.resamples, BOOTSTRAP_SEED)
+
+
+def _protocol_differences(inputs: _Inputs) -> list[ProtocolDifference]:
+    """Every pair of proxy protocols (other than the reference): a's agreement with the reference minus b's, on the
+    recipes all of them share, with a paired bootstrap CI: the same recipe draws for both (those of the agreements'
+    CIs), and with seeds > 1 the same seed draws too."""
+    reference = inputs.reference
+    metric = inputs.spec.reliability.metric.value
+    names = [p.name for p in inputs.spec.proxy.protocols if p.name != reference]
+    groups = [g for g in [*names, reference] if g in inputs.cubes]
+    if reference is None or reference not in groups or len(groups) < 3:
+        return []
+    recipes = _shared_recipes(inputs, groups)
+    ref = [inputs.losses[reference][r] for r in recipes]
+    preds = {g: [inputs.losses[g][r] for r in recipes] for g in groups[:-1]}
+    point = {g: _METRIC_FN[metric](pred, ref) for g, pred in preds.items()}
+    resampled: dict[str, Any] = {}
+    if len(recipes) >= 2 and inputs.resamples:
+        if _seeds(inputs, *groups) < 2:  # recipes only: the vectorised bootstrap of the agreements, per protocol
+            resampled = {g: stats.resampled(_METRIC_FN[metric], pred, ref, inputs.resamples, BOOTSTRAP_SEED)
+                         for g, pred in preds.items()}
+        else:
+            boot = confidence.bootstrap({g: inputs.cubes[g] for g in groups}, recipes, inputs.resamples,
+                                        BOOTSTRAP_SEED)
+            if boot is not None:
+                resampled = {g: confidence.row_statistic(metric, boot.resampled[g], boot.resampled[reference])
+                             for g in groups[:-1]}
+    out = []
+    for a, b in itertools.combinations(groups[:-1], 2):
+        diff = ProtocolDifference(a=a, b=b, against=reference, metric=metric, n=len(recipes),
+                                  difference=_num(point[a] - point[b]))
+        if resampled:
+            values = resampled[a] - resampled[b]
+            diff.ci = confidence.percentile(values, values.size)
+        out.append(diff)
+    return out
+
+
+def _verdict_ci(inputs: _Inputs, judged: str, reference: str, metric: str,
+                agreement_ci: Interval | None) -> tuple[Interval | None, Interval | None, str | None]:
+    """(the verdict's CI, the CI over recipes alone, what the first resamples): over recipes and seeds when either
+    side has more than one seed, else over recipes (the agreement's own interval)."""
+    names, pred, ref = stats.align(inputs.losses.get(judged, {}), inputs.losses.get(reference, {}))
+    if len(names) < 2 or not inputs.resamples:
+        return None, None, None
+    if metric == "pearson":  # the agreement has no Pearson interval; the others are the agreement's own
+        recipes_only = _interval(stats.bootstrap_ci(stats.pearson, pred, ref, n_resamples=inputs.resamples,
+                                                    seed=BOOTSTRAP_SEED))
+    else:
+        recipes_only = agreement_ci
+    if _seeds(inputs, judged, reference) < 2:
+        return recipes_only, recipes_only, "recipes"
+    boot = _bootstrap(inputs, [judged, reference])
+    if boot is None:
+        return recipes_only, recipes_only, "recipes"
+    return confidence.statistic_ci(boot, metric, judged, reference), recipes_only, "recipes and seeds"
+
+
+def _decide(decide_on: str, value: float, threshold: float, ci: Interval | None) -> VerdictState:
+    if decide_on == "point":
+        return VerdictState.reliable if value >= threshold else VerdictState.unreliable
+    if ci is None or ci.low is None or ci.high is None:
+        return VerdictState.inconclusive
+    if ci.low >= threshold:
+        return VerdictState.reliable
+    if ci.high < threshold:
+        return VerdictState.unreliable
+    return VerdictState.inconclusive
+
+
+def _what_would_decide(value: float, threshold: float, ci: Interval | None, recipes_ci: Interval | None, n: int,
+                       seeds: int) -> str:
+    """How many more recipes or seeds would likely decide an Inconclusive verdict, if the estimate holds: the CI's
+    half-width shrinks about as 1/sqrt(recipes); the part of its variance that seeds add (the recipes-and-seeds CI's
+    over the recipes-only CI's) as 1/seeds."""
+    if ci is None or ci.low is None or ci.high is None:
+        return f"no CI with {n} recipes: add recipes"
+    gap, half = abs(value - threshold), (ci.high - ci.low) / 2.0
+    if gap < 1e-9:
+        return "the estimate sits on the threshold: more recipes or seeds are unlikely to decide it"
+    recipes = math.ceil(n * (half / gap) ** 2)
+    text = f"about {max(1, recipes - n)} more recipes ({recipes} in all) would likely decide it if the estimate holds"
+    if seeds < 2:
+        return text + "; seed noise is unmeasured with one seed (spec.seeds >= 2 measures it)"
+    half_r = (recipes_ci.high - recipes_ci.low) / 2.0 if recipes_ci and recipes_ci.low is not None and \
+        recipes_ci.high is not None else half
+    seed_var = max(0.0, half * half - half_r * half_r)
+    if seed_var == 0.0:
+        return text + "; more seeds would not help (the interval is the recipe sample's)"
+    if gap <= half_r:
+        return text + "; more seeds alone would not (the recipe sample alone spans the threshold)"
+    return text + f", or about {math.ceil(seeds * seed_var / (gap * gap - half_r * half_r))} seeds"
+
+
+def _verdict(inputs: _Inputs, protocols: list[ProtocolResult], target: TargetResult | None) -> Verdict:
+    spec, reference, runs = inputs.spec, inputs.reference, inputs.runs
     judged = spec.judged_protocol().name
     metric = spec.reliability.metric.value
     threshold = spec.reliability.threshold
+    decide_on = DecideOn(spec.reliability.decide_on).value
     mine = next(p for p in protocols if p.name == judged)
     winner = (target.winner if target is not None else mine.winner)
-    verdict = Verdict(protocol=judged, against=reference, metric=metric, threshold=threshold, winner=winner)
+    verdict = Verdict(protocol=judged, against=reference, metric=metric, threshold=threshold, decide_on=decide_on,
+                      winner=winner)
     if reference is None:
         verdict.message = (f"no reference ranking: add a target sweep (spec.target) or a proxy-scale learning-rate "
                            f"sweep protocol to judge {judged!r}")
         return verdict
     agreement = mine.agreement
-    n_recipes = len(spec.recipes)
     if agreement is None:
         verdict.message = f"waiting for results: {judged} vs {reference} needs at least 2 recipes finished in both"
         return verdict
     value = getattr(agreement, _METRIC_FIELD[metric])
     verdict.value, verdict.spearman = value, agreement.spearman
-    groups_done = all(r.state in TERMINAL_STATES for r in runs if r.protocol in (judged, reference))
-    ci = agreement.spearman_ci if metric == "spearman" else (
-        agreement.kendall_ci if metric == "kendall" else agreement.pairwise_accuracy_ci if metric == "pairwise"
-        else None)
-    ci_text = f" (95% CI {ci.low:.2f} to {ci.high:.2f})" if ci is not None and ci.low is not None and \
-        ci.high is not None else ""
     if value is None:
         verdict.message = f"{metric} of {judged} vs {reference} is undefined (constant losses?) over {agreement.n} " \
                           "recipes"
         return verdict
+    own = {"spearman": agreement.spearman_ci, "kendall": agreement.kendall_ci,
+           "pairwise": agreement.pairwise_accuracy_ci}.get(metric)
+    ci, recipes_ci, verdict.ci_over = _verdict_ci(inputs, judged, reference, metric, own)
+    verdict.ci = ci
+    ci_text = f" (95% CI {ci.low:.2f} to {ci.high:.2f} over {verdict.ci_over})" if ci is not None and \
+        ci.low is not None and ci.high is not None else ""
     relation = ">=" if value >= threshold else "<"
     summary = f"{judged} vs {reference}: {metric} {value:.3f} {relation} {threshold:g} over {agreement.n}/" \
-              f"{n_recipes} recipes{ci_text}"
-    if not groups_done:
+              f"{len(spec.recipes)} recipes{ci_text}"
+    if not all(r.state in TERMINAL_STATES for r in runs if r.protocol in (judged, reference)):
         verdict.message = f"provisional, runs still in progress: {summary}"
         return verdict
-    verdict.reliable = value >= threshold
-    # The verdict is on the point estimate; say so when the interval does not back it up (few recipes, one seed).
+    verdict.state = _decide(decide_on, value, threshold, ci)
+    verdict.reliable = {VerdictState.reliable: True, VerdictState.unreliable: False}.get(verdict.state)
+    distrust = f"; do not trust {judged}'s ranking for this decision: tune per recipe or use the target ranking"
+    if verdict.state == VerdictState.inconclusive:
+        verdict.message = f"{summary}; inconclusive: the CI spans the threshold; " + _what_would_decide(
+            value, threshold, ci, recipes_ci, agreement.n, _seeds(inputs, judged, reference))
+        return verdict
+    # Decided on the point estimate: say so when the interval does not back it up (few recipes, one seed).
     spans = ci is not None and ci.low is not None and ci.high is not None and ci.low < threshold <= ci.high
     caveat = "; the CI spans the threshold: more recipes or seeds could change this verdict" if spans else ""
-    verdict.message = summary + caveat + ("" if verdict.reliable else
-                                          f"; do not trust {judged}'s ranking for this decision: tune per recipe or "
-                                          "use the target ranking")
+    verdict.message = summary + caveat + ("" if verdict.reliable else distrust)
     return verdict
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# confidence without a target
+
+
+def _proxy_grid(inputs: _Inputs) -> dict[float, dict[str, float]]:
+    """The proxy-scale losses by learning rate, every protocol's rates together (the first protocol's at a shared
+    rate)."""
+    grid: dict[float, dict[str, float]] = {}
+    for p in inputs.spec.proxy.protocols:
+        for lr, row in inputs.table.losses_by_lr(p.name).items():
+            grid.setdefault(lr, row)
+    return grid
+
+
+def _confidence(inputs: _Inputs, protocols: list[ProtocolResult]) -> Confidence:
+    spec = inputs.spec
+    judged = spec.judged_protocol().name
+    threshold = spec.reliability.threshold
+    grid = _proxy_grid(inputs)
+    drops = confidence.loss_drops(inputs.runs, [p.name for p in protocols])
+    best_drop = max(drops.values(), default=0.0)
+    entries = []
+    for p, result in zip(spec.proxy.protocols, protocols, strict=True):
+        cube = inputs.cubes.get(p.name)
+        mine = inputs.losses.get(p.name, {})
+        others = [stats.spearman(*stats.align(mine, inputs.losses.get(o.name, {}))[1:])
+                  for o in spec.proxy.protocols if o.name != p.name]
+        others = [x for x in others if not math.isnan(x)]
+        entry = ProtocolConfidence(
+            name=p.name, split_half=_num(confidence.split_half(cube)) if cube is not None else None,
+            flip_share=result.flip_share if p.is_sweep else confidence.neighbour_flip_share(grid, p.rates[0]),
+            cross_protocol=_num(sum(others) / len(others)) if others else None,
+            winner_probability=confidence.winner_probability(cube, result.winner, inputs.resamples,
+                                                             BOOTSTRAP_SEED) if cube is not None else None)
+        if p.name in drops and best_drop > 0:
+            entry.loss_drop_ratio = _num(drops[p.name] / best_drop)
+            entry.undertrained = drops[p.name] / best_drop < confidence.UNDERTRAINED_RATIO
+        finished = all(r.state in TERMINAL_STATES for r in inputs.runs if r.protocol == p.name)
+        if result.recipes_done >= 2 and finished:  # a state only for a finished protocol: no alert on partial results
+            entry.state, _ = confidence.protocol_state(entry, threshold)
+        entries.append(entry)
+    chosen = next(e for e in entries if e.name == judged)
+    out = Confidence(protocol=judged, state=chosen.state, protocols=entries)
+    if chosen.state is None:
+        out.message = f"waiting for results: {judged} needs all its runs finished and at least 2 recipes with results"
+    else:
+        _, reasons = confidence.protocol_state(chosen, threshold)
+        detail = "; ".join(reasons) or "seed halves, neighbouring learning rates and training progress agree"
+        out.message = f"{judged}'s ranking is {chosen.state.value.lower()}: {detail}"
+    return out

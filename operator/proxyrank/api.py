@@ -76,9 +76,10 @@ OBJECT_BUDGET_BYTES = 1 << 20
 MAX_SPEC_BYTES = 64 << 10  # the spec as compact JSON with its defaults, as the API server stores it
 SPEC_COPIES = 3  # .spec, kubectl's last-applied-configuration annotation and Kopf's diff-base annotation
 OBJECT_BASE_BYTES = 8 << 10  # metadata, conditions, run counts, verdict and two agreements: the same for every plan
-RUN_BYTES = 720  # a finished run's status.runs entry without per-set losses, plus its recipe's analysis entries
+RUN_BYTES = 770  # a finished run's status.runs entry without per-set losses, plus its recipe's analysis entries
 SET_LOSS_BYTES = 20  # one evaluation set's loss in a run's entry
-GROUP_BYTES = 4000  # a protocol's (or the target's) result, without its per-recipe and per-set parts
+GROUP_BYTES = 4500  # a protocol's (or the target's) result and confidence entry, without per-recipe and per-set parts
+DIFFERENCE_BYTES = 212  # one pair of protocols in status.agreements.protocolDifferences
 SET_AGREEMENT_BYTES = 328  # a protocol's agreement on one evaluation set
 RATE_BYTES = 520  # a learning rate of a protocol or of the target sweep, with its cross-scale agreement
 
@@ -101,7 +102,8 @@ def fixed_status_bytes(protocols: int, eval_sets: int, proxy_rates: int, target_
     """The bound on the stored object's bytes that does not grow with the number of runs."""
     groups = protocols + (1 if target_rates else 0)
     return (OBJECT_BASE_BYTES + SPEC_COPIES * MAX_SPEC_BYTES + groups * GROUP_BYTES
-            + protocols * eval_sets * SET_AGREEMENT_BYTES + (proxy_rates + target_rates) * RATE_BYTES)
+            + protocols * eval_sets * SET_AGREEMENT_BYTES + (proxy_rates + target_rates) * RATE_BYTES
+            + protocols * (protocols - 1) // 2 * DIFFERENCE_BYTES)
 
 
 def bytes_per_run(eval_sets: int) -> int:
@@ -1116,9 +1118,17 @@ class ReliabilityMetric(StrEnum):
     pairwise = "pairwise"
 
 
+class DecideOn(StrEnum):
+    ci = "ci"
+    point = "point"
+
+
 class Reliability(SpecModel):
     metric: ReliabilityMetric = Field(default=ReliabilityMetric.spearman, strict=False)  # a plain string in YAML
     threshold: float = Field(default=0.8, ge=-1, le=1, allow_inf_nan=False)
+    decide_on: DecideOn = Field(default=DecideOn.ci, strict=False, description=(
+        "ci: Reliable when the 95% CI's lower bound is at or above the threshold, Unreliable when its upper bound is "
+        "below it, Inconclusive when it spans it; point: the point estimate alone decides (Reliable or Unreliable)."))
     top_k: int = Field(default=1, ge=1, le=50, description=(
         "k of the top-k decision regret: the target loss of the best recipe among the proxy's k best, minus the "
         "target's best."))
@@ -1153,7 +1163,8 @@ _FIXED_BYTES_CEL = (
     f"{OBJECT_BASE_BYTES + SPEC_COPIES * MAX_SPEC_BYTES} "
     f"+ (size(self.proxy.protocols) + (has(self.target) ? 1 : 0)) * {GROUP_BYTES} "
     f"+ size(self.proxy.protocols) * size(self.evaluation.sets) * {SET_AGREEMENT_BYTES} "
-    f"+ ({_PROXY_RATES_CEL} + {_TARGET_RATES_CEL}) * {RATE_BYTES}")
+    f"+ ({_PROXY_RATES_CEL} + {_TARGET_RATES_CEL}) * {RATE_BYTES} "
+    f"+ size(self.proxy.protocols) * (size(self.proxy.protocols) - 1) / 2 * {DIFFERENCE_BYTES}")
 _PER_RUN_CEL = f"({RUN_BYTES} + size(self.evaluation.sets) * {SET_LOSS_BYTES})"
 _RUN_LIMIT_MESSAGE = (
     f"the spec plans more runs than its status can hold (the object must stay under {OBJECT_BUDGET_BYTES >> 20} MiB): "
@@ -1406,6 +1417,7 @@ class RunStatus(APIModel):
     set_losses: list[float | None] | None = None  # per eval set, in spec.evaluation.sets order
     train_loss: float | None = None
     loss_fell: bool | None = None
+    initial_loss: float | None = None  # mean eval loss before training (the undertrained-proxy guard's baseline)
     gpu_seconds: float | None = None
     cpu_seconds: float | None = None
     started_at: str | None = None
@@ -1456,6 +1468,22 @@ class Flip(APIModel):
     lr_to: float
 
 
+class SeedNoise(APIModel):
+    """How much of a group's ranking is seed noise (only with ``spec.seeds > 1``).
+
+    Per recipe, ``lossStdErr`` is the standard error of its loss (the mean over seeds at its best learning rate);
+    ``spread`` is the standard deviation of the recipes' losses; ``signalToNoise`` is spread over the median standard
+    error; ``medianGap`` the median loss gap between neighbours in the ranking; ``splitHalf`` the Spearman correlation
+    of the rankings from two halves of the seeds (mean over splits)."""
+
+    seeds: int
+    median_std_err: float | None = None
+    spread: float | None = None
+    signal_to_noise: float | None = None
+    median_gap: float | None = None
+    split_half: float | None = None
+
+
 class ProtocolResult(APIModel):
     name: str
     learning_rates: list[float]
@@ -1469,6 +1497,8 @@ class ProtocolResult(APIModel):
     flips: list[Flip] | None = None  # at most 20 listed
     agreement: Agreement | None = None  # vs the target (or the reference protocol without a target)
     per_set: list[Agreement] | None = None  # the same, on each evaluation set's loss
+    loss_std_err: dict[str, float | None] | None = None  # per recipe, with seeds > 1
+    seed_noise: SeedNoise | None = None  # with seeds > 1
     gpu_seconds: float = 0.0
     cpu_seconds: float = 0.0
 
@@ -1483,8 +1513,24 @@ class TargetResult(APIModel):
     edge_of_grid: list[str] = Field(default_factory=list)
     flip_share: float | None = None
     flips: list[Flip] | None = None
+    loss_std_err: dict[str, float | None] | None = None
+    seed_noise: SeedNoise | None = None
+    noise_ceiling: float | None = None  # split-half Spearman of the target, Spearman-Brown corrected to all seeds
     gpu_seconds: float = 0.0
     cpu_seconds: float = 0.0
+
+
+class ProtocolDifference(APIModel):
+    """``a``'s agreement with the reference minus ``b``'s, on the recipes all three share, with a paired bootstrap CI
+    (the same recipe draws, and seed draws with seeds > 1, for both)."""
+
+    a: str
+    b: str
+    against: str
+    metric: str
+    n: int
+    difference: float | None = None
+    ci: Interval | None = None
 
 
 class Agreements(APIModel):
@@ -1493,6 +1539,13 @@ class Agreements(APIModel):
     cross_scale: list[Agreement] = Field(default_factory=list)  # same-lr proxy vs same-lr target
     within_scale: Agreement | None = None  # judged protocol vs the proxy-scale tuned sweep
     end_to_end: Agreement | None = None  # judged protocol vs the tuned target
+    protocol_differences: list[ProtocolDifference] = Field(default_factory=list)  # every pair of proxy protocols
+
+
+class VerdictState(StrEnum):
+    reliable = "Reliable"
+    unreliable = "Unreliable"
+    inconclusive = "Inconclusive"
 
 
 class Verdict(APIModel):
@@ -1500,11 +1553,43 @@ class Verdict(APIModel):
     against: str | None = None
     metric: str
     threshold: float
+    decide_on: str = "ci"
     value: float | None = None
     spearman: float | None = None
-    reliable: bool | None = None
+    ci: Interval | None = None  # the 95% CI of ``value``: over recipes, and over seeds too with seeds > 1
+    ci_over: str | None = None  # "recipes" or "recipes and seeds"
+    state: VerdictState | None = None  # None until the runs it needs are finished
+    reliable: bool | None = None  # state == Reliable (True), Unreliable (False), else None
     winner: str | None = None  # the recipe to bet on: the target's winner, else the judged protocol's
     message: str = ""
+
+
+class ConfidenceState(StrEnum):
+    stable = "Stable"
+    unstable = "Unstable"
+    inconclusive = "Inconclusive"
+
+
+class ProtocolConfidence(APIModel):
+    """How far one protocol's ranking can be trusted without a target."""
+
+    name: str
+    split_half: float | None = None  # Spearman between rankings from two halves of the seeds
+    flip_share: float | None = None  # pairs reversing between this protocol's lr and its neighbours (or in its sweep)
+    cross_protocol: float | None = None  # mean Spearman with the other protocols' rankings
+    winner_probability: float | None = None  # share of seed resamples whose best recipe is the winner
+    loss_drop_ratio: float | None = None  # median loss drop over the best-trained protocol's (1: as trained)
+    undertrained: bool | None = None
+    state: ConfidenceState | None = None
+
+
+class Confidence(APIModel):
+    """Confidence in the judged protocol's ranking from the proxy runs alone (no target needed)."""
+
+    protocol: str
+    state: ConfidenceState | None = None
+    message: str = ""
+    protocols: list[ProtocolConfidence] = Field(default_factory=list)
 
 
 class RecipeComparisonStatus(APIModel):
@@ -1518,6 +1603,7 @@ class RecipeComparisonStatus(APIModel):
     target: TargetResult | None = None
     agreements: Agreements | None = None
     verdict: Verdict | None = None
+    confidence: Confidence | None = None
     started_at: str | None = None
     finished_at: str | None = None
 

@@ -226,6 +226,10 @@ def cmd_plan(path: str, *, as_json: bool = False) -> int:
         return EXIT_OK
     console = Console(width=max(Console().width, 110))
     render_plan(plan, console)
+    from proxyrank.summary import decision_note, decision_rows, rich_table
+
+    console.print(rich_table(decision_rows(obj.spec)))
+    console.print(decision_note(obj.spec))
     runs = Table(title="Runs")
     for col in ("key", "protocol", "recipe", "scale", "lr", "seed"):
         runs.add_column(col)

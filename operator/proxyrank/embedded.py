@@ -123,13 +123,14 @@ def load_status(workdir: Path) -> RecipeComparisonStatus | None:
 
 
 def reanalyzed(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> RecipeComparisonStatus:
-    """``status`` with its results (protocols, target, agreements, verdict) derived again from its runs by this
-    version's analysis. The runs are the record and the results are derived from them, so a status.yaml written by an
-    older proxyrank (results it lacked, older verdict wording) shows what its runs say now; for a current one this
+    """``status`` with its results (protocols, target, agreements, verdict, confidence) derived again from its runs by
+    this version's analysis. The runs are the record and the results are derived from them, so a status.yaml written by
+    an older proxyrank (results it lacked, older verdict wording) shows what its runs say now; for a current one this
     changes nothing. The one place outside the reconciler that recomputes results."""
     fresh = analyze(spec, status.runs)
     return status.model_copy(update={"protocols": fresh.protocols, "target": fresh.target,
-                                     "agreements": fresh.agreements, "verdict": fresh.verdict})
+                                     "agreements": fresh.agreements, "verdict": fresh.verdict,
+                                     "confidence": fresh.confidence})
 
 
 def load_reanalyzed_status(workdir: Path, spec: RecipeComparisonSpec) -> RecipeComparisonStatus | None:

@@ -47,11 +47,12 @@ from proxyrank.api import Phase, RecipeComparisonStatus, RunState
 from proxyrank.children import POD, ChildView, Kind, Watched
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.kopf_support import FingerprintDiffBaseStorage, install_log_filter
-from proxyrank.launchers.backends import backend_of, make_launcher
+from proxyrank.launchers.backends import Backend, backend_of, enabled_backends, make_launcher
 from proxyrank.launchers.base import ComparisonRef, Launcher, env_secrets, redact, resolve_namespace
 from proxyrank.launchers.kubernetes import VOLCANO_JOB, KubernetesLauncher
+from proxyrank.launchers.kueue import KUEUE_JOB, KueueLauncher
 from proxyrank.launchers.volcano import VOLCANO_GROUP, VOLCANO_PLURAL, VOLCANO_VERSION, owner_reference
-from proxyrank.metrics import ComparisonSnapshot
+from proxyrank.metrics import ComparisonSnapshot, acknowledged
 from proxyrank.planner import LABEL_COMPARISON_UID, label_value, plan_runs
 from proxyrank.policy import POLICY_VIOLATION, load_policy
 from proxyrank.reconciler import WAITING_TO_LAUNCH, Event, ReconcileResult, invalid_status, status_patch
@@ -64,7 +65,8 @@ RECONCILE_INTERVAL = float(os.environ.get("PROXYRANK_RECONCILE_INTERVAL", "15"))
 COALESCE_SECONDS = 0.1  # after a wake-up, wait this long for the rest of a burst (a job and its pod), then one pass
 CHILDREN = {LABEL_COMPARISON_UID: kopf.PRESENT}
 # watch streams, as Kopf names them in its log (for the re-listing after a restart)
-WATCHED: dict[str, Kind] = {f"{VOLCANO_PLURAL}.{VOLCANO_VERSION}.{VOLCANO_GROUP}": VOLCANO_JOB, "pods.v1": POD}
+WATCHED: dict[str, Kind] = {f"{VOLCANO_PLURAL}.{VOLCANO_VERSION}.{VOLCANO_GROUP}": VOLCANO_JOB,
+                             "jobs.v1.batch": KUEUE_JOB, "pods.v1": POD}
 MAX_EVENTS_PER_PASS = 10
 # the admin policy (chart values trainerPolicy), read once: `proxyrank operator --policy FILE` sets the variable
 ADMIN_POLICY = load_policy(os.environ.get("PROXYRANK_POLICY_FILE") or None)
@@ -105,12 +107,14 @@ class OperatorState:
         with self._lock:
             return list(self.snapshots.values())
 
-    def observe_event(self, event_type: str | None, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def observe_event(self, event_type: str | None, namespace: str, name: str, status: Mapping[str, Any],
+                      annotations: Mapping[str, str] | None = None) -> None:
         with self._lock:
             if event_type == "DELETED":
                 self.snapshots.pop((namespace, name), None)
             else:
-                self.snapshots[(namespace, name)] = ComparisonSnapshot(namespace, name, dict(status or {}))
+                self.snapshots[(namespace, name)] = ComparisonSnapshot(namespace, name, dict(status or {}),
+                                                                       acknowledged=acknowledged(annotations))
 
     def forget(self, uid: str) -> None:
         with self._lock:
@@ -152,7 +156,7 @@ def launcher_for(name: str, uid: str, spec: Mapping[str, Any]) -> Launcher:
         if launcher is None:  # spec.trainer (and with it the back end) is immutable
             launcher = _launchers[uid] = make_launcher(backend_of(spec), shared.custom, shared.core,
                                                        owner=owner_reference(name, uid))
-            if isinstance(launcher, KubernetesLauncher):
+            if isinstance(launcher, KubernetesLauncher | KueueLauncher):
                 launcher.children = Watched(VIEW, launcher.list_children)  # reads the view, lists only to re-sync
         return launcher
 
@@ -186,7 +190,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = settings.watching.server_timeout + 30
     settings.watching.connect_timeout = 30
     # children: only objects with the comparison-uid label, selected by the API server (the handlers filter too)
-    for resource in ((VOLCANO_GROUP, VOLCANO_PLURAL), ("v1", "pods")):
+    for resource in ((VOLCANO_GROUP, VOLCANO_PLURAL), ("batch", "jobs"), ("v1", "pods")):
         settings.watching.label_selectors[resource] = LABEL_COMPARISON_UID
     settings.networking.request_timeout = float(os.environ.get("PROXYRANK_REQUEST_TIMEOUT", "60"))
     settings.posting.level = logging.WARNING  # our own events are posted explicitly
@@ -378,7 +382,6 @@ def _changed(uid: str | None) -> None:
         _wakeup(uid).set()
 
 
-@kopf.index(VOLCANO_GROUP, VOLCANO_VERSION, VOLCANO_PLURAL, labels=CHILDREN)
 async def index_volcano_job(body: kopf.Body, **_: Any) -> None:
     """Every event of one of our Volcano Jobs, the initial listing's included, before any other handler runs: into
     the view. (An index handler, not only an event handler, so that Kopf holds every other handler until the
@@ -386,7 +389,11 @@ async def index_volcano_job(body: kopf.Body, **_: Any) -> None:
     _changed(VIEW.upsert(VOLCANO_JOB, body))
 
 
-@kopf.index("v1", "pods", labels=CHILDREN)
+async def index_kueue_job(body: kopf.Body, **_: Any) -> None:
+    """Every event of one of our batch/v1 Jobs (the Kueue back end): into the view (see :func:`index_volcano_job`)."""
+    _changed(VIEW.upsert(KUEUE_JOB, body))
+
+
 async def index_pod(body: kopf.Body, **_: Any) -> None:
     """Every event of a pod with our label: into the view (see :func:`index_volcano_job`)."""
     _changed(VIEW.upsert(POD, body))
@@ -398,14 +405,43 @@ def _deletion(event: kopf.RawEvent, **_: Any) -> bool:
     return event.get("type") == "DELETED"
 
 
-@kopf.on.event(VOLCANO_GROUP, VOLCANO_VERSION, VOLCANO_PLURAL, labels=CHILDREN, when=_deletion)
 async def on_volcano_job_event(event: kopf.RawEvent, **_: Any) -> None:
     _changed(VIEW.delete(VOLCANO_JOB, event["object"]))  # index handlers do not see deletions
 
 
-@kopf.on.event("v1", "pods", labels=CHILDREN, when=_deletion)
+async def on_kueue_job_event(event: kopf.RawEvent, **_: Any) -> None:
+    _changed(VIEW.delete(KUEUE_JOB, event["object"]))
+
+
 async def on_pod_event(event: kopf.RawEvent, **_: Any) -> None:
     _changed(VIEW.delete(POD, event["object"]))
+
+
+CHILD_HANDLER_PREFIX = "children/"
+# per back end: (group, version, plural, index handler, deletion handler); the trainer pods of every back end after
+_CHILD_WATCHES: dict[Backend, tuple[str, str, str, Any, Any]] = {
+    Backend.volcano: (VOLCANO_GROUP, VOLCANO_VERSION, VOLCANO_PLURAL, index_volcano_job, on_volcano_job_event),
+    Backend.kueue: ("batch", "v1", "jobs", index_kueue_job, on_kueue_job_event),
+}
+
+
+def watch_children(backends: Iterable[Backend], registry: Any = None) -> None:
+    """Register the watches of the children of ``backends`` (their jobs) and of the trainer pods, replacing the ones
+    registered before. Kopf watches only resources with handlers, so an operator without the Volcano (or Kueue) back
+    end never asks for its permissions. Called when this module loads, with the enabled back ends."""
+    registry = registry or kopf.get_default_registry()
+    for sub in (registry._indexing, registry._watching):  # Kopf's registries have no public removal
+        sub._handlers[:] = [h for h in sub._handlers if not str(h.id).startswith(CHILD_HANDLER_PREFIX)]
+    watches = [(*_CHILD_WATCHES[b][:3], *_CHILD_WATCHES[b][3:], b.value) for b in backends]
+    watches.append(("", "v1", "pods", index_pod, on_pod_event, "pods"))
+    for group, version, plural, index, deletion, name in watches:
+        api = (group, version, plural) if group else (version, plural)
+        kopf.index(*api, labels=CHILDREN, id=f"{CHILD_HANDLER_PREFIX}index-{name}", registry=registry)(index)
+        kopf.on.event(*api, labels=CHILDREN, when=_deletion, id=f"{CHILD_HANDLER_PREFIX}deleted-{name}",
+                      registry=registry)(deletion)
+
+
+watch_children(enabled_backends())
 
 
 def relisted(message: str) -> None:
@@ -430,6 +466,7 @@ def on_delete(name: str, namespace: str | None, uid: str, spec: kopf.Spec,
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def on_event(event: kopf.RawEvent, name: str, namespace: str | None, status: kopf.Status, **_: Any) -> None:
-    STATE.observe_event(event.get("type"), resolve_namespace(namespace), name, status)
+def on_event(event: kopf.RawEvent, name: str, namespace: str | None, status: kopf.Status,
+             annotations: kopf.Annotations, **_: Any) -> None:
+    STATE.observe_event(event.get("type"), resolve_namespace(namespace), name, status, dict(annotations))
 

@@ -26,7 +26,9 @@ object's history, not from zero, when the operator restarts, which ``rate()``/``
 Beyond the architecture's list, two series serve the stalled-comparison alert and the dashboard:
 ``proxyrank_comparison_phase`` (1 for the current phase, 0 for the others) and
 ``proxyrank_comparison_last_progress_timestamp_seconds`` (the newest start or finish of any run, or the comparison's
-own start).
+own start). Four serve the verdict alerts: ``proxyrank_verdict_state`` and ``proxyrank_confidence_state`` (one-hot over
+their states, absent until known), ``proxyrank_comparison_finished_timestamp_seconds`` (``status.finishedAt``) and
+``proxyrank_comparison_acknowledged`` (1 while the object carries the annotation ``proxyrank.io/acknowledged``).
 
 Operator-level series (no ``namespace``/``comparison`` labels): ``proxyrank_comparisons{phase}``, how many of the
 comparisons this instance serves are in each phase (every phase always present, so ``... > 0`` works without
@@ -57,7 +59,17 @@ from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
 from proxyrank import __version__, health
-from proxyrank.api import DONE_STATES, FAILED_STATES, Phase, RecipeComparisonStatus, RunState, RunStatus, finite
+from proxyrank.api import (
+    DONE_STATES,
+    FAILED_STATES,
+    ConfidenceState,
+    Phase,
+    RecipeComparisonStatus,
+    RunState,
+    RunStatus,
+    VerdictState,
+    finite,
+)
 from proxyrank.planner import TARGET
 from proxyrank.reconciler import parse_iso
 
@@ -83,6 +95,18 @@ RUN_DURATION = PREFIX + "run_duration_seconds"
 COMPARISON_PHASE = PREFIX + "comparison_phase"
 LAST_PROGRESS = PREFIX + "comparison_last_progress_timestamp_seconds"
 COMPARISONS = PREFIX + "comparisons"
+VERDICT_STATE = PREFIX + "verdict_state"
+CONFIDENCE_STATE = PREFIX + "confidence_state"
+FINISHED = PREFIX + "comparison_finished_timestamp_seconds"
+ACKNOWLEDGED = PREFIX + "comparison_acknowledged"
+# The annotation that silences a comparison's verdict alerts (any value but "false").
+ACKNOWLEDGED_ANNOTATION = "proxyrank.io/acknowledged"
+
+
+def acknowledged(annotations: Mapping[str, str] | None) -> bool:
+    """Whether ``metadata.annotations`` acknowledge the comparison's verdict (the alerts stop firing)."""
+    value = (annotations or {}).get(ACKNOWLEDGED_ANNOTATION)
+    return value is not None and value.strip().lower() != "false"
 
 _KEY = ["namespace", "comparison"]
 _LIST_FIELDS = ("conditions", "runs", "protocols")  # salvaged entry by entry
@@ -103,9 +127,10 @@ class ComparisonSnapshot:
     status: RecipeComparisonStatus
     inferred_failures: frozenset[str]
     dropped: frozenset[str]
+    acknowledged: bool
 
-    def __init__(self, namespace: str, name: str,
-                 status: RecipeComparisonStatus | Mapping[str, Any] | None = None) -> None:
+    def __init__(self, namespace: str, name: str, status: RecipeComparisonStatus | Mapping[str, Any] | None = None,
+                 *, acknowledged: bool = False) -> None:
         if isinstance(status, RecipeComparisonStatus):
             parsed, dropped, inferred = status, frozenset[str](), frozenset[str]()
         else:
@@ -116,6 +141,7 @@ class ComparisonSnapshot:
         object.__setattr__(self, "status", parsed)
         object.__setattr__(self, "inferred_failures", inferred)
         object.__setattr__(self, "dropped", dropped)
+        object.__setattr__(self, "acknowledged", acknowledged)
 
 
 SnapshotFn = Callable[[], Iterable[ComparisonSnapshot]]
@@ -211,10 +237,22 @@ class _Families:
             LAST_PROGRESS, "Unix time of the newest run start or finish (or of the comparison's start)", labels=_KEY)
         self.comparisons = GaugeMetricFamily(
             COMPARISONS, "RecipeComparisons this operator instance serves, by phase", labels=["phase"])
+        self.verdict_state = GaugeMetricFamily(
+            VERDICT_STATE, "1 for the verdict's state (Reliable, Unreliable, Inconclusive), 0 for the others; absent "
+            "until known", labels=[*_KEY, "state"])
+        self.confidence_state = GaugeMetricFamily(
+            CONFIDENCE_STATE, "1 for the judged ranking's confidence without a target (Stable, Unstable, "
+            "Inconclusive), 0 for the others; absent until known", labels=[*_KEY, "state"])
+        self.finished = GaugeMetricFamily(
+            FINISHED, "Unix time the comparison finished (Succeeded or Failed); absent while it runs", labels=_KEY)
+        self.acknowledged = GaugeMetricFamily(
+            ACKNOWLEDGED, f"1 while the comparison carries the annotation {ACKNOWLEDGED_ANNOTATION}, else 0",
+            labels=_KEY)
 
     def all(self) -> list[Metric]:
         return [self.build_info, self.correlation, self.pairwise, self.reliable, self.runs, self.losses,
-                self.failures, self.launched, self.duration, self.phase, self.progress, self.comparisons]
+                self.failures, self.launched, self.duration, self.phase, self.progress, self.comparisons,
+                self.verdict_state, self.confidence_state, self.finished, self.acknowledged]
 
 
 def _comparison_samples(snapshot: ComparisonSnapshot) -> Iterator[tuple[str, list[str], Any]]:
@@ -232,8 +270,7 @@ def _comparison_samples(snapshot: ComparisonSnapshot) -> Iterator[tuple[str, lis
         for state in RunState:
             yield "runs", [*key, state.value], float(getattr(status.run_counts, state.name))
 
-    if status.verdict is not None and status.verdict.reliable is not None:
-        yield "reliable", key, 1.0 if status.verdict.reliable else 0.0
+    yield from _verdict_samples(snapshot, key)
 
     for protocol in status.protocols:
         agreement = protocol.agreement
@@ -268,6 +305,24 @@ def _comparison_samples(snapshot: ComparisonSnapshot) -> Iterator[tuple[str, lis
     known = [t for t in progress if t is not None]
     if known:
         yield "progress", key, max(known)
+
+
+def _verdict_samples(snapshot: ComparisonSnapshot, key: list[str]) -> Iterator[tuple[str, list[str], Any]]:
+    status = snapshot.status
+    verdict, conf = status.verdict, status.confidence
+    if verdict is not None and verdict.reliable is not None:
+        yield "reliable", key, 1.0 if verdict.reliable else 0.0
+    if verdict is not None and verdict.state is not None:
+        for v in VerdictState:
+            yield "verdict_state", [*key, v.value], 1.0 if verdict.state == v else 0.0
+    if conf is not None and conf.state is not None:
+        for c in ConfidenceState:
+            yield "confidence_state", [*key, c.value], 1.0 if conf.state == c else 0.0
+    finished = _timestamp(status.finished_at) if "finished_at" not in snapshot.dropped else None
+    if finished is not None:
+        yield "finished", key, finished
+    if "phase" not in snapshot.dropped:  # with the phase: a status that says nothing gets no series
+        yield "acknowledged", key, 1.0 if snapshot.acknowledged else 0.0
 
 
 def _loss_samples(key: list[str], protocol: str,

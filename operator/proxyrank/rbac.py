@@ -77,9 +77,10 @@ RULES: list[Rule] = [
          "a restart",
          cluster_scoped=True),
     # ---- back end: kueue (proxyrank.launchers.kueue)
-    Rule(("batch",), ("jobs",), ("list", "create", "delete"),
-         "the Kueue back end creates one batch/v1 Job per run attempt, lists them by label on every pass and deletes "
-         "them on cleanup and cancel", backend="kueue"),
+    Rule(("batch",), ("jobs",), ("list", "watch", "create", "delete"),
+         "the Kueue back end creates one batch/v1 Job per run attempt and deletes them on cleanup and cancel; the "
+         "operator watches them by the comparison-uid label (an initial list, then a watch) and lists one "
+         "comparison's Jobs to re-sync or delete them", backend="kueue"),
     Rule(("",), ("services",), ("create", "delete"),
          "the Kueue back end gives a multi-node run's Indexed Job a headless Service for the torchrun rendezvous",
          backend="kueue"),

@@ -42,12 +42,16 @@ from proxyrank.api import (
     FAILED_STATES,
     TERMINAL_STATES,
     Condition,
+    ConfidenceState,
     Phase,
     RecipeComparisonSpec,
     RecipeComparisonStatus,
     RunCounts,
     RunState,
     RunStatus,
+    Verdict,
+    VerdictState,
+    finite,
 )
 from proxyrank.planner import Plan, PlannedRun, legacy_run_key, training_part
 from proxyrank_trainer.contract import RunResult
@@ -147,6 +151,7 @@ def _apply_result(entry: RunStatus, result: RunResult, eval_sets: Sequence[str])
     entry.set_losses = [result.val_loss.get(s) for s in eval_sets] if succeeded else None
     entry.train_loss = result.train_loss_final
     entry.loss_fell = result.loss_fell
+    entry.initial_loss = finite(result.val_loss_initial, 4)  # the undertrained guard's baseline: 4 digits do
     # every rank holds a device for the whole run: a 2-rank run of 10 s costs 20 GPU-seconds
     if result.on_gpu:
         entry.gpu_seconds = round(result.device_seconds, 3)
@@ -368,8 +373,8 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
         status.finished_at = prev.finished_at or iso(now)
 
     analysis = _analysis(spec, plan, runs)
-    status.protocols, status.target, status.agreements, status.verdict = (
-        analysis.protocols, analysis.target, analysis.agreements, analysis.verdict)
+    status.protocols, status.target, status.agreements, status.verdict, status.confidence = (
+        analysis.protocols, analysis.target, analysis.agreements, analysis.verdict, analysis.confidence)
     _conditions(status, prev, spec, failed_for_good, now, generation, step.events)
     return ReconcileResult(status=status, actions=step.actions, events=step.events)
 
@@ -547,22 +552,47 @@ def _conditions(status: RecipeComparisonStatus, prev: RecipeComparisonStatus, sp
                           generation)
     else:
         c = set_condition(c, "Degraded", "False", "NoFailures", "no run failed for good", now, generation)
-    verdict = status.verdict
-    if verdict is None or verdict.reliable is None:
-        c = set_condition(c, "Reliable", "Unknown", "NotEnoughResults",
-                          verdict.message if verdict else "no verdict yet", now, generation)
-    else:
-        c = set_condition(c, "Reliable", "True" if verdict.reliable else "False",
-                          "AboveThreshold" if verdict.reliable else "BelowThreshold", verdict.message, now, generation)
+    c = _reliable_condition(c, status.verdict, now, generation)
     status.conditions = c
     old_phase = prev.phase
     if status.phase != old_phase and status.phase == Phase.succeeded:
         events.append(Event("Normal", "Completed", f"all {counts.total} runs finished"))
     if status.phase != old_phase and status.phase == Phase.failed:
         events.append(Event("Warning", "Failed", f"{failed_for_good} runs failed (maxFailedRuns={budget})"))
-    old_reliable = prev.verdict.reliable if prev.verdict is not None else None
+    events.extend(_verdict_events(status, prev))
+
+
+_RELIABLE_REASONS = {VerdictState.reliable: ("True", "AboveThreshold"),
+                     VerdictState.unreliable: ("False", "BelowThreshold"),
+                     VerdictState.inconclusive: ("Unknown", "Inconclusive")}
+
+
+def _reliable_condition(c: list[Condition], verdict: Verdict | None, now: datetime,
+                        generation: int | None) -> list[Condition]:
+    """The Reliable condition follows ``verdict.state``: True (Reliable), False (Unreliable), Unknown (Inconclusive,
+    or no verdict yet: NotEnoughResults)."""
+    if verdict is None or verdict.state is None:
+        return set_condition(c, "Reliable", "Unknown", "NotEnoughResults",
+                             verdict.message if verdict else "no verdict yet", now, generation)
+    status, reason = _RELIABLE_REASONS[verdict.state]
+    return set_condition(c, "Reliable", status, reason, verdict.message, now, generation)  # type: ignore[arg-type]
+
+
+def _verdict_events(status: RecipeComparisonStatus, prev: RecipeComparisonStatus) -> list[Event]:
+    """One Reliable / Unreliable / Inconclusive event when the comparison finishes, and again when the state changes
+    after that (a reliability setting was edited); an Unstable event likewise for the
+    confidence without a target (Unstable only)."""
+    out: list[Event] = []
     final_now, final_before = status.phase == Phase.succeeded, prev.phase == Phase.succeeded
-    if verdict is not None and verdict.reliable is not None and final_now and (
-            not final_before or old_reliable != verdict.reliable):
-        events.append(Event("Normal" if verdict.reliable else "Warning",
-                            "Reliable" if verdict.reliable else "Unreliable", verdict.message))
+    if not final_now:
+        return out
+    verdict = status.verdict
+    old = prev.verdict.state if prev.verdict is not None else None
+    if verdict is not None and verdict.state is not None and (not final_before or old != verdict.state):
+        out.append(Event("Normal" if verdict.state == VerdictState.reliable else "Warning", verdict.state.value,
+                         verdict.message))
+    conf = status.confidence
+    old_conf = prev.confidence.state if prev.confidence is not None else None
+    if conf is not None and conf.state == ConfidenceState.unstable and (not final_before or old_conf != conf.state):
+        out.append(Event("Warning", "Unstable", conf.message))
+    return out

@@ -32,12 +32,32 @@ from proxyrank.api import (
 from proxyrank.embedded import COMPARISON_FILE, STATUS_FILE, UNUSABLE_WORKDIR, load_reanalyzed_status, reanalyzed
 from proxyrank.errors import EXIT_FAILURE, EXIT_OK, UserError, install_hint
 from proxyrank.planner import TARGET
-from proxyrank.summary import Rows, agreement_rows, fmt, markdown_table, protocol_rows, ranking_rows
+from proxyrank.summary import (
+    Rows,
+    agreement_rows,
+    confidence_rows,
+    difference_rows,
+    fmt,
+    markdown_table,
+    noise_rows,
+    protocol_rows,
+    ranking_rows,
+)
 from proxyrank.validation import load_comparison, load_documents, parse_comparison, source_name
 
 AGREEMENTS_INTRO = ("Cross-scale: the same learning rate at proxy and target scale. Within scale: the judged protocol "
                     "vs the proxy-scale tuned sweep. End to end: the judged protocol vs the tuned target. They can "
                     "fail separately.")
+DIFFERENCES_INTRO = ("Is one protocol better than another, or is the gap noise? Each row resamples the same recipes "
+                     "(and seeds, with more than one) for both protocols; a CI that includes 0 means this comparison "
+                     "cannot tell them apart.")
+NOISE_INTRO = ("Signal/noise is the spread of the recipes' losses over the median standard error: near or below a "
+               "few, neighbouring recipes are within seed noise. Split-half: the Spearman correlation of the rankings "
+               "from two halves of the seeds. The target's noise ceiling (split-half stepped up to all seeds, "
+               "Spearman-Brown) is about the best agreement any proxy can show against this target.")
+CONFIDENCE_INTRO = ("Checks that need no target run: Unstable when seed halves disagree (split-half below the "
+                    "threshold), more than 10% of recipe pairs flip between neighbouring learning rates, or the "
+                    "proxies barely trained (loss drop under half the best-trained protocol's).")
 Image = tuple[str, str]  # (caption, file name)
 
 
@@ -250,11 +270,18 @@ def write_report(spec: RecipeComparisonSpec, name: str, status: RecipeComparison
              f"diverged, {c.failed} failed, {c.result_missing} result missing).", ""]
     if status.verdict is not None:
         v = status.verdict
-        badge = {True: "RELIABLE", False: "UNRELIABLE", None: "NO VERDICT YET"}[v.reliable]
-        lines += [f"**Verdict: {badge}.** {v.message}", "", f"Recipe to bet on: **{v.winner or 'n/a'}**.", ""]
+        badge = v.state.value.upper() if v.state is not None else "NO VERDICT YET"
+        lines += [f"**Verdict: {badge}** (decided on the {'CI' if v.decide_on == 'ci' else 'point estimate'}). "
+                  f"{v.message}", "", f"Recipe to bet on: **{v.winner or 'n/a'}**.", ""]
+    if status.confidence is not None and status.confidence.state is not None:
+        lines += [f"**Confidence without a target: {status.confidence.state.value.upper()}.** "
+                  f"{status.confidence.message}", ""]
     lines += _section(protocol_rows(spec, status))
     lines += _section(agreement_rows(spec, status), AGREEMENTS_INTRO)
     lines += _section(ranking_rows(spec, status))
+    lines += _section(difference_rows(spec, status), DIFFERENCES_INTRO)
+    lines += _section(noise_rows(spec, status), NOISE_INTRO)
+    lines += _section(confidence_rows(spec, status), CONFIDENCE_INTRO)
     if status.target is not None and status.target.edge_of_grid:
         lines += [f"**Grid warning:** the best target learning rate of {', '.join(status.target.edge_of_grid)} is at "
                   "the edge of the target grid; extend spec.target.learningRates so the tuned optimum is inside.", ""]

@@ -289,6 +289,14 @@ def top1_match(pred: Sequence[float], target: Sequence[float]) -> bool:
 # to the plain functions above applied to each resample; see that module for why they are exactly equal.
 
 
+def resampled(fn: Statistic, pred: Sequence[float], target: Sequence[float], n_resamples: int,
+              seed: int) -> NDArray[np.float64]:
+    """``fn`` on each of ``bootstrap_ci``'s resamples of the aligned (pred, target) recipes (nan where undefined):
+    what its interval is the percentile interval of. Paired differences subtract two of these (same draws)."""
+    p, t = _pair(pred, target)
+    return _resampled(fn, p, t, n_resamples, seed)
+
+
 def _resampled(fn: Statistic, p: list[float], t: list[float], n_resamples: int, seed: int) -> NDArray[np.float64]:
     """``fn`` on each of the ``n_resamples`` resamples (nan where undefined): the four statistics of this module at
     numpy speed, any other function called once per resample on the same draws."""
@@ -299,6 +307,9 @@ def _resampled(fn: Statistic, p: list[float], t: list[float], n_resamples: int, 
     n = len(p)
     if fn is pearson:
         return vectorised.resampled_pearson(np.array(p), np.array(t), vectorised.resample_weights(n, n_resamples, seed))
+    if fn is spearman:
+        return vectorised.resampled_spearman(np.array(p), np.array(t),
+                                             vectorised.resample_weights(n, n_resamples, seed))
     field_name = {spearman: "spearman", kendall_tau: "kendall", pairwise_accuracy: "pairwise"}.get(fn)
     if field_name is not None:
         agreement = vectorised.rank_agreement(np.array(p), np.array(t),
@@ -325,6 +336,10 @@ def _percentile_interval(values: NDArray[np.float64], n_resamples: int, confiden
         return (math.nan, math.nan)
     alpha = (1.0 - confidence) / 2.0
     return (_quantile(ordered, alpha), _quantile(ordered, 1.0 - alpha))
+
+
+percentile_interval = _percentile_interval  # for the seed bootstraps of proxyrank.confidence
+rankable = _losses  # nan read as +inf, as every rank statistic here reads it
 
 
 def _check_bootstrap(n_resamples: int, confidence: float) -> None:
@@ -683,3 +698,71 @@ def align_sweep(by_lr: Mapping[float, Mapping[str, float]]) -> tuple[list[str], 
         common &= set(by_lr[lr])
     names = sorted(common)
     return names, {lr: [by_lr[lr][name] for name in names] for lr in lrs}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# what a comparison of n recipes can decide (``proxyrank plan``)
+#
+# Large-sample confidence intervals on Fisher's z = atanh(r), with the standard errors Bonett & Wright recommend
+# ("Sample size requirements for estimating Pearson, Kendall and Spearman correlations", Psychometrika 65(1), 2000):
+#   Pearson   se(z) = sqrt(1 / (n - 3))
+#   Spearman  se(z) = sqrt((1 + r^2 / 2) / (n - 3))
+#   Kendall   se(z) = sqrt(0.437 / (n - 4))   (Fieller, Hartley & Pearson, Biometrika 44, 1957)
+# Pairwise accuracy (pairs without ties) is (1 + tau_a) / 2, so its interval is Kendall's halved around 2 t - 1.
+# They assume recipes drawn independently and losses without seed noise, so they are a floor on the width the
+# bootstrap will report, and they are rough below about 10 recipes.
+
+_Z95 = 1.959963984540054
+
+
+def _fisher_se(metric: str, r: float, n: int) -> float:
+    if metric == "kendall":
+        return math.sqrt(0.437 / (n - 4)) if n > 4 else math.inf
+    if n <= 3:
+        return math.inf
+    if metric == "spearman":
+        return math.sqrt((1.0 + r * r / 2.0) / (n - 3))
+    return math.sqrt(1.0 / (n - 3))
+
+
+def expected_interval(metric: str, value: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The approximate CI of ``metric`` (spearman, kendall, pearson, pairwise) at ``value`` over ``n`` recipes."""
+    if metric not in ("spearman", "kendall", "pearson", "pairwise"):
+        raise ValueError(f"unknown metric {metric!r}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    z_crit = _Z95 if confidence == 0.95 else _normal_quantile(0.5 + confidence / 2.0)
+    r = 2.0 * value - 1.0 if metric == "pairwise" else value
+    r = max(-0.999999, min(0.999999, r))
+    se = _fisher_se("kendall" if metric == "pairwise" else metric, r, n)
+    z = math.atanh(r)
+    lo, hi = math.tanh(z - z_crit * se), math.tanh(z + z_crit * se)
+    return ((lo + 1.0) / 2.0, (hi + 1.0) / 2.0) if metric == "pairwise" else (lo, hi)
+
+
+def expected_half_width(metric: str, value: float, n: int) -> float:
+    lo, hi = expected_interval(metric, value, n)
+    return (hi - lo) / 2.0
+
+
+def recipes_for_half_width(metric: str, value: float, half_width: float, limit: int = 100_000) -> int | None:
+    """The fewest recipes whose expected 95% CI half-width at ``value`` is at most ``half_width`` (None past
+    ``limit``). The half-width falls as n grows, so a binary search finds it."""
+    if half_width <= 0.0:
+        raise ValueError(f"half_width must be positive, got {half_width}")
+    if expected_half_width(metric, value, limit) > half_width:
+        return None
+    lo, hi = 2, limit
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if expected_half_width(metric, value, mid) <= half_width:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _normal_quantile(p: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p)

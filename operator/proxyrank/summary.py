@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from rich.table import Table
 
-from proxyrank.api import Agreement, Interval, RecipeComparisonSpec, RecipeComparisonStatus, finite
+from proxyrank.api import Agreement, Interval, RecipeComparisonSpec, RecipeComparisonStatus, SeedNoise, finite
 from proxyrank.planner import TARGET, format_lr
 
 
@@ -135,3 +135,84 @@ def summary_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> 
 
 def summary_tables(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> list[Table]:
     return [rich_table(rows) for rows in summary_rows(spec, status)]
+
+
+PLAN_HALF_WIDTHS = (0.2, 0.1, 0.05)
+
+
+def decision_rows(spec: RecipeComparisonSpec) -> Rows:
+    """What a comparison of this many recipes can decide (``proxyrank plan``): the expected 95% CI of the judged
+    metric at the threshold, and the recipes a narrower interval needs (:func:`proxyrank.stats.expected_interval`:
+    Fisher z with Bonett & Wright's standard errors; recipes only, so seed noise makes the real interval wider)."""
+    from proxyrank import stats
+
+    rel = spec.reliability
+    metric, threshold, n = rel.metric.value, rel.threshold, len(spec.recipes)
+    lo, hi = stats.expected_interval(metric, threshold, n)
+    rows = [[f"{n} recipes (this spec)", f"±{(hi - lo) / 2:.3f}", f"[{lo:.2f}, {hi:.2f}]"]]
+    for width in PLAN_HALF_WIDTHS:
+        needed = stats.recipes_for_half_width(metric, threshold, width)
+        if needed is None:
+            rows.append([f"more than 100,000 recipes for ±{width:g}", "-", "-"])
+            continue
+        a, b = stats.expected_interval(metric, threshold, needed)
+        rows.append([f"{needed:,} recipes for ±{width:g}", f"±{(b - a) / 2:.3f}", f"[{a:.2f}, {b:.2f}]"])
+    return Rows(title=f"What it can decide: expected 95% CI of {metric} at the threshold {threshold:g}",
+                header=["recipes", "half-width", "CI at the threshold"], rows=rows)
+
+
+def decision_note(spec: RecipeComparisonSpec) -> str:
+    """One sentence under :func:`decision_rows`: how the verdict reads the interval."""
+    from proxyrank import stats
+
+    rel = spec.reliability
+    lo, hi = stats.expected_interval(rel.metric.value, rel.threshold, len(spec.recipes))
+    return (f"With {len(spec.recipes)} recipes a verdict is decided (decideOn: ci) only when the estimate is about "
+            f"{(hi - lo) / 2:.2f} or more from {rel.threshold:g}; closer, it is Inconclusive. Large-sample "
+            "approximation (Fisher z, Bonett & Wright 2000) over recipes only: seed noise widens the interval, "
+            f"{'and with one seed it is not measured' if spec.seeds == 1 else f'which {spec.seeds} seeds measure'}.")
+
+
+def difference_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> Rows | None:
+    """Paired protocol differences: a's agreement with the reference minus b's, with the paired bootstrap CI."""
+    diffs = status.agreements.protocol_differences if status.agreements is not None else []
+    if not diffs:
+        return None
+    rows = []
+    for d in diffs:
+        ci = d.ci
+        decided = ci is not None and ci.low is not None and ci.high is not None and (ci.low > 0 or ci.high < 0)
+        better = (d.a if (d.difference or 0) > 0 else d.b) if decided else "neither (the CI includes 0)"
+        rows.append([f"{d.a} - {d.b}", d.against, str(d.n), fmt(d.difference) + fmt_ci(ci), better])
+    metric = diffs[0].metric
+    return Rows(title=f"Paired protocol differences in {metric} against the reference (95% paired bootstrap CI)",
+                header=["difference", "against", "recipes", f"{metric} difference [CI]", "better"], rows=rows)
+
+
+def noise_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> Rows | None:
+    """Seed noise per group (only with seeds > 1), and the target's noise ceiling."""
+    groups: list[tuple[str, SeedNoise | None, float | None]] = [(p.name, p.seed_noise, None)
+                                                                 for p in status.protocols]
+    if status.target is not None:
+        groups.append((TARGET, status.target.seed_noise, status.target.noise_ceiling))
+    rows = [[name, str(n.seeds), fmt(n.median_std_err, 4), fmt(n.spread, 4), fmt(n.signal_to_noise, 1),
+             fmt(n.median_gap, 4), fmt(n.split_half), fmt(ceiling) if name == TARGET else ""]
+            for name, n, ceiling in groups if n is not None]
+    if not rows:
+        return None
+    return Rows(title="Seed noise (per recipe: the standard error of its loss over seeds)",
+                header=["group", "seeds", "median std. error", "spread of recipes", "signal/noise",
+                        "median neighbour gap", "split-half Spearman", "noise ceiling"], rows=rows)
+
+
+def confidence_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> Rows | None:
+    """Confidence without a target, per protocol."""
+    conf = status.confidence
+    if conf is None or not conf.protocols:
+        return None
+    rows = [[c.name, c.state.value if c.state is not None else "-", fmt(c.split_half), fmt(c.flip_share, 2),
+             fmt(c.cross_protocol), fmt(c.winner_probability, 2), fmt(c.loss_drop_ratio, 2),
+             "-" if c.undertrained is None else ("yes" if c.undertrained else "no")] for c in conf.protocols]
+    return Rows(title="Confidence without a target (seed halves, neighbouring learning rates, other protocols)",
+                header=["protocol", "state", "split-half", "flip share (neighbours)", "mean Spearman with others",
+                        "P(winner stays best)", "loss drop vs best-trained", "undertrained"], rows=rows)

@@ -119,6 +119,18 @@ class RankAgreement(NamedTuple):
     pairwise: FloatArray
 
 
+def resampled_spearman(x: FloatArray, y: FloatArray, weights: FloatArray) -> FloatArray:
+    """``rank_agreement(x, y, weights).spearman`` without the pair counts the other two statistics need."""
+    n = float(x.size)
+    rx, _ = _resampled_ranks(_groups(x), weights)
+    ry, _ = _resampled_ranks(_groups(y), weights)
+    dx, dy = rx - (n + 1.0) / 2.0, ry - (n + 1.0) / 2.0
+    wdx = weights * dx
+    sxx, syy, sxy = (wdx * dx).sum(axis=1), (weights * dy * dy).sum(axis=1), (wdx * dy).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((sxx == 0.0) | (syy == 0.0), np.nan, np.clip(sxy / np.sqrt(sxx * syy), -1.0, 1.0))
+
+
 def rank_agreement(x: FloatArray, y: FloatArray, weights: FloatArray) -> RankAgreement:
     """``stats.spearman``, ``stats.kendall_tau`` and ``stats.pairwise_accuracy`` of (x, y) in every resample (a row of
     ``weights``); n >= 2 recipes, losses already read as ranks read them (nan as +inf)."""
@@ -181,3 +193,80 @@ def first_flips(columns: list[list[float]]) -> tuple[IntArray, IntArray, IntArra
         moves = scanning & ~flips
         last_sign[moves], last_at[moves] = sign[moves], at
     return first, second, flip_from, flip_to
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# row-wise statistics: one sample per row, for bootstraps whose values change per resample (seeds resampled too)
+
+
+def row_average_ranks(values: FloatArray) -> FloatArray:
+    """``stats.average_ranks`` of every row (rank 1 = lowest; ties share their average rank; nan read as +inf)."""
+    m = np.where(np.isnan(values), np.inf, values)
+    rows, n = m.shape
+    order = np.argsort(m, axis=1, kind="stable")
+    ordered = np.take_along_axis(m, order, axis=1)
+    pos = np.broadcast_to(np.arange(n), (rows, n))
+    starts = np.ones((rows, n), dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = np.ones((rows, n), dtype=bool)
+    ends[:, :-1] = ordered[:, :-1] != ordered[:, 1:]
+    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, pos, n - 1)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty((rows, n), dtype=np.float64)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
+    return ranks
+
+
+def row_spearman(x: FloatArray, y: FloatArray) -> FloatArray:
+    """Spearman's rho of each row pair (nan where a row is constant or has fewer than 2 values)."""
+    rx, ry = row_average_ranks(x), row_average_ranks(y)
+    dx, dy = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
+    sxx, syy, sxy = (dx * dx).sum(axis=1), (dy * dy).sum(axis=1), (dx * dy).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((sxx == 0.0) | (syy == 0.0), np.nan, np.clip(sxy / np.sqrt(sxx * syy), -1.0, 1.0))
+
+
+def row_rank_agreement(x: FloatArray, y: FloatArray) -> RankAgreement:
+    """Spearman, Kendall tau-b and pairwise accuracy (DataDecide's tie policy) of each row pair (rows x n, nan read
+    as +inf): ``stats.spearman``, ``stats.kendall_tau`` and ``stats.pairwise_accuracy`` of each row."""
+    xs, ys = np.where(np.isnan(x), np.inf, x), np.where(np.isnan(y), np.inf, y)
+    n = xs.shape[1]
+    first, second = np.triu_indices(n, k=1)
+    with np.errstate(invalid="ignore"):  # inf - inf: a tie, which sign() of (a > b) - (a < b) reads as 0
+        sx = (xs[:, first] > xs[:, second]).astype(np.int8) - (xs[:, first] < xs[:, second]).astype(np.int8)
+        sy = (ys[:, first] > ys[:, second]).astype(np.int8) - (ys[:, first] < ys[:, second]).astype(np.int8)
+    pairs = float(first.size)
+    prod = sx * sy
+    c_minus_d = prod.sum(axis=1, dtype=np.float64)
+    concordant = (prod > 0).sum(axis=1).astype(np.float64)
+    x_ties, y_ties = (sx == 0).sum(axis=1).astype(np.float64), (sy == 0).sum(axis=1).astype(np.float64)
+    denominator = (pairs - x_ties) * (pairs - y_ties)
+    decided = pairs - y_ties
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = np.where(denominator == 0.0, np.nan, np.clip(c_minus_d / np.sqrt(denominator), -1.0, 1.0))
+        accuracy = np.where(decided == 0.0, np.nan, concordant / decided)
+    return RankAgreement(row_spearman(xs, ys), tau, accuracy)
+
+
+def seed_resampled_losses(cube: FloatArray, draws: IntArray) -> FloatArray:
+    """Per-recipe losses (mean over seeds at each lr, then best over lr) for every seed resample.
+
+    ``cube`` is recipes x lrs x seed slots (nan: no result in that slot; inf: diverged); ``draws`` is resamples x
+    recipes x slots, the slots each resample draws for each recipe (the same draws at every lr: a seed's run at one
+    lr shares its initialisation and data order with its runs at the others). Returns resamples x recipes."""
+    recipes = np.arange(cube.shape[0])[None, :, None]
+    drawn = cube[recipes, :, draws] if draws.size else np.empty((0, cube.shape[0], 0, cube.shape[1]))
+    # drawn: resamples x recipes x slots x lrs
+    with np.errstate(invalid="ignore"):
+        counts = (~np.isnan(drawn)).sum(axis=2)
+        sums = np.where(np.isnan(drawn), 0.0, drawn).sum(axis=2)
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    means = np.where(np.isnan(means), np.inf, means)  # an lr with no drawn result cannot be the best
+    return np.asarray(means.min(axis=2), dtype=np.float64)
+
+
+def seed_draws(seed: int, n_resamples: int, recipes: int, slots: int) -> IntArray:
+    """The seed slots each resample draws for each recipe (resamples x recipes x slots), with replacement, from the
+    same deterministic stream as the recipe bootstrap (``resample_draws``)."""
+    raw = resample_draws(seed, n_resamples * recipes * slots) * slots
+    return raw.astype(np.intp).reshape(n_resamples, recipes, slots)

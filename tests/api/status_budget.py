@@ -23,16 +23,22 @@ from proxyrank.api import (
     Agreement,
     Agreements,
     Condition,
+    Confidence,
+    ConfidenceState,
     Flip,
     Interval,
     Phase,
+    ProtocolConfidence,
+    ProtocolDifference,
     ProtocolResult,
     RecipeComparisonSpec,
     RecipeComparisonStatus,
     RunCounts,
     RunState,
     RunStatus,
+    SeedNoise,
     Verdict,
+    VerdictState,
 )
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
@@ -66,13 +72,15 @@ def _run(eval_sets: int, recipe_chars: int = RECIPE_CHARS, protocol_chars: int =
                      scale="target", learning_rate=LR, seed=15, state=RunState.succeeded,
                      handle=f"kubernetes://torchx/{name('n', namespace_chars)}:pr-r000000000000000-a2", attempts=2,
                      failed_attempts=1, val_loss=LOSS, set_losses=[LOSS] * eval_sets, train_loss=LOSS, loss_fell=True,
+                     initial_loss=round(LOSS, 4),  # stored rounded (the undertrained guard's baseline)
                      gpu_seconds=86399.123, started_at="2026-12-01T12:34:56Z", finished_at="2026-12-02T12:34:56Z")
 
 
-def _protocol_with(recipes: int) -> ProtocolResult:
+def _protocol_with(recipes: int, *, std_err: bool = False) -> ProtocolResult:
     names = [name("r", RECIPE_CHARS, i) for i in range(recipes)]
     return ProtocolResult(name=name("p", PROTOCOL_CHARS), learning_rates=[], losses=dict.fromkeys(names, LOSS),
-                          ranking=names, best_learning_rate=dict.fromkeys(names, LR), edge_of_grid=names)
+                          ranking=names, best_learning_rate=dict.fromkeys(names, LR), edge_of_grid=names,
+                          loss_std_err=dict.fromkeys(names, LOSS) if std_err else None)
 
 
 def _agreement(of: str, against: str, *, intervals: bool) -> Agreement:
@@ -88,7 +96,27 @@ def _group() -> ProtocolResult:
                           winner=name("r", RECIPE_CHARS), best_learning_rate={}, edge_of_grid=[],
                           flip_share=CORRELATION, flips=[flip] * analysis.MAX_FLIPS_LISTED,
                           agreement=_agreement(name("p", PROTOCOL_CHARS), "target", intervals=True), per_set=[],
-                          gpu_seconds=123456789.123, cpu_seconds=123456789.123)
+                          loss_std_err={}, seed_noise=_seed_noise(), gpu_seconds=123456789.123,
+                          cpu_seconds=123456789.123)
+
+
+def _seed_noise() -> SeedNoise:
+    return SeedNoise(seeds=16, median_std_err=CORRELATION, spread=CORRELATION, signal_to_noise=CORRELATION,
+                     median_gap=CORRELATION, split_half=CORRELATION)
+
+
+def _protocol_confidence() -> ProtocolConfidence:
+    """One protocol's entry in status.confidence.protocols (charged to the group's bytes)."""
+    return ProtocolConfidence(name=name("p", PROTOCOL_CHARS), split_half=CORRELATION, flip_share=CORRELATION,
+                              cross_protocol=CORRELATION, winner_probability=CORRELATION,
+                              loss_drop_ratio=CORRELATION, undertrained=False, state=ConfidenceState.inconclusive)
+
+
+def _difference() -> ProtocolDifference:
+    """One pair of protocols in status.agreements.protocolDifferences."""
+    return ProtocolDifference(a=name("p", PROTOCOL_CHARS), b=name("p", PROTOCOL_CHARS, 1), against="target",
+                              metric="pairwise", n=200, difference=CORRELATION,
+                              ci=Interval(low=CORRELATION, high=CORRELATION))
 
 
 def _status_base() -> RecipeComparisonStatus:
@@ -105,8 +133,12 @@ def _status_base() -> RecipeComparisonStatus:
         run_counts=counts, runs=[], protocols=[], agreements=Agreements(cross_scale=[], within_scale=full,
                                                                          end_to_end=full),
         verdict=Verdict(protocol=name("p", PROTOCOL_CHARS), against=name("p", PROTOCOL_CHARS, 1), metric="spearman",
-                        threshold=0.8, value=CORRELATION, spearman=CORRELATION, reliable=False,
-                        winner=name("r", RECIPE_CHARS), message=message),
+                        threshold=0.8, decide_on="point", value=CORRELATION, spearman=CORRELATION,
+                        ci=Interval(low=CORRELATION, high=CORRELATION), ci_over="recipes and seeds",
+                        state=VerdictState.inconclusive, reliable=False, winner=name("r", RECIPE_CHARS),
+                        message=message),
+        confidence=Confidence(protocol=name("p", PROTOCOL_CHARS), state=ConfidenceState.inconclusive,
+                              message=message, protocols=[]),
         started_at=now, finished_at=now)
 
 
@@ -134,8 +166,10 @@ def metadata() -> dict[str, Any]:
 class Measured:
     run: int  # a finished run's entry without per-set losses, with its separating comma
     set_loss: int  # one more per-set loss in that entry
-    recipe_analysis: int  # one recipe's entries in one protocol's analysis (loss, rank, best lr, edge of grid)
-    group: int  # a protocol's result without its per-recipe and per-set parts
+    recipe_analysis: int  # one recipe's entries in one protocol's analysis (loss, rank, best lr, edge of grid, half
+    # a standard error)
+    group: int  # a protocol's result without its per-recipe and per-set parts, with its confidence entry
+    difference: int  # one pair of protocols' paired difference
     set_agreement: int  # one per-set agreement
     rate: int  # one learning rate: its entry in a protocol's list, and a cross-scale agreement
     status_base: int
@@ -155,10 +189,15 @@ def measure() -> Measured:
     run0 = compact(_run(0))
     set_loss = math.ceil((compact(_run(MAX_EVAL_SETS)) - run0) / MAX_EVAL_SETS)
     recipe_analysis = math.ceil((compact(_protocol_with(100)) - compact(_protocol_with(0))) / 100)
+    # A recipe's standard error (lossStdErr) exists only with seeds >= 2, when the recipe has at least 2 runs in the
+    # group: each of them is charged half of it.
+    std_err = math.ceil((compact(_protocol_with(100, std_err=True)) - compact(_protocol_with(100))) / 100 / 2)
     cross = _agreement(f"{name('p', PROTOCOL_CHARS)}@{LR:g}", f"target@{LR:g}", intervals=True)
     per_set = _agreement(f"{name('p', PROTOCOL_CHARS)}:{name('e', EVAL_SET_CHARS)}",
                          f"{name('p', PROTOCOL_CHARS, 1)}:{name('e', EVAL_SET_CHARS)}", intervals=False)
-    return Measured(run=run0 + 1, set_loss=set_loss, recipe_analysis=recipe_analysis, group=compact(_group()) + 1,
+    return Measured(run=run0 + 1, set_loss=set_loss, recipe_analysis=recipe_analysis + std_err,
+                    group=compact(_group()) + 1 + compact(_protocol_confidence()) + 1,
+                    difference=compact(_difference()) + 1,
                     set_agreement=compact(per_set) + 1, rate=compact(cross) + 1 + len(json.dumps(LR)) + 1,
                     status_base=compact(_status_base()), metadata=compact(metadata()))
 

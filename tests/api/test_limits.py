@@ -36,6 +36,7 @@ def test_the_size_constants_are_the_measured_sizes(capsys: pytest.CaptureFixture
         print(f"\nstatus bytes, measured: {m}; a finished run adds {m.per_run} + {m.set_loss} per evaluation set")
     pairs = [(api.RUN_BYTES, m.per_run), (api.SET_LOSS_BYTES, m.set_loss), (api.GROUP_BYTES, m.group),
              (api.SET_AGREEMENT_BYTES, m.set_agreement), (api.RATE_BYTES, m.rate),
+             (api.DIFFERENCE_BYTES, m.difference),
              (api.OBJECT_BASE_BYTES, m.status_base + m.metadata)]
     for constant, measured in pairs:
         assert measured <= constant <= measured * 1.2 + 16, (constant, measured)

@@ -21,6 +21,7 @@ RULES = FILES / "alerts.yaml"
 UNIT_TESTS = HERE / "alerts_test.yaml"
 ALERTS = {
     "ProxyRankingUnreliable": {"namespace", "comparison", "severity"},
+    "ProxyRankingUnstable": {"namespace", "comparison", "severity"},
     "ProxyRankRunsFailing": {"namespace", "comparison", "severity"},
     "ProxyRankComparisonStalled": {"namespace", "comparison", "severity"},
     "ProxyRankOperatorDown": {"severity"},
@@ -53,12 +54,32 @@ def test_the_rule_file_holds_the_documented_alerts() -> None:
     assert [r["alert"] for r in rules] == list(ALERTS)
     for rule in rules:
         assert rule["labels"]["severity"] in ("warning", "critical")
-        assert {"summary", "description", "runbook"} <= set(rule["annotations"]), rule["alert"]
+        assert {"summary", "description", "runbook", "runbook_url"} <= set(rule["annotations"]), rule["alert"]
 
 
-def test_unreliable_alert_is_one_per_comparison() -> None:
-    (rule,) = [r for r in _rules() if r["alert"] == "ProxyRankingUnreliable"]
-    assert rule["expr"] == "max by (namespace, comparison) (proxyrank_comparison_reliable) == 0"
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lowercase, punctuation dropped, spaces as '-'."""
+    return {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"(?m)^#+ (.+)$", markdown)}
+
+
+def test_every_runbook_url_points_at_a_section_of_the_observability_doc() -> None:
+    anchors = _anchors((HERE.parents[1] / "docs" / "observability.md").read_text())
+    for rule in _rules():
+        url = rule["annotations"]["runbook_url"]
+        page, _, anchor = url.partition("#")
+        assert page.endswith("/docs/observability.md"), url
+        assert anchor == rule["alert"].lower() and anchor in anchors, (rule["alert"], anchor)
+
+
+@pytest.mark.parametrize("alert", ["ProxyRankingUnreliable", "ProxyRankingUnstable"])
+def test_verdict_alerts_are_one_per_comparison_and_resolve(alert: str) -> None:
+    (rule,) = [r for r in _rules() if r["alert"] == alert]
+    state = "proxyrank_verdict_state{state=\"Unreliable\"}" if alert == "ProxyRankingUnreliable" else \
+        "proxyrank_confidence_state{state=\"Unstable\"}"
+    assert rule["expr"].split("\n")[0] == f"max by (namespace, comparison) ({state}) == 1"
+    assert "proxyrank_comparison_acknowledged) == 1" in rule["expr"]
+    assert "(proxyrank_comparison_finished_timestamp_seconds) > 86400" in rule["expr"]
     assert rule["for"] == "5m"
 
 

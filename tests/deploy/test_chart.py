@@ -202,17 +202,21 @@ def test_prometheus_rule_is_the_alert_file(helm: str) -> None:
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
-def test_prometheus_rule_thresholds_only_change_the_for_durations(helm: str) -> None:
-    values = {"metrics": {"prometheusRule": {"enabled": True, "unreliableFor": "15m", "stalledFor": "6h",
-                                             "operatorDownFor": "3m", "operatorWedgedFor": "20m"}}}
+def test_prometheus_rule_thresholds_only_change_the_for_durations_and_the_resolve_window(helm: str) -> None:
+    values = {"metrics": {"prometheusRule": {"enabled": True, "unreliableFor": "15m", "unstableFor": "1h",
+                                             "stalledFor": "6h", "operatorDownFor": "3m", "operatorWedgedFor": "20m",
+                                             "resolveAfterSeconds": 3600}}}
     rendered = one(render(helm, values), "PrometheusRule")["spec"]
     expected = _alert_file()
-    overrides = {"ProxyRankingUnreliable": "15m", "ProxyRankComparisonStalled": "6h", "ProxyRankOperatorDown": "3m",
-                 "ProxyRankOperatorWedged": "20m"}
+    overrides = {"ProxyRankingUnreliable": "15m", "ProxyRankingUnstable": "1h", "ProxyRankComparisonStalled": "6h",
+                 "ProxyRankOperatorDown": "3m", "ProxyRankOperatorWedged": "20m"}
     for group in expected["groups"]:
         for rule in group["rules"]:
             if rule["alert"] in overrides:
                 rule["for"] = overrides[rule["alert"]]
+            if rule["alert"] in ("ProxyRankingUnreliable", "ProxyRankingUnstable"):
+                assert rule["expr"].count("> 86400\n") == 1
+                rule["expr"] = rule["expr"].replace("> 86400\n", "> 3600\n")
     assert rendered == expected
 
 
@@ -220,6 +224,10 @@ def test_values_defaults_are_the_alert_file_durations() -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())["metrics"]["prometheusRule"]
     durations = {r["alert"]: r.get("for") for g in _alert_file()["groups"] for r in g["rules"]}
     assert durations["ProxyRankingUnreliable"] == defaults["unreliableFor"]
+    assert durations["ProxyRankingUnstable"] == defaults["unstableFor"]
+    exprs = {r["alert"]: r["expr"] for g in _alert_file()["groups"] for r in g["rules"]}
+    for alert in ("ProxyRankingUnreliable", "ProxyRankingUnstable"):
+        assert f"> {defaults['resolveAfterSeconds']}\n" in exprs[alert]
     assert durations["ProxyRankComparisonStalled"] == defaults["stalledFor"]
     assert durations["ProxyRankOperatorDown"] == defaults["operatorDownFor"]
     assert durations["ProxyRankOperatorWedged"] == defaults["operatorWedgedFor"]

@@ -63,8 +63,8 @@ def test_alerts_query_only_exported_metrics() -> None:
 
 def test_dashboard_shows_what_the_issue_asks_for() -> None:
     exprs = " ".join(_exprs(_dashboard()))
-    for metric in ("proxyrank_rank_correlation", "proxyrank_comparison_reliable", "proxyrank_runs{",
-                   "proxyrank_run_failures_total", "proxyrank_recipe_val_loss"):
+    for metric in ("proxyrank_rank_correlation", "proxyrank_verdict_state", "proxyrank_confidence_state",
+                   "proxyrank_runs{", "proxyrank_run_failures_total", "proxyrank_recipe_val_loss"):
         assert metric in exprs, metric
 
 

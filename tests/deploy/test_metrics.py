@@ -260,7 +260,7 @@ def test_a_new_comparison_has_every_gauge_it_can_have() -> None:
     assert names_for(series, "fresh") == {
         "proxyrank_runs", "proxyrank_comparison_phase", "proxyrank_runs_launched_total",
         "proxyrank_run_failures_total", "proxyrank_run_duration_seconds_bucket", "proxyrank_run_duration_seconds_count",
-        "proxyrank_run_duration_seconds_sum"}
+        "proxyrank_run_duration_seconds_sum", "proxyrank_comparison_acknowledged"}
 
 
 def test_values_the_model_allows_but_prometheus_should_not_show_are_skipped() -> None:
@@ -432,3 +432,30 @@ def test_metrics_server_serves_the_collector() -> None:
     finally:
         server.shutdown()
         thread.join(timeout=5)
+
+
+# -- the verdict alerts' inputs -----------------------------------------------------------------------------------
+
+
+def test_verdict_and_confidence_states_are_one_hot_and_absent_until_known() -> None:
+    from proxyrank.api import Confidence, ConfidenceState, VerdictState
+    from proxyrank.metrics import acknowledged
+
+    status = realistic_status()
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
+    assert "proxyrank_verdict_state" not in names_for(series, "dedup")  # the verdict has no state yet
+    assert "proxyrank_comparison_finished_timestamp_seconds" not in names_for(series, "dedup")
+    assert value(series, "proxyrank_comparison_acknowledged", namespace="ml", comparison="dedup") == 0.0
+    status["verdict"].update(state="Inconclusive")
+    status["confidence"] = Confidence(protocol="fixed", state=ConfidenceState.unstable).dump()
+    status["finishedAt"] = "2026-11-20T10:00:00Z"
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", status, acknowledged=True)])
+    key = {"namespace": "ml", "comparison": "dedup"}
+    assert {s.value: value(series, "proxyrank_verdict_state", **key, state=s.value) for s in VerdictState} == {
+        "Reliable": 0.0, "Unreliable": 0.0, "Inconclusive": 1.0}
+    assert {s.value: value(series, "proxyrank_confidence_state", **key, state=s.value) for s in ConfidenceState} == {
+        "Stable": 0.0, "Unstable": 1.0, "Inconclusive": 0.0}
+    assert value(series, "proxyrank_comparison_finished_timestamp_seconds", **key) == T0 + 7200
+    assert value(series, "proxyrank_comparison_acknowledged", **key) == 1.0
+    assert acknowledged({"proxyrank.io/acknowledged": "true"}) and acknowledged({"proxyrank.io/acknowledged": ""})
+    assert not acknowledged({"proxyrank.io/acknowledged": "False"}) and not acknowledged(None)

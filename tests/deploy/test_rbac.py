@@ -27,7 +27,7 @@ EXPECTED = {
     ("proxyrank.io", "recipecomparisons"): ["get", "list", "watch", "patch"],
     ("proxyrank.io", "recipecomparisons/status"): ["get", "patch"],
     ("batch.volcano.sh", "jobs"): ["get", "list", "watch", "create", "delete"],
-    ("batch", "jobs"): ["list", "create", "delete"],
+    ("batch", "jobs"): ["list", "watch", "create", "delete"],
     ("", "services"): ["create", "delete"],
     ("kueue.x-k8s.io", "workloads"): ["list"],
     ("", "pods"): ["get", "list", "watch"],

@@ -66,7 +66,7 @@ def test_smoke_comparison_succeeds_with_correlations_matching_the_run_losses(smo
         assert protocol.agreement.kendall == pytest.approx(stats.kendall_tau(pred, ref), abs=1e-6)
         assert protocol.agreement.pairwise_accuracy == pytest.approx(stats.pairwise_accuracy(pred, ref), abs=1e-6)
         assert protocol.ranking == stats.ranking(mine)
-    assert status.verdict is not None and status.verdict.reliable is not None
+    assert status.verdict is not None and status.verdict.state is not None
     assert status.target is not None and status.target.winner == stats.ranking(best_target)[0]
     # and the report renders from the work directory
     assert main(["report", str(tmp_path / "wd")]) == 0

@@ -149,7 +149,7 @@ def test_moving_the_status_away_and_rerunning_recollects_every_finished_run(
     assert status is not None and status.phase == Phase.succeeded and status.run_counts.succeeded == N_RUNS
     assert {r.key: r.val_loss for r in status.runs} == pytest.approx(losses)
     assert all(r.attempts == 1 and r.state == RunState.succeeded for r in status.runs)
-    assert status.verdict is not None and status.verdict.reliable is not None
+    assert status.verdict is not None and status.verdict.state is not None
 
 
 # -- a work directory that cannot be written: exit 2, naming it --------------------------------------------------------

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from proxyrank.api import RecipeComparisonSpec
+from proxyrank.children import POD, ChildSource, Kind, Listing
 from proxyrank.health import record_api_error
 from proxyrank.launchers.base import ComparisonRef, LaunchDeferred, LaunchError, env_secrets
 from proxyrank.launchers.common import LaunchBackoff, read_result
@@ -53,6 +54,7 @@ from proxyrank_trainer.contract import RunResult
 log = logging.getLogger(__name__)
 
 BATCH = ("batch", "v1", "jobs")
+KUEUE_JOB: Kind = ("batch/v1", "Job")  # the kind of this back end's children in proxyrank.children
 KUEUE_GROUP = "kueue.x-k8s.io"
 KUEUE_VERSIONS = ("v1beta1", "v1beta2")  # Workload API versions, tried in this order (v1beta2 from Kueue 0.15)
 JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"  # Kueue's label on the Workload of a Job
@@ -144,6 +146,9 @@ class KueueLauncher:
         self._ignored_pods: set[str] = set()
         self._backoff = LaunchBackoff()
         self._workload_version: str | None = None  # the Workload API version that answered
+        # where the Jobs and pods come from: one list each per pass by default; the operator's handlers set a view
+        # kept current by watch events (proxyrank.children.Watched), as for the Volcano launcher
+        self.children: ChildSource = Listing(self.list_children)
 
     def build(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> list[dict[str, Any]]:
         """The attempt's manifests (Service of a multi-node run, then the Job), as plain dicts (pure)."""
@@ -164,7 +169,8 @@ class KueueLauncher:
             if kind == "Service":
                 self.core.create_namespaced_service(ns, manifest)
             else:
-                self.custom.create_namespaced_custom_object(BATCH[0], BATCH[1], ns, BATCH[2], manifest)
+                created = self.custom.create_namespaced_custom_object(BATCH[0], BATCH[1], ns, BATCH[2], manifest)
+                self.children.created(KUEUE_JOB, created if isinstance(created, Mapping) else manifest)
         except (_api_exception(), *_connection_errors()) as exc:
             status = getattr(exc, "status", None)
             record_api_error(f"create {kind.lower()} {ns}/{name}", status)
@@ -174,6 +180,8 @@ class KueueLauncher:
                                      f"{kind} {name}") from None
             if status == 409:
                 log.info("%s %s/%s already exists: adopting it", kind, ns, name)  # same key, same attempt
+                if kind != "Service":  # the view learns it from the watch; until then, it is not lost
+                    self.children.created(KUEUE_JOB, manifest)
                 return
             secrets = env_secrets(ref.spec.trainer.env)  # a validation error echoes the manifest's values
             raise LaunchError(f"creating {kind} {name} failed: {api_error_text(exc, secrets)}") from None
@@ -193,6 +201,14 @@ class KueueLauncher:
         # the selector is an optimisation, the labels are the contract
         return [i for i in items
                 if (i.get("metadata", {}).get("labels") or {}).get(LABEL_COMPARISON_UID) == label_value(uid)]
+
+    def list_children(self, kind: Kind, namespace: str, uid: str) -> list[dict[str, Any]]:
+        """One API list of the comparison's Jobs or pods (the :class:`~proxyrank.children.Lister`)."""
+        if kind == KUEUE_JOB:
+            return self.list_jobs(namespace, uid)
+        if kind == POD:
+            return self.list_pods(namespace, uid)
+        raise ValueError(f"the Kueue launcher has no children of kind {kind}")
 
     def list_jobs(self, namespace: str, uid: str) -> list[dict[str, Any]]:
         """The comparison's Jobs (one call; the place to read them from elsewhere)."""
@@ -225,7 +241,7 @@ class KueueLauncher:
 
     # -------------------------------------------------------------------------------------------------- observe
     def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
-        jobs = self.list_jobs(ref.namespace, ref.uid)
+        jobs = self.children.read(KUEUE_JOB, ref.namespace, ref.uid)
         latest: dict[str, tuple[int, dict[str, Any]]] = {}
         for job in jobs:
             labels = job.get("metadata", {}).get("labels") or {}
@@ -251,7 +267,14 @@ class KueueLauncher:
         if not finished:
             return by_job
         owners = {str(j["metadata"]["uid"]): j["metadata"]["name"] for j in jobs if j.get("metadata", {}).get("uid")}
-        for pod in self.list_pods(ref.namespace, ref.uid):
+        pods = self.children.read(POD, ref.namespace, ref.uid)
+        if self.children.cached:  # a watched view may hold a finished Job before its pods: list them once then
+            done = {owning_job(p, owners) for p in pods if any(
+                (cs.get("state") or {}).get("terminated")
+                for cs in (p.get("status") or {}).get("containerStatuses") or [])}
+            if any(job["metadata"]["name"] not in done for job in finished):
+                pods = self.children.refresh(POD, ref.namespace, ref.uid)
+        for pod in pods:
             owner = owning_job(pod, owners)
             if owner is not None:
                 by_job.setdefault(owner, []).append(pod)
