@@ -58,7 +58,7 @@ def test_a_create_answered_409_is_adopted(kueue: KueueCluster) -> None:
     with cluster.operator():
         uid = cluster.create(obj)["metadata"]["uid"]
         cluster.wait_phase("Suspended", timeout=TIMEOUT)
-        first = plan_runs(parse_spec(obj["spec"]), "cmp", uid).runs[0]
+        first = plan_runs(parse_spec(obj["spec"]), "cmp", uid, NAMESPACE).runs[0]
         cluster.kube.conflict_once.add(job_name(first.key, 1))  # stored, then answered 409: a lost answer
         cluster.kube.patch_spec(NAMESPACE, "cmp", {"policy": {"suspend": False}})
         status = cluster.wait_phase("Succeeded", timeout=TIMEOUT)
