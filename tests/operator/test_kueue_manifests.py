@@ -57,7 +57,7 @@ def test_the_job_is_kueues_to_admit_and_proxyranks_to_retry(trainer: str) -> Non
     ref, run, docs = _manifests(trainer)
     job = docs[-1]
     meta, spec = job["metadata"], job["spec"]
-    assert meta["labels"][QUEUE_LABEL] == (ref.spec.trainer.queue or "default")  # unset: the policy default, else "default"
+    assert meta["labels"][QUEUE_LABEL] == (ref.spec.trainer.queue or "default")  # unset: "default"
     assert {k: v for k, v in meta["labels"].items() if k.startswith("proxyrank.io/")} == {
         **run.labels, "proxyrank.io/attempt": "2"}
     assert meta["ownerReferences"] == [{**owner_reference("cmp", UID), "controller": True,
