@@ -18,14 +18,20 @@ from proxyrank.validation import dump_yaml
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Runs", "type": "string", "jsonPath": ".status.progress", "description": "Runs done / total"},
-    {"name": "Spearman", "type": "number", "jsonPath": ".status.verdict.spearman",
-     "description": "Spearman of the judged proxy protocol (reduced-lr by default) against the tuned target"},
+    {"name": "Value", "type": "number", "jsonPath": ".status.verdict.value",
+     "description": "The judged protocol's agreement with the tuned target, in spec.reliability.metric"},
+    {"name": "Metric", "type": "string", "jsonPath": ".status.verdict.metric", "priority": 1,
+     "description": "The agreement metric judged (spec.reliability.metric: spearman, kendall, pairwiseAccuracy, ...)"},
+    {"name": "Protocol", "type": "string", "jsonPath": ".status.verdict.protocol", "priority": 1,
+     "description": "The judged proxy protocol (spec.reliability.protocol, else the first reduced-lr protocol)"},
     {"name": "Verdict", "type": "string", "jsonPath": ".status.verdict.state",
      "description": "Reliable, Unreliable or Inconclusive (spec.reliability.decideOn)"},
     {"name": "Confidence", "type": "string", "jsonPath": ".status.confidence.state", "priority": 1,
      "description": "Stable, Unstable or Inconclusive: the judged ranking's stability without a target"},
     {"name": "Winner", "type": "string", "jsonPath": ".status.verdict.winner",
      "description": "The recipe to bet on: the tuned target's best, else the judged protocol's"},
+    {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason', "priority": 1,
+     "description": "The Ready condition's reason: Completed, RunsInProgress, FailureBudgetExceeded, InvalidSpec, ..."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
