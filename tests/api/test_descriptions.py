@@ -59,3 +59,22 @@ def test_descriptions_are_plain_text(part: str) -> None:
 def test_the_markup_check_can_fail() -> None:
     assert _RST.search("one key of ``data``") and _RST.search("see :class:`Volume`")
     assert not _RST.search("the judged protocol's value, e.g. 'reduced-lr' (default 0.8)")
+
+
+def test_checked_in_reference_matches_the_models() -> None:
+    from proxyrank.crd import reference_markdown
+    from tests.conftest import ROOT
+
+    assert (ROOT / "docs" / "reference.md").read_text() == reference_markdown(), (
+        "docs/reference.md is stale: run `make crd`")
+
+
+def test_reference_lists_every_field_with_its_description() -> None:
+    from proxyrank.crd import reference_markdown
+
+    text = reference_markdown()
+    assert "## spec.reliability\n" in text and "## status.verdict\n" in text
+    assert "| `threshold` | number | 0.8 | >= -1, <= 1 |" in text
+    assert "| `lastTransitionTime` (required) | string (date-time) |" in text
+    # repeated shapes (podAffinity and podAntiAffinity, the agreements) are written once and linked
+    assert "The same fields as [spec.trainer.affinity.podAffinity](#spectraineraffinitypodaffinity)." in text
