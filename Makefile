@@ -66,6 +66,7 @@ crd: install
 	$(BIN)/proxyrank crd > crds/recipecomparison.yaml
 	$(BIN)/python -c 'import json; from proxyrank.crd import crd_manifest; print(json.dumps(crd_manifest(), indent=1))' > charts/proxyrank/files/recipecomparison.json
 	$(BIN)/python -m proxyrank.rbac > charts/proxyrank/files/rbac-rules.yaml
+	$(BIN)/python -m proxyrank.crd --reference > docs/reference.md
 
 # The chart's README.md and values.schema.json descriptions, from the `# --` comments of values.yaml.
 chart-docs: install

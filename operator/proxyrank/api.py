@@ -154,6 +154,10 @@ PROTOCOL_RATE_CHANGED = ("a protocol's learningRate cannot change: its finished 
                          "old rate")
 # Lists of named items merge by name (server-side apply) and correlate by name for transition rules on their items.
 _BY_NAME: Any = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+# Conditions merge by type, as metav1.Condition lists do.
+_BY_TYPE: Any = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+# An RFC 3339 timestamp (the API server checks the format).
+_DATE_TIME: Any = {"format": "date-time"}
 
 
 class APIModel(BaseModel):
@@ -365,11 +369,19 @@ class Toleration(SpecModel):
              reason="FieldValueInvalid"),
     ))
 
-    key: str | None = Field(default=None, max_length=317)
-    operator: Literal["Exists", "Equal"] | None = None
-    value: LabelValue | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = Field(default=None, ge=0)
+    key: str | None = Field(description=("The taint key the toleration matches; empty with operator Exists matches "
+                                         "every taint."),
+                            default=None, max_length=317)
+    operator: Literal["Exists", "Equal"] | None = Field(default=None,
+                                                        description=("Exists or Equal (default Equal): whether the "
+                                                                     "taint's value must equal value."))
+    value: LabelValue | None = Field(default=None, description="The taint value to match with operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None,
+        description="The taint effect to match (NoSchedule, PreferNoSchedule or NoExecute); empty matches all.")
+    toleration_seconds: int | None = Field(description=("With effect NoExecute: seconds the pod stays bound after the"
+                                                        " taint appears."),
+                                           default=None, ge=0)
 
     @model_validator(mode="after")
     def _pod_rules(self) -> Self:
@@ -389,7 +401,7 @@ class Toleration(SpecModel):
 
 
 class LocalObjectReference(SpecModel):
-    name: Subdomain
+    name: Subdomain = Field(description="The name of an object in the comparison's namespace.")
 
 
 def _count_cel(fields: Sequence[str]) -> str:
@@ -407,20 +419,27 @@ def _exactly_one(model: BaseModel, fields: Sequence[str], what: str) -> None:
 class KeySelector(SpecModel):
     """secretKeyRef / configMapKeyRef: one key of a Secret or ConfigMap in the comparison's namespace."""
 
-    name: Subdomain
-    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
-    optional: bool | None = None
+    name: Subdomain = Field(description="The Secret's or ConfigMap's name.")
+    key: str = Field(description="The key to read.",
+                     min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    optional: bool | None = Field(default=None,
+                                  description="Start the pod even if the object or key is missing (default false).")
 
 
 class FieldRef(SpecModel):
-    field_path: str = Field(min_length=1, max_length=256)
-    api_version: str | None = Field(default=None, max_length=64)
+    field_path: str = Field(description="The pod field's path, e.g. metadata.name.",
+                            min_length=1, max_length=256)
+    api_version: str | None = Field(description="The schema version the path is written in (default v1).",
+                                    default=None, max_length=64)
 
 
 class ResourceFieldRef(SpecModel):
-    resource: str = Field(min_length=1, max_length=253)
-    container_name: str | None = Field(default=None, max_length=63)
-    divisor: Quantity | None = None
+    resource: str = Field(description="The resource, e.g. limits.cpu or requests.memory.",
+                          min_length=1, max_length=253)
+    container_name: str | None = Field(description="The container (default: the trainer container).",
+                                       default=None, max_length=63)
+    divisor: Quantity | None = Field(default=None,
+                                     description="The unit the value is divided by (a quantity, default 1).")
 
 
 _ENV_SOURCES = ("secret_key_ref", "config_map_key_ref", "field_ref", "resource_field_ref")
@@ -432,10 +451,16 @@ class EnvVarSource(SpecModel):
         "valueFrom needs exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef",
         reason="FieldValueInvalid")))
 
-    secret_key_ref: KeySelector | None = None
-    config_map_key_ref: KeySelector | None = None
-    field_ref: FieldRef | None = None
-    resource_field_ref: ResourceFieldRef | None = None
+    secret_key_ref: KeySelector | None = Field(default=None,
+                                               description="One key of a Secret in the comparison's namespace.")
+    config_map_key_ref: KeySelector | None = Field(default=None,
+                                                   description="One key of a ConfigMap in the comparison's namespace.")
+    field_ref: FieldRef | None = Field(default=None,
+                                       description=("A pod field (metadata.name, metadata.namespace, status.podIP, "
+                                                    "...)."))
+    resource_field_ref: ResourceFieldRef | None = Field(default=None,
+                                                        description=("A container resource (limits.cpu, "
+                                                                     "requests.memory, ...)."))
 
     @model_validator(mode="after")
     def _one(self) -> Self:
@@ -450,9 +475,13 @@ class EnvVar(SpecModel):
         "!(has(self.value) && has(self.valueFrom))", "an env variable has either value or valueFrom, not both",
         reason="FieldValueInvalid")))
 
-    name: str = Field(min_length=1, max_length=256, pattern=ENV_VAR_NAME)
-    value: str | None = Field(default=None, max_length=32768)
-    value_from: EnvVarSource | None = None
+    name: str = Field(description="The variable's name.",
+                      min_length=1, max_length=256, pattern=ENV_VAR_NAME)
+    value: str | None = Field(description="A literal value (instead of valueFrom).",
+                              default=None, max_length=32768)
+    value_from: EnvVarSource | None = Field(default=None,
+                                            description=("Where the value comes from: a Secret's or ConfigMap's key, "
+                                                         "a pod field or a resource."))
 
     @model_validator(mode="after")
     def _value_or_from(self) -> Self:
@@ -462,8 +491,9 @@ class EnvVar(SpecModel):
 
 
 class OptionalReference(SpecModel):
-    name: Subdomain
-    optional: bool | None = None
+    name: Subdomain = Field(description="The object's name, in the comparison's namespace.")
+    optional: bool | None = Field(default=None,
+                                  description="Start the pod even if the object is missing (default false).")
 
 
 class EnvFromSource(SpecModel):
@@ -473,9 +503,11 @@ class EnvFromSource(SpecModel):
         "(has(self.configMapRef) ? 1 : 0) + (has(self.secretRef) ? 1 : 0) == 1",
         "envFrom needs exactly one of configMapRef or secretRef", reason="FieldValueInvalid")))
 
-    prefix: str | None = Field(default=None, max_length=128, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-    config_map_ref: OptionalReference | None = None
-    secret_ref: OptionalReference | None = None
+    prefix: str | None = Field(description="A prefix added to every variable name.",
+                               default=None, max_length=128, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    config_map_ref: OptionalReference | None = Field(default=None,
+                                                     description="The ConfigMap whose keys become variables.")
+    secret_ref: OptionalReference | None = Field(default=None, description="The Secret whose keys become variables.")
 
     @model_validator(mode="after")
     def _one(self) -> Self:
@@ -484,75 +516,101 @@ class EnvFromSource(SpecModel):
 
 
 class KeyToPath(SpecModel):
-    key: str = Field(min_length=1, max_length=253)
-    path: str = Field(min_length=1, max_length=4096, pattern=r"^[^/]")
-    mode: int | None = Field(default=None, ge=0, le=0o777)
+    key: str = Field(description="The key to project.",
+                     min_length=1, max_length=253)
+    path: str = Field(description="The relative file path it is written to.",
+                      min_length=1, max_length=4096, pattern=r"^[^/]")
+    mode: int | None = Field(description="File mode bits for this file, 0 to 0777 (default: the volume's defaultMode).",
+                             default=None, ge=0, le=0o777)
 
 
 class SecretVolumeSource(SpecModel):
-    secret_name: Subdomain
-    items: list[KeyToPath] | None = Field(default=None, max_length=64)
-    default_mode: int | None = Field(default=None, ge=0, le=0o777)
-    optional: bool | None = None
+    secret_name: Subdomain = Field(description="The Secret's name.")
+    items: list[KeyToPath] | None = Field(description=("Which keys to project and where (default: every key, as a "
+                                                       "file of its name)."),
+                                          default=None, max_length=64)
+    default_mode: int | None = Field(description="File mode bits, 0 to 0777 (default 0644).",
+                                     default=None, ge=0, le=0o777)
+    optional: bool | None = Field(default=None,
+                                  description="Start the pod even if the Secret is missing (default false).")
 
 
 class ConfigMapVolumeSource(SpecModel):
-    name: Subdomain
-    items: list[KeyToPath] | None = Field(default=None, max_length=64)
-    default_mode: int | None = Field(default=None, ge=0, le=0o777)
-    optional: bool | None = None
+    name: Subdomain = Field(description="The ConfigMap's name.")
+    items: list[KeyToPath] | None = Field(description=("Which keys to project and where (default: every key, as a "
+                                                       "file of its name)."),
+                                          default=None, max_length=64)
+    default_mode: int | None = Field(description="File mode bits, 0 to 0777 (default 0644).",
+                                     default=None, ge=0, le=0o777)
+    optional: bool | None = Field(default=None,
+                                  description="Start the pod even if the ConfigMap is missing (default false).")
 
 
 class PersistentVolumeClaimVolumeSource(SpecModel):
-    claim_name: Subdomain
-    read_only: bool | None = None
+    claim_name: Subdomain = Field(description="The claim's name, in the comparison's namespace.")
+    read_only: bool | None = Field(default=None, description="Mount read-only (default false).")
 
 
 class EmptyDirVolumeSource(SpecModel):
-    medium: Literal["", "Memory"] | None = None
-    size_limit: Quantity | None = None
+    medium: Literal["", "Memory"] | None = Field(default=None,
+                                                 description="Empty for the node's disk, Memory for a tmpfs.")
+    size_limit: Quantity | None = Field(default=None,
+                                        description="The most the directory may hold (a quantity, e.g. 10Gi).")
 
 
 class CSIVolumeSource(SpecModel):
-    driver: Subdomain
-    read_only: bool | None = None
-    fs_type: str | None = Field(default=None, max_length=63)
-    volume_attributes: dict[str, str] | None = Field(default=None, max_length=64)
-    node_publish_secret_ref: LocalObjectReference | None = None
+    driver: Subdomain = Field(description="The CSI driver's name.")
+    read_only: bool | None = Field(default=None, description="Mount read-only (default false).")
+    fs_type: str | None = Field(description="The filesystem type, e.g. ext4 (default: the driver's).",
+                                default=None, max_length=63)
+    volume_attributes: dict[str, str] | None = Field(description="Driver-specific attributes.",
+                                                     default=None, max_length=64)
+    node_publish_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="A Secret with credentials the driver needs to mount the volume.")
 
 
 class NFSVolumeSource(SpecModel):
-    server: str = Field(min_length=1, max_length=253)
-    path: str = Field(min_length=1, max_length=4096, pattern=r"^/")
-    read_only: bool | None = None
+    server: str = Field(description="The NFS server's host name or IP address.",
+                        min_length=1, max_length=253)
+    path: str = Field(description="The exported path (absolute).",
+                      min_length=1, max_length=4096, pattern=r"^/")
+    read_only: bool | None = Field(default=None, description="Mount read-only (default false).")
 
 
 class StorageRequests(SpecModel):
-    requests: dict[Literal["storage"], Quantity]
+    requests: dict[Literal["storage"], Quantity] = Field(description=("requests.storage: the size to claim (a "
+                                                                      "quantity, e.g. 100Gi)."))
 
 
 class ClaimSpec(SpecModel):
     """The PersistentVolumeClaim spec of an ephemeral volume (created with the pod, deleted with it)."""
 
     access_modes: list[Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
+        description="Access modes, e.g. ReadWriteOnce.",
         min_length=1, max_length=4)
-    resources: StorageRequests
-    storage_class_name: Subdomain | None = None
-    volume_mode: Literal["Filesystem", "Block"] | None = None
+    resources: StorageRequests = Field(description="The storage to request.")
+    storage_class_name: Subdomain | None = Field(default=None,
+                                                 description="The StorageClass (default: the cluster's default class).")
+    volume_mode: Literal["Filesystem", "Block"] | None = Field(
+        default=None,
+        description="Filesystem (default) or Block.")
 
 
 class ClaimTemplate(SpecModel):
-    spec: ClaimSpec
+    spec: ClaimSpec = Field(description="The PersistentVolumeClaim spec.")
 
 
 class EphemeralVolumeSource(SpecModel):
-    volume_claim_template: ClaimTemplate
+    volume_claim_template: ClaimTemplate = Field(description="The claim to create for each pod.")
 
 
 class ProjectedObject(SpecModel):
-    name: Subdomain
-    items: list[KeyToPath] | None = Field(default=None, max_length=64)
-    optional: bool | None = None
+    name: Subdomain = Field(description="The object's name.")
+    items: list[KeyToPath] | None = Field(description="Which keys to project and where (default: every key).",
+                                          default=None, max_length=64)
+    optional: bool | None = Field(default=None,
+                                  description="Start the pod even if the object is missing (default false).")
 
 
 class ProjectedSource(SpecModel):
@@ -560,8 +618,8 @@ class ProjectedSource(SpecModel):
         "(has(self.configMap) ? 1 : 0) + (has(self.secret) ? 1 : 0) == 1",
         "a projected source needs exactly one of configMap or secret", reason="FieldValueInvalid")))
 
-    config_map: ProjectedObject | None = None
-    secret: ProjectedObject | None = None
+    config_map: ProjectedObject | None = Field(default=None, description="A ConfigMap to project.")
+    secret: ProjectedObject | None = Field(default=None, description="A Secret to project.")
 
     @model_validator(mode="after")
     def _one(self) -> Self:
@@ -570,18 +628,23 @@ class ProjectedSource(SpecModel):
 
 
 class ProjectedVolumeSource(SpecModel):
-    sources: list[ProjectedSource] = Field(min_length=1, max_length=16)
-    default_mode: int | None = Field(default=None, ge=0, le=0o777)
+    sources: list[ProjectedSource] = Field(description="The ConfigMaps and Secrets to project.",
+                                           min_length=1, max_length=16)
+    default_mode: int | None = Field(description="File mode bits, 0 to 0777 (default 0644).",
+                                     default=None, ge=0, le=0o777)
 
 
 class DownwardAPIFile(SpecModel):
-    path: str = Field(min_length=1, max_length=4096, pattern=r"^[^/]")
-    field_ref: FieldRef
+    path: str = Field(description="The relative file path.",
+                      min_length=1, max_length=4096, pattern=r"^[^/]")
+    field_ref: FieldRef = Field(description="The pod field written to the file.")
 
 
 class DownwardAPIVolumeSource(SpecModel):
-    items: list[DownwardAPIFile] = Field(min_length=1, max_length=32)
-    default_mode: int | None = Field(default=None, ge=0, le=0o777)
+    items: list[DownwardAPIFile] = Field(description="The files to write, one pod field each.",
+                                         min_length=1, max_length=32)
+    default_mode: int | None = Field(description="File mode bits, 0 to 0777 (default 0644).",
+                                     default=None, ge=0, le=0o777)
 
 
 _VOLUME_SOURCES = ("persistent_volume_claim", "config_map", "secret", "empty_dir", "csi", "nfs", "ephemeral",
@@ -601,15 +664,22 @@ class Volume(SpecModel):
         "a volume needs exactly one source: " + ", ".join(VOLUME_TYPES), reason="FieldValueInvalid")))
 
     name: Name
-    persistent_volume_claim: PersistentVolumeClaimVolumeSource | None = None
-    config_map: ConfigMapVolumeSource | None = None
-    secret: SecretVolumeSource | None = None
-    empty_dir: EmptyDirVolumeSource | None = None
-    csi: CSIVolumeSource | None = None
-    nfs: NFSVolumeSource | None = None
-    ephemeral: EphemeralVolumeSource | None = None
-    projected: ProjectedVolumeSource | None = None
-    downward_api: DownwardAPIVolumeSource | None = Field(default=None, alias="downwardAPI")
+    persistent_volume_claim: PersistentVolumeClaimVolumeSource | None = Field(
+        default=None,
+        description="An existing PersistentVolumeClaim.")
+    config_map: ConfigMapVolumeSource | None = Field(default=None, description="A ConfigMap's keys as files.")
+    secret: SecretVolumeSource | None = Field(default=None, description="A Secret's keys as files.")
+    empty_dir: EmptyDirVolumeSource | None = Field(default=None,
+                                                   description="A scratch directory that lives as long as the pod.")
+    csi: CSIVolumeSource | None = Field(default=None, description="An inline CSI volume.")
+    nfs: NFSVolumeSource | None = Field(default=None, description="An NFS export.")
+    ephemeral: EphemeralVolumeSource | None = Field(default=None,
+                                                    description=("A PersistentVolumeClaim created with the pod and "
+                                                                 "deleted with it."))
+    projected: ProjectedVolumeSource | None = Field(default=None,
+                                                    description="Several ConfigMaps and Secrets in one directory.")
+    downward_api: DownwardAPIVolumeSource | None = Field(description="Pod fields as files.",
+                                                         default=None, alias="downwardAPI")
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -628,73 +698,104 @@ class Volume(SpecModel):
 
 class VolumeMount(SpecModel):
     name: Name
-    mount_path: str = Field(min_length=2, max_length=4096, pattern=r"^/[^:]*$")
-    sub_path: str | None = Field(default=None, max_length=4096, pattern=r"^[^/]")
-    read_only: bool | None = None
+    mount_path: str = Field(description="Where the volume appears in the trainer container (absolute, no ':').",
+                            min_length=2, max_length=4096, pattern=r"^/[^:]*$")
+    sub_path: str | None = Field(description="A path inside the volume to mount instead of its root.",
+                                 default=None, max_length=4096, pattern=r"^[^/]")
+    read_only: bool | None = Field(default=None, description="Mount read-only (default false).")
 
 
 class LabelSelectorRequirement(SpecModel):
-    key: str = Field(min_length=1, max_length=317)
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] | None = Field(default=None, max_length=64)
+    key: str = Field(description="The label key.",
+                     min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(description="In, NotIn, Exists or DoesNotExist.")
+    values: list[str] | None = Field(description="Values for In and NotIn (none for Exists and DoesNotExist).",
+                                     default=None, max_length=64)
 
 
 class LabelSelector(SpecModel):
-    match_labels: dict[str, LabelValue] | None = Field(default=None, max_length=32)
-    match_expressions: list[LabelSelectorRequirement] | None = Field(default=None, max_length=32)
+    match_labels: dict[str, LabelValue] | None = Field(description="Labels an object must carry, each with this value.",
+                                                       default=None, max_length=32)
+    match_expressions: list[LabelSelectorRequirement] | None = Field(description="Label requirements, ANDed together.",
+                                                                     default=None, max_length=32)
 
 
 class NodeSelectorRequirement(SpecModel):
-    key: str = Field(min_length=1, max_length=317)
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
-    values: list[str] | None = Field(default=None, max_length=64)
+    key: str = Field(description="The node label (or field) key.",
+                     min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = Field(
+        description="In, NotIn, Exists, DoesNotExist, Gt or Lt.")
+    values: list[str] | None = Field(description=("Values for In and NotIn (one integer for Gt and Lt; none for "
+                                                  "Exists)."),
+                                     default=None, max_length=64)
 
 
 class NodeSelectorTerm(SpecModel):
-    match_expressions: list[NodeSelectorRequirement] | None = Field(default=None, max_length=32)
-    match_fields: list[NodeSelectorRequirement] | None = Field(default=None, max_length=32)
+    match_expressions: list[NodeSelectorRequirement] | None = Field(
+        description="Requirements on node labels, ANDed together.",
+                                                                    default=None, max_length=32)
+    match_fields: list[NodeSelectorRequirement] | None = Field(
+        description="Requirements on node fields (metadata.name), ANDed together.",
+                                                               default=None, max_length=32)
 
 
 class NodeSelector(SpecModel):
-    node_selector_terms: list[NodeSelectorTerm] = Field(min_length=1, max_length=32)
+    node_selector_terms: list[NodeSelectorTerm] = Field(description=("Terms ORed together: a node matching any term "
+                                                                     "qualifies."),
+                                                        min_length=1, max_length=32)
 
 
 class PreferredSchedulingTerm(SpecModel):
-    weight: int = Field(ge=1, le=100)
-    preference: NodeSelectorTerm
+    weight: int = Field(description="Preference weight, 1 to 100.",
+                        ge=1, le=100)
+    preference: NodeSelectorTerm = Field(description="The node selector term this preference is for.")
 
 
 class NodeAffinity(SpecModel):
-    required_during_scheduling_ignored_during_execution: NodeSelector | None = None
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = Field(
+        default=None,
+        description="Node selector terms a node must match.")
     preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] | None = Field(
+        description="Weighted node terms the scheduler prefers.",
         default=None, max_length=32)
 
 
 class PodAffinityTerm(SpecModel):
-    topology_key: str = Field(min_length=1, max_length=317)
-    label_selector: LabelSelector | None = None
-    namespaces: list[Name] | None = Field(default=None, max_length=32)
-    namespace_selector: LabelSelector | None = None
+    topology_key: str = Field(description=("The node label that defines co-location (kubernetes.io/hostname, a zone "
+                                           "label)."),
+                              min_length=1, max_length=317)
+    label_selector: LabelSelector | None = Field(default=None, description="The pods this term refers to.")
+    namespaces: list[Name] | None = Field(description="Namespaces of those pods (default: the comparison's namespace).",
+                                          default=None, max_length=32)
+    namespace_selector: LabelSelector | None = Field(default=None, description="Namespaces of those pods, by label.")
 
 
 class WeightedPodAffinityTerm(SpecModel):
-    weight: int = Field(ge=1, le=100)
-    pod_affinity_term: PodAffinityTerm
+    weight: int = Field(description="Preference weight, 1 to 100.",
+                        ge=1, le=100)
+    pod_affinity_term: PodAffinityTerm = Field(description="The pod affinity term this preference is for.")
 
 
 class PodAffinity(SpecModel):
     required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] | None = Field(
+        description="Pod affinity terms that must hold.",
         default=None, max_length=32)
     preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] | None = Field(
+        description="Weighted pod affinity terms preferred.",
         default=None, max_length=32)
 
 
 class Affinity(SpecModel):
     """A core/v1 Affinity: node affinity and pod (anti-)affinity for the trainer pods."""
 
-    node_affinity: NodeAffinity | None = None
-    pod_affinity: PodAffinity | None = None
-    pod_anti_affinity: PodAffinity | None = None
+    node_affinity: NodeAffinity | None = Field(default=None,
+                                               description=("Node affinity: which nodes the trainer pods may or "
+                                                            "prefer to run on."))
+    pod_affinity: PodAffinity | None = Field(default=None,
+                                             description="Pod affinity: run near pods that match these terms.")
+    pod_anti_affinity: PodAffinity | None = Field(default=None,
+                                                  description=("Pod anti-affinity: run away from pods that match "
+                                                               "these terms."))
 
 
 def _legacy_env(value: Any) -> Any:
@@ -749,13 +850,16 @@ class TrainerSpec(SpecModel):
             "self.all(k, " + _qualified_name_cel("k") + ")",
             "nodeSelector keys must be label keys: an optional DNS-subdomain prefix and '/', then at most 63 "
             "letters, digits, '-', '_' or '.'", reason="FieldValueInvalid")))
-    tolerations: list[Toleration] | None = Field(default=None, max_length=32)
+    tolerations: list[Toleration] | None = Field(default=None, max_length=32,
+                                                 description="Taints the trainer pods tolerate (core/v1 Tolerations).")
     affinity: Affinity | None = None
     priority_class_name: Subdomain | None = Field(default=None, description="The trainer pods' PriorityClass.")
     image_pull_secrets: list[LocalObjectReference] | None = Field(
         default=None, max_length=16, description="Secrets to pull the image with, as [{name: ...}] (a list of names "
                                                  "is read too).")
-    service_account_name: Subdomain | None = None
+    service_account_name: Subdomain | None = Field(default=None,
+                                                   description=("The trainer pods' ServiceAccount (default: the "
+                                                                "namespace's default)."))
     env: list[EnvVar] | None = Field(
         default=None, max_length=MAX_ENV, description="Extra environment variables (core EnvVar: value, or valueFrom "
                                                       "with secretKeyRef, configMapKeyRef, fieldRef). A map of name "
@@ -856,8 +960,10 @@ class Recipe(SpecModel):
     ))
 
     name: Name
-    description: str | None = Field(default=None, max_length=1024)
-    sources: list[Source] = Field(min_length=1, max_length=MAX_SOURCES)
+    description: str | None = Field(description="Free text shown in reports.",
+                                    default=None, max_length=1024)
+    sources: list[Source] = Field(description="The data sources mixed into the recipe, with weights.",
+                                  min_length=1, max_length=MAX_SOURCES)
 
     @model_validator(mode="after")
     def _some_weight(self) -> Self:
@@ -899,11 +1005,16 @@ class ShapeSpec(SpecModel):
              reason="FieldValueInvalid"),
     ))
 
-    layers: int = Field(ge=1, le=256)
-    width: int = Field(ge=8, le=65536)
-    heads: int = Field(ge=1, le=1024)
-    seq_len: int = Field(ge=8, le=131072)
-    vocab_size: int = Field(ge=2, le=1 << 22)
+    layers: int = Field(description="Transformer layers.",
+                        ge=1, le=256)
+    width: int = Field(description="Model width (hidden size); a multiple of heads.",
+                       ge=8, le=65536)
+    heads: int = Field(description="Attention heads.",
+                       ge=1, le=1024)
+    seq_len: int = Field(description="Context length in tokens.",
+                         ge=8, le=131072)
+    vocab_size: int = Field(description="Vocabulary size (tokens).",
+                            ge=2, le=1 << 22)
 
     @model_validator(mode="after")
     def _divisible(self) -> Self:
@@ -958,10 +1069,17 @@ class ScaleSpec(SpecModel):
                                            description="Training tokens per non-embedding parameter.")
     batch_tokens: int = Field(default=524288, ge=1, le=1 << 30, description="Tokens per optimizer step.")
     seq_len: int | None = Field(default=None, ge=8, le=131072, description="Context length override.")
-    schedule: Literal["cosine", "constant", "wsd"] = "cosine"
-    warmup_fraction: float = Field(default=0.05, ge=0, le=0.5)
-    weight_decay: float = Field(default=0.1, ge=0, le=10)
-    grad_clip: float = Field(default=1.0, ge=0, le=1000)
+    schedule: Literal["cosine", "constant", "wsd"] = Field(default="cosine",
+                                                           description=("Learning-rate schedule: cosine (default), "
+                                                                        "constant or wsd (warmup-stable-decay)."))
+    warmup_fraction: float = Field(description=("Share of training steps spent warming up the learning rate, 0 to 0.5"
+                                                " (default 0.05)."),
+                                   default=0.05, ge=0, le=0.5)
+    weight_decay: float = Field(description="AdamW weight decay, 0 to 10 (default 0.1).",
+                                default=0.1, ge=0, le=10)
+    grad_clip: float = Field(description=("Gradient-norm clipping threshold, 0 to 1000 (0 turns clipping off; default"
+                                          " 1.0)."),
+                             default=1.0, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _one_of(self) -> Self:
@@ -1034,8 +1152,12 @@ class Protocol(SpecModel):
     ))
 
     name: Name
-    learning_rate: LearningRate | None = None
-    learning_rates: list[LearningRate] | None = Field(default=None, min_length=1, max_length=MAX_LEARNING_RATES)
+    learning_rate: LearningRate | None = Field(default=None,
+                                               description=("One learning rate for every recipe (give this or "
+                                                            "learningRates)."))
+    learning_rates: list[LearningRate] | None = Field(description=("A sweep: each recipe is ranked by its best loss "
+                                                                   "over these learning rates."),
+                                                      default=None, min_length=1, max_length=MAX_LEARNING_RATES)
 
     @field_validator("name")
     @classmethod
@@ -1067,7 +1189,8 @@ class ProxySpec(ScaleSpec):
     model_config = ConfigDict(json_schema_extra=_validations(
         *_SCALE_RULES, _unique_names_cel("protocols", "protocol")))
 
-    protocols: list[Protocol] = Field(min_length=1, max_length=MAX_PROTOCOLS, json_schema_extra=_BY_NAME)
+    protocols: list[Protocol] = Field(description="The proxy protocols to compare, unique by name.",
+                                      min_length=1, max_length=MAX_PROTOCOLS, json_schema_extra=_BY_NAME)
 
     @field_validator("protocols")
     @classmethod
@@ -1085,7 +1208,9 @@ class TargetSpec(ScaleSpec):
              fieldPath=".learningRates", reason="FieldValueDuplicate"),
     ))
 
-    learning_rates: list[LearningRate] = Field(min_length=1, max_length=MAX_LEARNING_RATES)
+    learning_rates: list[LearningRate] = Field(description=("The target's learning-rate grid: each recipe is ranked "
+                                                            "by its best loss over it."),
+                                               min_length=1, max_length=MAX_LEARNING_RATES)
 
     @field_validator("learning_rates")
     @classmethod
@@ -1124,8 +1249,12 @@ class DecideOn(StrEnum):
 
 
 class Reliability(SpecModel):
-    metric: ReliabilityMetric = Field(default=ReliabilityMetric.spearman, strict=False)  # a plain string in YAML
-    threshold: float = Field(default=0.8, ge=-1, le=1, allow_inf_nan=False)
+    metric: ReliabilityMetric = Field(description=("The agreement metric judged: spearman (default), kendall, pearson"
+                                                   " or pairwise (accuracy)."),
+                                      default=ReliabilityMetric.spearman, strict=False)  # a plain string in YAML
+    threshold: float = Field(description=("The metric's value at or above which the judged protocol is Reliable, -1 "
+                                          "to 1 (default 0.8)."),
+                             default=0.8, ge=-1, le=1, allow_inf_nan=False)
     decide_on: DecideOn = Field(default=DecideOn.ci, strict=False, description=(
         "ci: Reliable when the 95% CI's lower bound is at or above the threshold, Unreliable when its upper bound is "
         "below it, Inconclusive when it spans it; point: the point estimate alone decides (Reliable or Unreliable)."))
@@ -1197,14 +1326,21 @@ class RecipeComparisonSpec(SpecModel):
         *_SPEC_TRANSITIONS,
     ))
 
-    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
-    recipes: list[Recipe] = Field(min_length=2, max_length=MAX_RECIPES, json_schema_extra=_BY_NAME)
-    evaluation: Evaluation
-    proxy: ProxySpec
-    target: TargetSpec | None = None
+    trainer: TrainerSpec = Field(description="Where and how the training jobs run.",
+                                 default_factory=TrainerSpec)
+    recipes: list[Recipe] = Field(description="The data recipes to rank, 2 or more, unique by name.",
+                                  min_length=2, max_length=MAX_RECIPES, json_schema_extra=_BY_NAME)
+    evaluation: Evaluation = Field(description="The held-out sets every run is evaluated on.")
+    proxy: ProxySpec = Field(description="The small-scale proxy runs and their protocols.")
+    target: TargetSpec | None = Field(default=None,
+                                      description=("The large-scale ground truth (optional; without it the verdict "
+                                                   "compares protocols)."))
     seeds: int = Field(default=1, ge=1, le=MAX_SEEDS, description="Seeds per (protocol, recipe, learning rate).")
-    policy: Policy = Field(default_factory=Policy)
-    reliability: Reliability = Field(default_factory=Reliability)
+    policy: Policy = Field(description="How runs are executed (parallelism, retries, deadlines, suspend).",
+                           default_factory=Policy)
+    reliability: Reliability = Field(description=("How the verdict is decided: the metric, the threshold and the "
+                                                  "protocol judged."),
+                                     default_factory=Reliability)
 
     @field_validator("recipes")
     @classmethod
@@ -1392,80 +1528,107 @@ FAILED_STATES = frozenset({RunState.failed, RunState.result_missing})
 
 
 class Condition(APIModel):
-    type: str = Field(max_length=316)
-    status: Literal["True", "False", "Unknown"]
-    reason: str = Field(max_length=1024)
-    message: str = Field(default="", max_length=32768)
-    last_transition_time: str
-    observed_generation: int | None = None
+    type: str = Field(description="The condition's type: Ready, Progressing, Degraded, Reliable or Finished.",
+                      max_length=316)
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description=("A CamelCase reason, e.g. Completed, RunsInProgress, FailureBudgetExceeded, "
+                                     "InvalidSpec."),
+                        max_length=1024)
+    message: str = Field(description="A human-readable explanation.",
+                         default="", max_length=32768)
+    last_transition_time: str = Field(description="When the status last changed (RFC 3339).",
+                                      json_schema_extra=_DATE_TIME)
+    observed_generation: int | None = Field(default=None,
+                                            description="The metadata.generation the condition was set for.")
 
 
 class RunStatus(APIModel):
     """One training run. Compact on purpose: a 200-recipe comparison has thousands of these in one object."""
 
-    key: str
-    protocol: str  # "target" for target-scale runs
-    recipe: str
-    scale: Literal["proxy", "target"]
-    learning_rate: float
-    seed: int
-    state: RunState = RunState.pending
-    handle: str | None = None
-    attempts: int = 0  # launches so far
-    failed_attempts: int = 0  # launches that failed (retried while <= policy.runRetries)
-    val_loss: float | None = None  # mean over eval sets; None for diverged runs (they rank as +inf)
-    set_losses: list[float | None] | None = None  # per eval set, in spec.evaluation.sets order
-    train_loss: float | None = None
-    loss_fell: bool | None = None
-    initial_loss: float | None = None  # mean eval loss before training (the undertrained-proxy guard's baseline)
-    gpu_seconds: float | None = None
-    cpu_seconds: float | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    message: str | None = None
+    key: str = Field(description="The run's stable key (protocol, recipe, learning rate, seed).")
+    protocol: str = Field(description="The proxy protocol, or 'target' for target-scale runs.")
+    recipe: str = Field(description="The recipe trained.")
+    scale: Literal["proxy", "target"] = Field(description="proxy or target.")
+    learning_rate: float = Field(description="The peak learning rate.")
+    seed: int = Field(description="The seed.")
+    state: RunState = Field(default=RunState.pending,
+                            description=("Pending, Launching, Running, Succeeded, Diverged, Failed, ResultMissing or "
+                                         "Cancelled."))
+    handle: str | None = Field(default=None, description="The launcher's handle for the job (e.g. a Volcano job name).")
+    attempts: int = Field(default=0, description="Launches so far.")
+    failed_attempts: int = Field(default=0,
+                                 description="Launches that failed (retried while at most spec.policy.runRetries).")
+    val_loss: float | None = Field(default=None,
+                                   description=("Mean eval loss over the evaluation sets (nats/token); empty for "
+                                                "diverged runs."))
+    set_losses: list[float | None] | None = Field(default=None,
+                                                  description=("Eval loss per evaluation set, in spec.evaluation.sets"
+                                                               " order."))
+    train_loss: float | None = Field(default=None, description="Final training loss (nats/token).")
+    loss_fell: bool | None = Field(default=None,
+                                   description="Whether the eval loss fell below its value before training.")
+    initial_loss: float | None = Field(default=None,
+                                       description=("Mean eval loss before training (the undertrained-proxy guard's "
+                                                    "baseline)."))
+    gpu_seconds: float | None = Field(default=None, description="GPU-seconds the run used.")
+    cpu_seconds: float | None = Field(default=None, description="CPU-seconds the run used.")
+    started_at: str | None = Field(default=None,
+                                   description="When the run started (RFC 3339).",
+                                   json_schema_extra=_DATE_TIME)
+    finished_at: str | None = Field(default=None,
+                                    description="When the run finished (RFC 3339).",
+                                    json_schema_extra=_DATE_TIME)
+    message: str | None = Field(default=None, description="Why the run failed or diverged, if it did.")
 
 
 class RunCounts(APIModel):
-    total: int = 0
-    pending: int = 0
-    launching: int = 0
-    running: int = 0
-    succeeded: int = 0
-    diverged: int = 0
-    failed: int = 0
-    result_missing: int = 0
-    cancelled: int = 0
-    done: int = 0  # succeeded + diverged
+    total: int = Field(default=0, description="Runs planned.")
+    pending: int = Field(default=0, description="Runs not launched yet.")
+    launching: int = Field(default=0, description="Runs submitted, not yet seen running.")
+    running: int = Field(default=0, description="Runs training.")
+    succeeded: int = Field(default=0, description="Runs finished with a result.")
+    diverged: int = Field(default=0, description="Runs finished with a NaN or infinite loss (they rank last).")
+    failed: int = Field(default=0, description="Runs failed for good (retries exhausted).")
+    result_missing: int = Field(default=0,
+                                description="Runs that succeeded without a readable result (count as failures).")
+    cancelled: int = Field(default=0,
+                           description="Runs cancelled (the failure budget was exceeded, or they left the plan).")
+    done: int = Field(default=0, description="succeeded + diverged.")
 
 
 class Interval(APIModel):
-    low: float | None = None
-    high: float | None = None
+    low: float | None = Field(default=None, description="The lower bound.")
+    high: float | None = Field(default=None, description="The upper bound.")
 
 
 class Agreement(APIModel):
     """How well one ranking (``of``) agrees with a reference ranking (``against``) over the recipes both have."""
 
-    of: str
-    against: str
-    n: int
-    spearman: float | None = None
-    kendall: float | None = None
-    pearson: float | None = None
-    pairwise_accuracy: float | None = None
-    top1_match: bool | None = None
-    top_k_regret: float | None = None
-    k: int | None = None
-    spearman_ci: Interval | None = None
-    kendall_ci: Interval | None = None
-    pairwise_accuracy_ci: Interval | None = None
+    of: str = Field(description="The ranking compared (a protocol's name).")
+    against: str = Field(description="The reference ranking (target, or a protocol's name).")
+    n: int = Field(description="Recipes both rankings have.")
+    spearman: float | None = Field(default=None, description="Spearman rank correlation, -1 to 1.")
+    kendall: float | None = Field(default=None, description="Kendall's tau-b, -1 to 1.")
+    pearson: float | None = Field(default=None, description="Pearson correlation of the losses, -1 to 1.")
+    pairwise_accuracy: float | None = Field(default=None,
+                                            description=("Share of recipe pairs ordered as the reference orders them,"
+                                                         " 0 to 1."))
+    top1_match: bool | None = Field(default=None, description="Whether both rankings have the same best recipe.")
+    top_k_regret: float | None = Field(default=None,
+                                       description=("Reference loss of the best of the top k minus the reference's "
+                                                    "best loss (nats/token)."))
+    k: int | None = Field(default=None, description="The k of topKRegret (spec.reliability.topK).")
+    spearman_ci: Interval | None = Field(default=None, description="95% bootstrap confidence interval of spearman.")
+    kendall_ci: Interval | None = Field(default=None, description="95% bootstrap confidence interval of kendall.")
+    pairwise_accuracy_ci: Interval | None = Field(default=None,
+                                                  description="95% bootstrap confidence interval of pairwiseAccuracy.")
 
 
 class Flip(APIModel):
-    a: str
-    b: str
-    lr_from: float
-    lr_to: float
+    a: str = Field(description="One recipe of the pair.")
+    b: str = Field(description="The other recipe.")
+    lr_from: float = Field(description="The learning rate at which a ranks above b.")
+    lr_to: float = Field(description="The learning rate at which b ranks above a.")
 
 
 class SeedNoise(APIModel):
@@ -1476,70 +1639,108 @@ class SeedNoise(APIModel):
     error; ``medianGap`` the median loss gap between neighbours in the ranking; ``splitHalf`` the Spearman correlation
     of the rankings from two halves of the seeds (mean over splits)."""
 
-    seeds: int
-    median_std_err: float | None = None
-    spread: float | None = None
-    signal_to_noise: float | None = None
-    median_gap: float | None = None
-    split_half: float | None = None
+    seeds: int = Field(description="Seeds per recipe.")
+    median_std_err: float | None = Field(default=None,
+                                         description=("Median over recipes of the loss's standard error over seeds "
+                                                      "(nats/token)."))
+    spread: float | None = Field(default=None, description="Loss range over recipes: best to worst (nats/token).")
+    signal_to_noise: float | None = Field(default=None, description="spread / medianStdErr.")
+    median_gap: float | None = Field(default=None,
+                                     description=("Median loss gap between neighbouring recipes in the ranking "
+                                                  "(nats/token)."))
+    split_half: float | None = Field(default=None,
+                                     description="Spearman between rankings from two halves of the seeds.")
 
 
 class ProtocolResult(APIModel):
-    name: str
-    learning_rates: list[float]
-    recipes_done: int = 0
-    losses: dict[str, float | None] = Field(default_factory=dict)  # per recipe, best over lr, mean over seeds
-    ranking: list[str] = Field(default_factory=list)
-    winner: str | None = None
-    best_learning_rate: dict[str, float] | None = None  # sweeps only
-    edge_of_grid: list[str] | None = None  # recipes whose best lr is the lowest or highest of the sweep
-    flip_share: float | None = None  # sweeps only: recipe pairs whose order reverses within the sweep
-    flips: list[Flip] | None = None  # at most 20 listed
-    agreement: Agreement | None = None  # vs the target (or the reference protocol without a target)
-    per_set: list[Agreement] | None = None  # the same, on each evaluation set's loss
-    loss_std_err: dict[str, float | None] | None = None  # per recipe, with seeds > 1
-    seed_noise: SeedNoise | None = None  # with seeds > 1
-    gpu_seconds: float = 0.0
-    cpu_seconds: float = 0.0
+    name: str = Field(description="The protocol's name.")
+    learning_rates: list[float] = Field(description="The learning rates it trains at.")
+    recipes_done: int = Field(default=0, description="Recipes with every run of this protocol finished.")
+    losses: dict[str, float | None] = Field(description=("Loss per recipe: best over learning rates, mean over seeds "
+                                                         "(nats/token)."),
+                                            default_factory=dict)  # per recipe, best over lr, mean over seeds
+    ranking: list[str] = Field(description="Recipe names, best (lowest loss) first.",
+                               default_factory=list)
+    winner: str | None = Field(default=None, description="The best recipe.")
+    best_learning_rate: dict[str, float] | None = Field(default=None,
+                                                        description="Sweeps only: each recipe's best learning rate.")
+    edge_of_grid: list[str] | None = Field(default=None,
+                                           description=("Recipes whose best learning rate is the lowest or highest of"
+                                                        " the sweep (widen it)."))
+    flip_share: float | None = Field(default=None,
+                                     description=("Sweeps only: share of recipe pairs whose order reverses within the"
+                                                  " sweep, 0 to 1."))
+    flips: list[Flip] | None = Field(default=None,
+                                     description=("Recipe pairs whose order reverses between learning rates (at most "
+                                                  "20 listed)."))
+    agreement: Agreement | None = Field(default=None,
+                                        description=("Agreement with the tuned target (else with the reference "
+                                                     "protocol)."))
+    per_set: list[Agreement] | None = Field(default=None,
+                                            description="The same agreement on each evaluation set's loss.")
+    loss_std_err: dict[str, float | None] | None = Field(default=None,
+                                                         description=("With seeds > 1: standard error of each "
+                                                                      "recipe's loss over seeds."))
+    seed_noise: SeedNoise | None = Field(default=None,
+                                         description="With seeds > 1: how much of the ranking is seed noise.")
+    gpu_seconds: float = Field(default=0.0, description="GPU-seconds used by this protocol's runs.")
+    cpu_seconds: float = Field(default=0.0, description="CPU-seconds used by this protocol's runs.")
 
 
 class TargetResult(APIModel):
-    learning_rates: list[float]
-    recipes_done: int = 0
-    losses: dict[str, float | None] = Field(default_factory=dict)
-    ranking: list[str] = Field(default_factory=list)
-    winner: str | None = None
-    best_learning_rate: dict[str, float] = Field(default_factory=dict)
-    edge_of_grid: list[str] = Field(default_factory=list)
-    flip_share: float | None = None
-    flips: list[Flip] | None = None
-    loss_std_err: dict[str, float | None] | None = None
-    seed_noise: SeedNoise | None = None
-    noise_ceiling: float | None = None  # split-half Spearman of the target, Spearman-Brown corrected to all seeds
-    gpu_seconds: float = 0.0
-    cpu_seconds: float = 0.0
+    learning_rates: list[float] = Field(description="The target's learning-rate grid.")
+    recipes_done: int = Field(default=0, description="Recipes with every target run finished.")
+    losses: dict[str, float | None] = Field(description=("Loss per recipe: best over learning rates, mean over seeds "
+                                                         "(nats/token)."),
+                                            default_factory=dict)
+    ranking: list[str] = Field(description="Recipe names, best (lowest loss) first.",
+                               default_factory=list)
+    winner: str | None = Field(default=None, description="The best recipe at target scale.")
+    best_learning_rate: dict[str, float] = Field(description="Each recipe's best target learning rate.",
+                                                 default_factory=dict)
+    edge_of_grid: list[str] = Field(description="Recipes whose best learning rate is at the grid's edge (widen it).",
+                                    default_factory=list)
+    flip_share: float | None = Field(default=None,
+                                     description="Share of recipe pairs whose order reverses within the grid, 0 to 1.")
+    flips: list[Flip] | None = Field(default=None,
+                                     description=("Recipe pairs whose order reverses between learning rates (at most "
+                                                  "20 listed)."))
+    loss_std_err: dict[str, float | None] | None = Field(default=None,
+                                                         description=("With seeds > 1: standard error of each "
+                                                                      "recipe's loss over seeds."))
+    seed_noise: SeedNoise | None = Field(default=None,
+                                         description="With seeds > 1: how much of the ranking is seed noise.")
+    noise_ceiling: float | None = Field(default=None,
+                                        description=("Split-half Spearman of the target, Spearman-Brown corrected to "
+                                                     "all seeds."))
+    gpu_seconds: float = Field(default=0.0, description="GPU-seconds used by the target runs.")
+    cpu_seconds: float = Field(default=0.0, description="CPU-seconds used by the target runs.")
 
 
 class ProtocolDifference(APIModel):
     """``a``'s agreement with the reference minus ``b``'s, on the recipes all three share, with a paired bootstrap CI
     (the same recipe draws, and seed draws with seeds > 1, for both)."""
 
-    a: str
-    b: str
-    against: str
-    metric: str
-    n: int
-    difference: float | None = None
-    ci: Interval | None = None
+    a: str = Field(description="The first protocol.")
+    b: str = Field(description="The second protocol.")
+    against: str = Field(description="The reference both are compared with.")
+    metric: str = Field(description="The agreement metric compared.")
+    n: int = Field(description="Recipes all three rankings share.")
+    difference: float | None = Field(default=None, description="a's agreement minus b's.")
+    ci: Interval | None = Field(default=None, description="95% paired bootstrap confidence interval of the difference.")
 
 
 class Agreements(APIModel):
     """The paper's three agreements; each can fail on its own."""
 
-    cross_scale: list[Agreement] = Field(default_factory=list)  # same-lr proxy vs same-lr target
-    within_scale: Agreement | None = None  # judged protocol vs the proxy-scale tuned sweep
-    end_to_end: Agreement | None = None  # judged protocol vs the tuned target
-    protocol_differences: list[ProtocolDifference] = Field(default_factory=list)  # every pair of proxy protocols
+    cross_scale: list[Agreement] = Field(description="Each same-lr proxy protocol against the same-lr target.",
+                                         default_factory=list)  # same-lr proxy vs same-lr target
+    within_scale: Agreement | None = Field(default=None,
+                                           description="The judged protocol against the proxy-scale tuned sweep.")
+    end_to_end: Agreement | None = Field(default=None, description="The judged protocol against the tuned target.")
+    protocol_differences: list[ProtocolDifference] = Field(description=("Every pair of proxy protocols: the "
+                                                                        "difference of their agreements."),
+                                                           default_factory=list)  # every pair of proxy protocols
 
 
 class VerdictState(StrEnum):
@@ -1549,19 +1750,29 @@ class VerdictState(StrEnum):
 
 
 class Verdict(APIModel):
-    protocol: str
-    against: str | None = None
-    metric: str
-    threshold: float
-    decide_on: str = "ci"
-    value: float | None = None
-    spearman: float | None = None
-    ci: Interval | None = None  # the 95% CI of ``value``: over recipes, and over seeds too with seeds > 1
-    ci_over: str | None = None  # "recipes" or "recipes and seeds"
-    state: VerdictState | None = None  # None until the runs it needs are finished
-    reliable: bool | None = None  # state == Reliable (True), Unreliable (False), else None
-    winner: str | None = None  # the recipe to bet on: the target's winner, else the judged protocol's
-    message: str = ""
+    protocol: str = Field(description="The judged proxy protocol.")
+    against: str | None = Field(default=None, description="The reference: target, or a protocol without a target.")
+    metric: str = Field(description="The agreement metric judged (spec.reliability.metric).")
+    threshold: float = Field(description="The threshold applied (spec.reliability.threshold).")
+    decide_on: str = Field(default="ci", description="ci or point (spec.reliability.decideOn).")
+    value: float | None = Field(default=None,
+                                description="The judged metric's value for the judged protocol against the reference.")
+    spearman: float | None = Field(default=None,
+                                   description=("The judged protocol's Spearman against the reference (whatever "
+                                                "metric is judged)."))
+    ci: Interval | None = Field(default=None,
+                                description=("95% confidence interval of value: over recipes, and over seeds too with"
+                                             " seeds > 1."))
+    ci_over: str | None = Field(default=None,
+                                description="What the interval resamples: 'recipes' or 'recipes and seeds'.")
+    state: VerdictState | None = Field(default=None,
+                                       description=("Reliable, Unreliable or Inconclusive; empty until the runs it "
+                                                    "needs are finished."))
+    reliable: bool | None = Field(default=None,
+                                  description="true when Reliable, false when Unreliable, empty otherwise.")
+    winner: str | None = Field(default=None,
+                               description="The recipe to bet on: the target's winner, else the judged protocol's.")
+    message: str = Field(default="", description="The verdict in one sentence.")
 
 
 class ConfidenceState(StrEnum):
@@ -1573,39 +1784,66 @@ class ConfidenceState(StrEnum):
 class ProtocolConfidence(APIModel):
     """How far one protocol's ranking can be trusted without a target."""
 
-    name: str
-    split_half: float | None = None  # Spearman between rankings from two halves of the seeds
-    flip_share: float | None = None  # pairs reversing between this protocol's lr and its neighbours (or in its sweep)
-    cross_protocol: float | None = None  # mean Spearman with the other protocols' rankings
-    winner_probability: float | None = None  # share of seed resamples whose best recipe is the winner
-    loss_drop_ratio: float | None = None  # median loss drop over the best-trained protocol's (1: as trained)
-    undertrained: bool | None = None
-    state: ConfidenceState | None = None
+    name: str = Field(description="The protocol's name.")
+    split_half: float | None = Field(default=None,
+                                     description="Spearman between rankings from two halves of the seeds.")
+    flip_share: float | None = Field(default=None,
+                                     description=("Share of pairs reversing between this protocol's lr and its "
+                                                  "neighbours (or in its sweep)."))
+    cross_protocol: float | None = Field(default=None, description="Mean Spearman with the other protocols' rankings.")
+    winner_probability: float | None = Field(default=None,
+                                             description=("Share of seed resamples whose best recipe is the winner, 0"
+                                                          " to 1."))
+    loss_drop_ratio: float | None = Field(default=None,
+                                          description=("Median loss drop over the best-trained protocol's (1: as well"
+                                                       " trained)."))
+    undertrained: bool | None = Field(default=None,
+                                      description=("Whether the proxies barely trained (too little loss drop to rank "
+                                                   "on)."))
+    state: ConfidenceState | None = Field(default=None, description="Stable, Unstable or Inconclusive.")
 
 
 class Confidence(APIModel):
     """Confidence in the judged protocol's ranking from the proxy runs alone (no target needed)."""
 
-    protocol: str
-    state: ConfidenceState | None = None
-    message: str = ""
-    protocols: list[ProtocolConfidence] = Field(default_factory=list)
+    protocol: str = Field(description="The judged protocol.")
+    state: ConfidenceState | None = Field(default=None, description="Stable, Unstable or Inconclusive.")
+    message: str = Field(default="", description="The reasons in one sentence.")
+    protocols: list[ProtocolConfidence] = Field(description="Each protocol's stability measures.",
+                                                default_factory=list)
 
 
 class RecipeComparisonStatus(APIModel):
-    observed_generation: int | None = None
-    phase: Phase = Phase.pending
-    progress: str | None = None  # "done/total", for the printer column
-    conditions: list[Condition] = Field(default_factory=list)
-    run_counts: RunCounts = Field(default_factory=RunCounts)
-    runs: list[RunStatus] = Field(default_factory=list)
-    protocols: list[ProtocolResult] = Field(default_factory=list)
-    target: TargetResult | None = None
-    agreements: Agreements | None = None
-    verdict: Verdict | None = None
-    confidence: Confidence | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
+    observed_generation: int | None = Field(default=None,
+                                            description="The metadata.generation this status was computed for.")
+    phase: Phase = Field(default=Phase.pending,
+                         description="Pending, Running, Suspended, Succeeded, Failed or Invalid.")
+    progress: str | None = Field(default=None, description="Runs done / runs planned, e.g. 12/40.")
+    conditions: list[Condition] = Field(description=("Ready, Progressing, Degraded, Reliable and Finished conditions,"
+                                                     " one per type (Finished is True once the phase is Succeeded, "
+                                                     "Failed or Invalid)."),
+                                        json_schema_extra=_BY_TYPE,
+                                        default_factory=list)
+    run_counts: RunCounts = Field(description="Runs per state.",
+                                  default_factory=RunCounts)
+    runs: list[RunStatus] = Field(description="Every planned run, one entry each.",
+                                  default_factory=list)
+    protocols: list[ProtocolResult] = Field(description="Each proxy protocol's ranking and agreement.",
+                                            default_factory=list)
+    target: TargetResult | None = Field(default=None, description="The tuned target's ranking (with spec.target).")
+    agreements: Agreements | None = Field(default=None,
+                                          description="The cross-scale, within-scale and end-to-end agreements.")
+    verdict: Verdict | None = Field(default=None,
+                                    description=("Whether the judged protocol's ranking can be trusted "
+                                                 "(spec.reliability)."))
+    confidence: Confidence | None = Field(default=None,
+                                          description="The judged ranking's stability from the proxy runs alone.")
+    started_at: str | None = Field(default=None,
+                                   description="When the first run was launched (RFC 3339).",
+                                   json_schema_extra=_DATE_TIME)
+    finished_at: str | None = Field(default=None,
+                                    description="When the comparison reached Succeeded or Failed (RFC 3339).",
+                                    json_schema_extra=_DATE_TIME)
 
 
 class RecipeComparison(APIModel):

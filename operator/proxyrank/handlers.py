@@ -35,6 +35,7 @@ import asyncio
 import copy
 import logging
 import os
+import socket
 import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -179,6 +180,9 @@ def forget(uid: str) -> None:
         launcher.close()
 
 
+EVENT_COMPONENT = "proxyrank-operator"
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
@@ -194,6 +198,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.watching.label_selectors[resource] = LABEL_COMPARISON_UID
     settings.networking.request_timeout = float(os.environ.get("PROXYRANK_REQUEST_TIMEOUT", "60"))
     settings.posting.level = logging.WARNING  # our own events are posted explicitly
+    # kubectl describe's "From" column (source.component) and reportingComponent: ours, not Kopf's default "kopf"
+    settings.posting.reporting_component = EVENT_COMPONENT
+    settings.posting.reporting_instance = socket.gethostname()  # the operator pod's name
     install_log_filter()  # Kopf's debug log would carry the whole object (its spec, and secrets in the env)
     settings.execution.max_workers = int(os.environ.get("PROXYRANK_WORKERS", "8"))
     settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]

@@ -139,7 +139,7 @@ def set_condition(conditions: list[Condition], type_: str, status: Literal["True
     when = old.last_transition_time if old is not None and old.status == status else iso(now)
     out.append(Condition(type=type_, status=status, reason=reason, message=message[:32768],
                          last_transition_time=when, observed_generation=generation))
-    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "Reliable": 3}
+    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "Reliable": 3, "Finished": 4}
     return sorted(out, key=lambda c: (order.get(c.type, 99), c.type))
 
 
@@ -515,10 +515,21 @@ def invalid_status(previous: RecipeComparisonStatus | None, problems: Sequence[s
     message = "; ".join(problems)
     conditions = set_condition(prev.conditions, "Ready", "False", reason, message, now, generation)
     conditions = set_condition(conditions, "Progressing", "False", reason, "fix the spec", now, generation)
+    conditions = set_condition(conditions, "Finished", "True", reason, message, now, generation)
     status = prev.model_copy(deep=True, update={"phase": Phase.invalid, "conditions": conditions,
                                                 "observed_generation": generation})
     reported = prev.phase == Phase.invalid and any(c.message == message for c in prev.conditions)
     return ReconcileResult(status=status, events=[] if reported else [Event("Warning", reason, message)])
+
+
+def _finished_condition(c: list[Condition], phase: Phase, now: datetime, generation: int | None) -> list[Condition]:
+    """Finished: True once nothing more will happen without a change (Succeeded, Failed, or Invalid, set by
+    invalid_status), so one ``kubectl wait --for=condition=Finished`` returns on success and on failure alike."""
+    if phase == Phase.succeeded:
+        return set_condition(c, "Finished", "True", "Completed", "the comparison succeeded", now, generation)
+    if phase == Phase.failed:
+        return set_condition(c, "Finished", "True", "FailureBudgetExceeded", "the comparison failed", now, generation)
+    return set_condition(c, "Finished", "False", phase.value, f"phase {phase.value}: runs remain", now, generation)
 
 
 def _conditions(status: RecipeComparisonStatus, prev: RecipeComparisonStatus, spec: RecipeComparisonSpec,
@@ -553,6 +564,7 @@ def _conditions(status: RecipeComparisonStatus, prev: RecipeComparisonStatus, sp
     else:
         c = set_condition(c, "Degraded", "False", "NoFailures", "no run failed for good", now, generation)
     c = _reliable_condition(c, status.verdict, now, generation)
+    c = _finished_condition(c, status.phase, now, generation)
     status.conditions = c
     old_phase = prev.phase
     if status.phase != old_phase and status.phase == Phase.succeeded:

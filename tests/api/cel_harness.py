@@ -4,7 +4,8 @@ jsonschema checks types, bounds, enums and required fields (with ``additionalPro
 server-side field validation rejects unknown fields; patterns matched with RE2, as Go's regexp does: ``$`` is the end of
 the text, not also the place before a final newline); cel-python evaluates every ``x-kubernetes-validations`` rule at
 the node that carries it, with numbers typed by the schema (a ``number`` field is a CEL double even when written 1),
-the Kubernetes list function ``sum()``, ``messageExpression`` for the message, and transition rules (``oldSelf``) only
+the Kubernetes list function ``sum()``, ``messageExpression`` for the message, ``format: date-time``, one item per key
+in map lists (``x-kubernetes-list-map-keys``), and transition rules (``oldSelf``) only
 on updates, as the API server does (on the items of a map list, ``x-kubernetes-list-type: map``, with the old item of
 the same keys; on other lists' items never). Before the schema, ``field: null`` is pruned where the field is not
 nullable, and the checks outside the CRD run: apiVersion and kind of the endpoint, and ObjectMeta's (name, namespace,
@@ -48,7 +49,31 @@ def _re2_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> An
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-_Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _re2_pattern})
+# RFC 3339 as the API server's date-time format accepts it (strfmt.DateTime): a date, 'T' (or ' '), a time, a zone.
+_DATE_TIME = re2.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _format(validator: Any, fmt: str, instance: Any, schema: Any) -> Any:
+    if fmt == "date-time" and validator.is_type(instance, "string") and _DATE_TIME.search(instance) is None:
+        yield jsonschema.ValidationError(f"{instance!r} is not an RFC 3339 date-time")
+
+
+def _list_type(validator: Any, list_type: str, instance: Any, schema: Any) -> Any:
+    """A map list holds at most one item per key tuple (the API server rejects duplicates)."""
+    if list_type != "map" or not validator.is_type(instance, "array"):
+        return
+    keys = schema.get("x-kubernetes-list-map-keys", [])
+    seen: set[tuple[Any, ...]] = set()
+    for item in instance:
+        if isinstance(item, dict):
+            key = tuple(str(item.get(k)) for k in keys)
+            if key in seen:
+                yield jsonschema.ValidationError(f"duplicate entry for key {dict(zip(keys, key, strict=True))}")
+            seen.add(key)
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {
+    "pattern": _re2_pattern, "format": _format, "x-kubernetes-list-type": _list_type})
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _LABEL_NAME = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"

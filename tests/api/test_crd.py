@@ -35,15 +35,62 @@ def test_crd_names_and_subresources() -> None:
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
 
 
-def test_printer_columns_show_progress_spearman_winner_and_never_the_last_condition() -> None:
+def test_printer_columns_show_progress_the_judged_value_winner_and_never_the_last_condition() -> None:
     columns = crd_manifest()["spec"]["versions"][0]["additionalPrinterColumns"]
     paths = {c["name"]: c["jsonPath"] for c in columns}
     assert paths["Phase"] == ".status.phase"
     assert paths["Runs"] == ".status.progress"
-    assert paths["Spearman"] == ".status.verdict.spearman"
+    assert paths["Value"] == ".status.verdict.value"  # the judged metric's value, whatever reliability.metric is
     assert paths["Winner"] == ".status.verdict.winner"
     assert paths["Age"] == ".metadata.creationTimestamp"
-    assert not any("conditions" in c["jsonPath"] for c in columns)
+    # conditions only by type (a positional index would show whichever condition happens to be last)
+    assert [c["jsonPath"] for c in columns if "conditions" in c["jsonPath"]] == [
+        '.status.conditions[?(@.type=="Ready")].reason']
+
+
+def test_wide_columns_name_the_metric_the_protocol_and_the_ready_reason() -> None:
+    columns = crd_manifest()["spec"]["versions"][0]["additionalPrinterColumns"]
+    wide = {c["name"]: c["jsonPath"] for c in columns if c.get("priority") == 1}
+    assert wide["Metric"] == ".status.verdict.metric"
+    assert wide["Protocol"] == ".status.verdict.protocol"
+    assert wide["Reason"] == '.status.conditions[?(@.type=="Ready")].reason'
+    assert all(c.get("description") for c in columns if c["name"] != "Age" and c["name"] != "Phase")
+
+
+def test_printer_columns_point_at_status_fields_that_exist() -> None:
+    version = crd_manifest()["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]
+    for column in version["additionalPrinterColumns"]:
+        if column["jsonPath"].startswith(".metadata"):
+            continue
+        node = schema
+        for part in column["jsonPath"].split("[")[0].strip(".").split("."):
+            node = node.get("items", node)["properties"][part]
+        assert node, column
+
+
+def test_conditions_merge_by_type_and_timestamps_are_date_times() -> None:
+    status = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    conditions = status["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert "type" in conditions["items"]["required"]
+    assert conditions["items"]["properties"]["lastTransitionTime"]["format"] == "date-time"
+    runs = status["properties"]["runs"]["items"]["properties"]
+    for field in (status["properties"]["startedAt"], status["properties"]["finishedAt"], runs["startedAt"],
+                  runs["finishedAt"]):
+        assert field["format"] == "date-time"
+
+
+def test_a_status_with_a_bad_timestamp_or_duplicate_condition_types_is_rejected() -> None:
+    good = {"type": "Ready", "status": "True", "reason": "Completed", "lastTransitionTime": "2026-01-02T03:04:05Z"}
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["status"] = {"conditions": [good]}
+    assert server_errors(obj) == []
+    obj["status"] = {"conditions": [good, {**good, "status": "False"}]}
+    assert server_errors(obj) != []
+    obj["status"] = {"conditions": [{**good, "lastTransitionTime": "yesterday"}]}
+    assert server_errors(obj) != []
 
 
 def _structural_problems(node: Any, path: str = "") -> list[str]:

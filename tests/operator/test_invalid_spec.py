@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -33,6 +34,9 @@ def test_invalid_spec_is_reported_without_jobs_and_recovers_when_fixed(cluster: 
         assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
         assert ready["message"].startswith(field), ready["message"]
         assert condition(status, "Progressing")["reason"] == "InvalidSpec"
+        # kubectl wait --for=condition=Finished (docs/operator.md) returns on an invalid spec too
+        finished = condition(status, "Finished")
+        assert (finished["status"], finished["reason"]) == ("True", "InvalidSpec")
         assert status["observedGeneration"] == 1
         patches = _status_patches(cluster)
         sleep_passes(4)  # four timer passes over the same invalid spec
@@ -40,10 +44,15 @@ def test_invalid_spec_is_reported_without_jobs_and_recovers_when_fixed(cluster: 
         assert cluster.status()["phase"] == "Invalid"
         assert _status_patches(cluster) == patches  # nothing new to say: no status writes
         assert len(cluster.kube.events("InvalidSpec")) == 1  # one Warning, not one per pass
-        assert cluster.kube.events("InvalidSpec")[0]["type"] == "Warning"
+        event = cluster.kube.events("InvalidSpec")[0]
+        assert event["type"] == "Warning"
+        # kubectl describe's "From" column: our component, not Kopf's default "kopf"
+        assert event["source"]["component"] == event["reportingComponent"] == "proxyrank-operator", event
+        assert event["reportingInstance"] == socket.gethostname()
 
         cluster.kube.patch_spec(NAMESPACE, "cmp", {"trainer": fix})
         status = cluster.wait_phase("Succeeded")
     assert condition(status, "Ready")["status"] == "True" and status["observedGeneration"] == 2
+    assert (condition(status, "Finished")["status"], condition(status, "Finished")["reason"]) == ("True", "Completed")
     assert status["runCounts"]["succeeded"] == 12
     assert "failed with an exception" not in runner.output  # handled, not a crash/retry loop

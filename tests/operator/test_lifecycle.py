@@ -86,7 +86,9 @@ def test_status_reports_observed_generation_and_metav1_conditions(cluster: Clust
                           what="12 running runs", describe=cluster.brief)
         assert status["observedGeneration"] == 1
         conditions = status["conditions"]
-        assert [c["type"] for c in conditions] == ["Ready", "Progressing", "Degraded", "Reliable"]
+        assert [c["type"] for c in conditions] == ["Ready", "Progressing", "Degraded", "Reliable", "Finished"]
+        assert (condition(status, "Finished")["status"], condition(status, "Finished")["reason"]) == (
+            "False", "Running")
         for c in conditions:
             assert set(c) == {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}, c
             assert c["status"] in ("True", "False", "Unknown")

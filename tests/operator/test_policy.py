@@ -78,6 +78,8 @@ def test_failure_budget_exceeded_fails_the_comparison_and_cancels_in_flight_runs
     ready = condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "FailureBudgetExceeded")
     assert condition(status, "Degraded")["status"] == "True"
+    finished = condition(status, "Finished")  # kubectl wait --for=condition=Finished returns on failure too
+    assert (finished["status"], finished["reason"]) == ("True", "FailureBudgetExceeded")
     # in-flight runs were cancelled by deleting their jobs; only the failed attempts' jobs remain
     remaining = {j["metadata"]["name"] for j in cluster.kube.jobs(NAMESPACE, uid)}
     assert not {job_name(r["key"], r["attempts"]) for r in cancelled} & remaining
