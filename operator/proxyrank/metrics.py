@@ -77,16 +77,18 @@ logger = logging.getLogger(__name__)
 
 PREFIX = health.PREFIX
 CORRELATION_METHODS = ("spearman", "kendall", "pearson")
-# Training runs last minutes (proxies) to days (targets).
-DURATION_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 57600.0, 86400.0, 172800.0,
-                    345600.0)
+# Training runs last seconds (CPU proxies, smoke tests) to days (GPU targets): 1 s to 2 days, roughly geometric
+# (each bound at most 2.5 times the one before), at round numbers of seconds, minutes and hours.
+DURATION_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+                    14400.0, 28800.0, 43200.0, 86400.0, 172800.0)
 FINISHED_STATES = DONE_STATES | FAILED_STATES
 
 # Metric names: one place, shared by the tests, the alert rules and the dashboard (checked by tests/deploy).
 BUILD_INFO = PREFIX + "build_info"
 RANK_CORRELATION = PREFIX + "rank_correlation"
-PAIRWISE_ACCURACY = PREFIX + "pairwise_accuracy"
+PAIRWISE_ACCURACY = PREFIX + "pairwise_accuracy_ratio"  # a 0-1 ratio: the _ratio suffix
 COMPARISON_RELIABLE = PREFIX + "comparison_reliable"
+RELIABILITY_THRESHOLD = PREFIX + "reliability_threshold"
 RUNS = PREFIX + "runs"
 RECIPE_VAL_LOSS = PREFIX + "recipe_val_loss"
 RUN_FAILURES = PREFIX + "run_failures"  # exposed as ..._total
@@ -221,6 +223,10 @@ class _Families:
         self.reliable = GaugeMetricFamily(
             COMPARISON_RELIABLE, "1 if the judged proxy protocol's ranking is reliable, 0 if not; absent until known",
             labels=_KEY)
+        self.threshold = GaugeMetricFamily(
+            RELIABILITY_THRESHOLD, "The threshold the judged protocol's agreement metric is held to "
+            "(spec.reliability.threshold, as status.verdict applied it); absent until a verdict exists",
+            labels=[*_KEY, "protocol", "metric"])
         self.runs = GaugeMetricFamily(RUNS, "Training runs by state", labels=[*_KEY, "state"])
         self.losses = GaugeMetricFamily(
             RECIPE_VAL_LOSS, "Mean validation loss of a recipe under a protocol (protocol=\"target\": target scale)",
@@ -250,7 +256,7 @@ class _Families:
             labels=_KEY)
 
     def all(self) -> list[Metric]:
-        return [self.build_info, self.correlation, self.pairwise, self.reliable, self.runs, self.losses,
+        return [self.build_info, self.correlation, self.pairwise, self.reliable, self.threshold, self.runs, self.losses,
                 self.failures, self.launched, self.duration, self.phase, self.progress, self.comparisons,
                 self.verdict_state, self.confidence_state, self.finished, self.acknowledged]
 
@@ -310,6 +316,8 @@ def _comparison_samples(snapshot: ComparisonSnapshot) -> Iterator[tuple[str, lis
 def _verdict_samples(snapshot: ComparisonSnapshot, key: list[str]) -> Iterator[tuple[str, list[str], Any]]:
     status = snapshot.status
     verdict, conf = status.verdict, status.confidence
+    if verdict is not None and finite(verdict.threshold) is not None:
+        yield "threshold", [*key, verdict.protocol, verdict.metric], verdict.threshold
     if verdict is not None and verdict.reliable is not None:
         yield "reliable", key, 1.0 if verdict.reliable else 0.0
     if verdict is not None and verdict.state is not None:

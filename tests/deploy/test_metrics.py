@@ -145,10 +145,10 @@ def test_rank_correlations_per_protocol_and_method(series: Series) -> None:
     assert value(series, "proxyrank_rank_correlation", **ML, protocol="fixed", method="spearman") == 0.5
     assert value(series, "proxyrank_rank_correlation", **ML, protocol="fixed", method="kendall") == pytest.approx(1 / 3)
     assert value(series, "proxyrank_rank_correlation", **ML, protocol="fixed", method="pearson") == 0.61
-    assert value(series, "proxyrank_pairwise_accuracy", **ML, protocol="fixed") == pytest.approx(2 / 3)
+    assert value(series, "proxyrank_pairwise_accuracy_ratio", **ML, protocol="fixed") == pytest.approx(2 / 3)
     # reduced-lr has no agreement yet: no series rather than a made-up value
     assert not [k for k in series if ("protocol", "reduced-lr") in k[1] and k[0].startswith("proxyrank_rank")]
-    assert ("proxyrank_pairwise_accuracy", frozenset({**ML, "protocol": "reduced-lr"}.items())) not in series
+    assert ("proxyrank_pairwise_accuracy_ratio", frozenset({**ML, "protocol": "reduced-lr"}.items())) not in series
 
 
 def test_reliable_is_0_or_1_and_absent_while_unknown(series: Series) -> None:
@@ -226,12 +226,44 @@ def test_run_duration_histogram_of_finished_runs(series: Series) -> None:
     # proxy runs that finished: 600, 1200, 700 (2000-1300), 400 (diverged), 200 (failed); running ones are left out
     assert value(series, "proxyrank_run_duration_seconds_count", **ML, scale="proxy") == 5
     assert value(series, "proxyrank_run_duration_seconds_sum", **ML, scale="proxy") == 3100
-    assert bucket("proxy", "300.0") == 1 and bucket("proxy", "900.0") == 4 and bucket("proxy", "1800.0") == 5
+    assert bucket("proxy", "300.0") == 1 and bucket("proxy", "600.0") == 3 and bucket("proxy", "1200.0") == 5
     # target: 7200 (succeeded) and 7000 (ResultMissing)
     assert value(series, "proxyrank_run_duration_seconds_count", **ML, scale="target") == 2
     assert bucket("target", "3600.0") == 0 and bucket("target", "7200.0") == 2 and bucket("target", "+Inf") == 2
     assert len([k for k in series if k[0] == "proxyrank_run_duration_seconds_bucket"]) == 2 * (
         len(DURATION_BUCKETS) + 1)
+
+
+def test_duration_buckets_cover_cpu_proxies_to_day_long_targets() -> None:
+    """Seconds-long CPU proxies land in their own buckets, and a two-day GPU target below +Inf; in between the bounds
+    grow roughly geometrically, so p50/p90 are about as precise for a 3 s run as for a 30 h one."""
+    assert DURATION_BUCKETS[0] <= 1 and DURATION_BUCKETS[-1] >= 2 * 86400
+    ratios = [b / a for a, b in zip(DURATION_BUCKETS, DURATION_BUCKETS[1:], strict=False)]
+    assert all(1.4 <= r <= 2.5 for r in ratios), ratios
+    assert sum(1 for b in DURATION_BUCKETS if b < 60) >= 4, "seconds-long CPU proxies need buckets under a minute"
+    assert sum(1 for b in DURATION_BUCKETS if 3600 <= b <= 172800) >= 5, "hours- to days-long targets need buckets"
+    assert len(DURATION_BUCKETS) <= 24, "every bucket is a series per comparison and scale"
+
+
+def test_run_durations_of_seconds_and_days_fall_in_distinct_buckets() -> None:
+    runs = [_run("fixed", "a", RunState.succeeded, started=0, finished=3),
+            _run("fixed", "b", RunState.succeeded, started=0, finished=40),
+            _run("target", "a", RunState.succeeded, scale="target", started=0, finished=30 * 3600),
+            _run("target", "b", RunState.failed, scale="target", started=0, finished=47 * 3600)]
+    status = RecipeComparisonStatus(runs=runs).dump()
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
+
+    def bucket(scale: str, le: float) -> float:
+        return value(series, "proxyrank_run_duration_seconds_bucket", **ML, scale=scale, le=str(le))
+
+    assert (bucket("proxy", 2.0), bucket("proxy", 5.0), bucket("proxy", 30.0), bucket("proxy", 60.0)) == (0, 1, 1, 2)
+    assert (bucket("target", 86400.0), bucket("target", 172800.0)) == (0, 2)
+
+
+def test_reliability_threshold_of_the_verdict(series: Series) -> None:
+    assert value(series, "proxyrank_reliability_threshold", **ML, protocol="fixed", metric="spearman") == 0.8
+    _, empty = scrape([ComparisonSnapshot("ml", "dedup", RecipeComparisonStatus(phase=Phase.running).dump())])
+    assert "proxyrank_reliability_threshold" not in names_for(empty, "dedup"), "absent until a verdict exists"
 
 
 def test_phase_and_last_progress(series: Series) -> None:
