@@ -1391,6 +1391,17 @@ DONE_STATES = frozenset({RunState.succeeded, RunState.diverged})
 FAILED_STATES = frozenset({RunState.failed, RunState.result_missing})
 
 
+class FailureReason(StrEnum):
+    """Why one launch of a training run failed: a bounded set (the ``reason`` label of
+    ``proxyrank_run_failures_total``, and the prefix of a run's message once it failed for good)."""
+
+    run_failed = "RunFailed"  # exited non-zero, was killed, or its scheduler gave up
+    result_missing = "ResultMissing"  # exited 0 without a usable result
+    result_mismatch = "ResultMismatch"  # its result is another run's
+    launch_failed = "LaunchFailed"  # the launcher could not submit it
+    deadline_exceeded = "DeadlineExceeded"  # still running after policy.runDeadlineSeconds
+
+
 class Condition(APIModel):
     type: str = Field(max_length=316)
     status: Literal["True", "False", "Unknown"]
@@ -1423,6 +1434,9 @@ class RunStatus(APIModel):
     started_at: str | None = None
     finished_at: str | None = None
     message: str | None = None
+    # failed launches by FailureReason value; absent until the first. Its sum can exceed failedAttempts by the launch
+    # stopped at its deadline (failed, but not a retry).
+    failure_reasons: dict[str, int] | None = None
 
 
 class RunCounts(APIModel):

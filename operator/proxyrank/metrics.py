@@ -14,8 +14,11 @@ The counters are derived from ``status.runs`` and are monotonic while the object
 object's history, not from zero, when the operator restarts, which ``rate()``/``increase()`` handle):
 
 * ``proxyrank_runs_launched_total``: the sum of every run's ``attempts`` (launches, retries included).
-* ``proxyrank_run_failures_total``: launches that ended in failure. Per run: ``failedAttempts`` when the status has
-  it, and at least 1 for a run that ended ``Failed`` or ``ResultMissing``. Without ``failedAttempts`` (a status from
+* ``proxyrank_run_failures_total{reason}``: launches that ended in failure, by :class:`~proxyrank.api.FailureReason`
+  (``RunStatus.failureReasons``; the bounded set :data:`FAILURE_REASONS`, every value always present). Per run: the
+  recorded reasons, and ``Unknown`` for the failures counted below that no reason was recorded for. Per run, failures
+  are ``failedAttempts`` (or the recorded reasons' sum, which adds a launch stopped at its deadline) when the status
+  has it, and at least 1 for a run that ended ``Failed`` or ``ResultMissing``. Without ``failedAttempts`` (a status from
   before RunStatus recorded it) it is inferred: every attempt of a run that is ``Failed``, ``ResultMissing`` or
   ``Pending`` again (waiting for a relaunch after a failure), every attempt but the current one otherwise (a run is
   only relaunched after a failed attempt).
@@ -23,8 +26,9 @@ object's history, not from zero, when the operator restarts, which ``rate()``/``
 ``proxyrank_run_duration_seconds`` is a histogram of ``finishedAt - startedAt`` of the runs that finished
 (``Succeeded``, ``Diverged``, ``Failed``, ``ResultMissing``; cancelled runs are left out).
 
-Beyond the architecture's list, two series serve the stalled-comparison alert and the dashboard:
-``proxyrank_comparison_phase`` (1 for the current phase, 0 for the others) and
+Beyond the architecture's list, ``proxyrank_reliability_threshold{protocol,metric}`` (``status.verdict.threshold``)
+draws the threshold on the dashboard's agreement panels, and two series serve the stalled-comparison alert and the
+dashboard: ``proxyrank_comparison_phase`` (1 for the current phase, 0 for the others) and
 ``proxyrank_comparison_last_progress_timestamp_seconds`` (the newest start or finish of any run, or the comparison's
 own start). Four serve the verdict alerts: ``proxyrank_verdict_state`` and ``proxyrank_confidence_state`` (one-hot over
 their states, absent until known), ``proxyrank_comparison_finished_timestamp_seconds`` (``status.finishedAt``) and
@@ -63,6 +67,7 @@ from proxyrank.api import (
     DONE_STATES,
     FAILED_STATES,
     ConfidenceState,
+    FailureReason,
     Phase,
     RecipeComparisonStatus,
     RunState,
@@ -82,6 +87,10 @@ CORRELATION_METHODS = ("spearman", "kendall", "pearson")
 DURATION_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
                     14400.0, 28800.0, 43200.0, 86400.0, 172800.0)
 FINISHED_STATES = DONE_STATES | FAILED_STATES
+# The ``reason`` label values of proxyrank_run_failures_total: a bounded set, never free text. "Unknown": failed
+# launches the status has no reason for (written before RunStatus recorded failureReasons, or inferred).
+UNKNOWN_REASON = "Unknown"
+FAILURE_REASONS = (*(r.value for r in FailureReason), UNKNOWN_REASON)
 
 # Metric names: one place, shared by the tests, the alert rules and the dashboard (checked by tests/deploy).
 BUILD_INFO = PREFIX + "build_info"
@@ -209,6 +218,19 @@ def _run_failures(run: RunStatus, recorded: bool) -> int:
     return max(run.attempts - 1, 0)
 
 
+def _failures_by_reason(run: RunStatus, recorded: bool) -> dict[str, int]:
+    """A run's failed launches by reason (labels from :data:`FAILURE_REASONS` only): what ``failureReasons`` records,
+    and the rest of :func:`_run_failures` as ``Unknown``. Each count only grows while the run lives."""
+    out: dict[str, int] = {}
+    for reason, count in (run.failure_reasons or {}).items():
+        label = reason if reason in FAILURE_REASONS else UNKNOWN_REASON  # another version's reason: still bounded
+        out[label] = out.get(label, 0) + max(count, 0)
+    rest = _run_failures(run, recorded) - sum(out.values())
+    if rest > 0:
+        out[UNKNOWN_REASON] = out.get(UNKNOWN_REASON, 0) + rest
+    return out
+
+
 class _Families:
     """The metric families of one scrape; every sample goes through here."""
 
@@ -232,7 +254,8 @@ class _Families:
             RECIPE_VAL_LOSS, "Mean validation loss of a recipe under a protocol (protocol=\"target\": target scale)",
             labels=[*_KEY, "protocol", "recipe"])
         self.failures = CounterMetricFamily(
-            RUN_FAILURES, "Training-run launches that ended in failure (retried or final)", labels=_KEY)
+            RUN_FAILURES, "Training-run launches that ended in failure (retried or final), by reason: "
+            + ", ".join(FAILURE_REASONS), labels=[*_KEY, "reason"])
         self.launched = CounterMetricFamily(
             RUNS_LAUNCHED, "Training-run launches, retries included", labels=_KEY)
         self.duration = HistogramMetricFamily(
@@ -296,7 +319,12 @@ def _comparison_samples(snapshot: ComparisonSnapshot) -> Iterator[tuple[str, lis
         return
     runs = status.runs
     yield "launched", key, float(sum(r.attempts for r in runs))
-    yield "failures", key, float(sum(_run_failures(r, r.key not in snapshot.inferred_failures) for r in runs))
+    failures = dict.fromkeys(FAILURE_REASONS, 0)
+    for run in runs:
+        for reason, count in _failures_by_reason(run, run.key not in snapshot.inferred_failures).items():
+            failures[reason] += count
+    for reason, count in failures.items():
+        yield "failures", [*key, reason], float(count)
 
     durations: dict[str, list[float]] = {"proxy": [], "target": []}  # by scale
     progress = [None if "started_at" in dropped else _timestamp(status.started_at)]

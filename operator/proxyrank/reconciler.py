@@ -43,6 +43,7 @@ from proxyrank.api import (
     TERMINAL_STATES,
     Condition,
     ConfidenceState,
+    FailureReason,
     Phase,
     RecipeComparisonSpec,
     RecipeComparisonStatus,
@@ -170,8 +171,9 @@ class _RunStep:
         self.actions: list[Launch | Cancel] = []
         self.events: list[Event] = []
 
-    def _failure(self, entry: RunStatus, final_state: RunState, reason: str, message: str) -> None:
+    def _failure(self, entry: RunStatus, final_state: RunState, reason: FailureReason, message: str) -> None:
         entry.failed_attempts += 1
+        count_failure(entry, reason)
         entry.finished_at = iso(self.now)
         retries = self.spec.policy.run_retries
         if entry.failed_attempts <= retries:
@@ -210,6 +212,7 @@ class _RunStep:
                 self.actions.append(Cancel(entry.key, entry.attempts, entry.handle, "DeadlineExceeded"))
                 entry.state = RunState.failed
                 entry.finished_at = iso(self.now)
+                count_failure(entry, FailureReason.deadline_exceeded)
                 entry.message = f"{DEADLINE_EXCEEDED}: still running after runDeadlineSeconds=" \
                                 f"{self.spec.policy.run_deadline_seconds}"
                 self.events.append(Event("Warning", "RunFailed", f"{_title(entry)}: {entry.message}"))
@@ -217,19 +220,26 @@ class _RunStep:
         if obs.state == LaunchState.succeeded:
             self._succeeded(entry, obs)
             return
-        self._failure(entry, RunState.failed, "RunFailed", obs.message or "the run failed")
+        self._failure(entry, RunState.failed, FailureReason.run_failed, obs.message or "the run failed")
 
     def _succeeded(self, entry: RunStatus, obs: Observation) -> None:
         result = obs.result
         if result is None:
-            self._failure(entry, RunState.result_missing, "ResultMissing",
+            self._failure(entry, RunState.result_missing, FailureReason.result_missing,
                           f"the run exited 0 but no usable result was found{'; ' + obs.message if obs.message else ''}")
         elif result.run_key != entry.key:  # a result counts only for the run whose key it carries
-            self._failure(entry, RunState.failed, "ResultMismatch",
+            self._failure(entry, RunState.failed, FailureReason.result_mismatch,
                           f"the result is for run {result.run_key!r}, not for this run ({entry.key!r}); not recorded")
         else:
             _apply_result(entry, result, self.eval_sets)
             entry.finished_at = iso(obs.finished_at or self.now)
+
+
+def count_failure(entry: RunStatus, reason: FailureReason) -> None:
+    """One more failed launch of ``entry`` for ``reason`` (``RunStatus.failureReasons``, which the metrics read)."""
+    reasons = dict(entry.failure_reasons or {})
+    reasons[reason.value] = reasons.get(reason.value, 0) + 1
+    entry.failure_reasons = reasons
 
 
 def _title(entry: RunStatus) -> str:
@@ -293,7 +303,7 @@ def record_launch_failure(status: RecipeComparisonStatus, spec: RecipeComparison
     step = _RunStep(spec, now)
     for r in status.runs:
         if r.key == key:
-            step._failure(r, RunState.failed, "LaunchFailed", message)
+            step._failure(r, RunState.failed, FailureReason.launch_failed, message)
     return step.events
 
 
@@ -464,7 +474,7 @@ def _analysis(spec: RecipeComparisonSpec, plan: Plan, runs: Sequence[RunStatus])
 
 
 BUDGET_CANCELLED = "cancelled: the comparison failed (failure budget exceeded)"
-DEADLINE_EXCEEDED = "DeadlineExceeded"
+DEADLINE_EXCEEDED = FailureReason.deadline_exceeded.value
 
 
 def _may_retry(run: RunStatus, spec: RecipeComparisonSpec) -> bool:

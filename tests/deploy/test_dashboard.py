@@ -162,3 +162,11 @@ def test_the_reliability_threshold_is_drawn_on_the_agreement_panels() -> None:
         props = {p["id"]: p["value"] for p in override["properties"]}
         assert props["custom.lineStyle"]["fill"] == "dash", title
         assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"]), title
+
+
+def test_failures_are_shown_by_reason() -> None:
+    exprs = [e for e in _exprs(_dashboard()) if "proxyrank_run_failures_total" in e]
+    assert exprs
+    for expr in exprs:
+        grouping = re.search(r"by \(([^)]*)\)", expr)
+        assert grouping and "reason" in grouping.group(1).split(", "), expr

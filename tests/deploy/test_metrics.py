@@ -6,6 +6,7 @@ import copy
 import json
 import logging
 import math
+import re
 import subprocess
 import urllib.request
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxyrank import __version__
 from proxyrank.api import (
     Agreement,
+    FailureReason,
     Phase,
     ProtocolResult,
     RecipeComparisonStatus,
@@ -33,6 +35,7 @@ from proxyrank.launchers.base import ComparisonRef
 from proxyrank.launchers.fake import FakeLauncher, Outcome
 from proxyrank.metrics import (
     DURATION_BUCKETS,
+    FAILURE_REASONS,
     ComparisonCollector,
     ComparisonSnapshot,
     build_registry,
@@ -94,15 +97,20 @@ def realistic_status() -> dict[str, Any]:
     ).dump()
     failed_attempts = {"fixed-mix-proxy": 1, "reduced-lr-dclm-dedup-proxy": 2, "reduced-lr-mix-proxy": 1,
                        "target-dclm-dedup-target": 1}
+    reasons = {"fixed-mix-proxy": {"RunFailed": 1}, "reduced-lr-dclm-dedup-proxy": {"LaunchFailed": 1, "RunFailed": 1},
+               "reduced-lr-mix-proxy": {"ResultMismatch": 1}, "target-dclm-dedup-target": {"ResultMissing": 1}}
     for run in status["runs"]:
         run["failedAttempts"] = failed_attempts.get(run["key"], 0)
+        if run["key"] in reasons:
+            run["failureReasons"] = reasons[run["key"]]
     return status
 
 
 def without_failed_attempts(status: dict[str, Any]) -> dict[str, Any]:
-    """A status from before RunStatus recorded failedAttempts: the collector infers them."""
+    """A status from before RunStatus recorded failedAttempts (and failureReasons): the collector infers them."""
     for run in status["runs"]:
         run.pop("failedAttempts", None)
+        run.pop("failureReasons", None)
     return status
 
 
@@ -123,6 +131,14 @@ def scrape(snapshots: Iterable[ComparisonSnapshot] | None = None, *, fn: Any = N
 
 def value(series: Series, name: str, **labels: str) -> float:
     return series[(name, frozenset(labels.items()))]
+
+
+def failures(series: Series, **labels: str) -> dict[str, float]:
+    """proxyrank_run_failures_total of one comparison by reason; every reason is there, and no other."""
+    out = {dict(k)["reason"]: v for (name, k), v in series.items()
+           if name == "proxyrank_run_failures_total" and labels.items() <= dict(k).items()}
+    assert set(out) == set(FAILURE_REASONS), sorted(out)
+    return out
 
 
 def names_for(series: Series, comparison: str) -> set[str]:
@@ -183,21 +199,45 @@ def test_launch_and_failure_counters(series: Series) -> None:
     assert value(series, "proxyrank_runs_launched_total", **ML) == 12
     # failed launches: fixed/mix 1 (retried), reduced-lr/dclm-dedup 2 (failed for good), reduced-lr/mix 1 (running
     # its retry), target/dclm-dedup 1 (ResultMissing) = 5; a diverged run is a result, not a failure
-    assert value(series, "proxyrank_run_failures_total", **ML) == 5
+    assert failures(series, **ML) == {"RunFailed": 2, "LaunchFailed": 1, "ResultMismatch": 1, "ResultMissing": 1,
+                                      "DeadlineExceeded": 0, "Unknown": 0}
 
 
 def test_failure_counter_infers_failures_without_failed_attempts() -> None:
     _, series = scrape([ComparisonSnapshot("ml", "dedup", without_failed_attempts(realistic_status()))])
-    assert value(series, "proxyrank_run_failures_total", **ML) == 5
+    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "Unknown": 5}
 
 
 def test_a_run_that_ended_failed_counts_at_least_once() -> None:
     status = realistic_status()
     for run in status["runs"]:
         run["failedAttempts"] = 0
+        run.pop("failureReasons", None)
     _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
     # the Failed and the ResultMissing run, even when their failed attempt was not recorded
-    assert value(series, "proxyrank_run_failures_total", **ML) == 2
+    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "Unknown": 2}
+
+
+def test_failure_reasons_are_a_bounded_set() -> None:
+    """The reason label never carries free text: a reason this version does not know (another version's, or a hand
+    edit) counts as Unknown, and so do failures without a recorded reason."""
+    run = _run("fixed", "a", RunState.failed, attempts=3, started=0, finished=60)
+    status = RecipeComparisonStatus(runs=[run]).dump()
+    status["runs"][0].update(failedAttempts=3, failureReasons={"OOMKilled: pod x ran out of memory": 1, "RunFailed": 1})
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
+    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 1, "Unknown": 2}
+    assert set(FAILURE_REASONS) == {r.value for r in FailureReason} | {"Unknown"}
+    assert all(re.fullmatch(r"[A-Z][A-Za-z]+", reason) for reason in FAILURE_REASONS)
+
+
+def test_a_run_stopped_at_its_deadline_after_retries_counts_every_failure() -> None:
+    """A launch stopped at its deadline is a failure but not a failed attempt (not retried): the recorded reasons
+    count it on top of failedAttempts."""
+    run = _run("target", "a", RunState.failed, scale="target", attempts=3, started=0, finished=60)
+    status = RecipeComparisonStatus(runs=[run]).dump()
+    status["runs"][0].update(failedAttempts=2, failureReasons={"RunFailed": 2, "DeadlineExceeded": 1})
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
+    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 2, "DeadlineExceeded": 1}
 
 
 LIFECYCLE = [  # (state, attempts, failedAttempts): launch, fail, wait for the retry, relaunch, run, succeed
@@ -211,12 +251,15 @@ def test_counters_are_monotonic_through_a_runs_life(recorded: bool) -> None:
     for state, attempts, failed in LIFECYCLE:
         status = RecipeComparisonStatus(runs=[_run("fixed", "a", state, attempts=attempts)]).dump()
         status["runs"][0]["failedAttempts"] = failed
+        if failed:
+            status["runs"][0]["failureReasons"] = {"RunFailed": failed}
         if not recorded:
             without_failed_attempts(status)
         _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
+        by_reason = failures(series, **ML)
         seen.append((value(series, "proxyrank_runs_launched_total", **ML),
-                     value(series, "proxyrank_run_failures_total", **ML)))
-    assert seen == [(0, 0), (1, 0), (1, 0), (1, 1), (2, 1), (2, 1), (2, 1)]
+                     by_reason["RunFailed" if recorded else "Unknown"], sum(by_reason.values())))
+    assert seen == [(0, 0, 0), (1, 0, 0), (1, 0, 0), (1, 1, 1), (2, 1, 1), (2, 1, 1), (2, 1, 1)]
 
 
 def test_run_duration_histogram_of_finished_runs(series: Series) -> None:
@@ -386,6 +429,34 @@ def _reconcile_passes() -> list[RecipeComparisonStatus]:
     return passes
 
 
+def test_a_run_stopped_at_its_deadline_counts_as_deadline_exceeded() -> None:
+    """Reconciled: one run fails its first attempt (retried), then runs past spec.policy.runDeadlineSeconds."""
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        if run.protocol == "fixed" and run.recipe == "dclm":
+            if attempt == 1:
+                return Outcome(state=LaunchState.failed, message="exit code 137")
+            return Outcome(result=make_result(run.key, 2.0), polls=10_000)  # never finishes
+        return Outcome(result=make_result(run.key, 2.0 + len(run.recipe) / 10 + run.learning_rate, seconds=60.0))
+
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"]["policy"].update(runRetries=1, maxFailedRuns=5, parallelism=5, runDeadlineSeconds=1800)
+    spec = parse_comparison(obj).spec
+    ref = ComparisonRef("dedup-study", "uid-1", "ml", spec)
+    plan = plan_runs(spec, "dedup-study", "uid-1")
+    launcher = FakeLauncher(script)
+    status, now = None, datetime.fromtimestamp(T0, tz=UTC)
+    for _ in range(200):
+        result = reconcile_and_apply(ref, plan, launcher, status, now, generation=1)
+        status, now = result.status, now + timedelta(minutes=5)
+        if result.finished:
+            break
+    assert status is not None
+    (stopped,) = [r for r in status.runs if r.state == RunState.failed]
+    assert (stopped.failed_attempts, stopped.failure_reasons) == (1, {"RunFailed": 1, "DeadlineExceeded": 1})
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", status.dump())])
+    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 1, "DeadlineExceeded": 1}
+
+
 def _ours(text: str) -> list[str]:
     return [line for line in text.splitlines() if "proxyrank_" in line]
 
@@ -399,6 +470,16 @@ def test_a_status_as_the_model_and_as_json_give_the_same_metrics() -> None:
         assert from_model[1] == from_json[1]
         assert _ours(from_model[0]) == _ours(from_json[0])  # the exposition text too, line by line
         assert value(from_json[1], "proxyrank_runs_launched_total", **ML) == sum(r.attempts for r in status.runs)
+
+
+def test_failure_reasons_of_a_real_comparison_only_grow() -> None:
+    """Reconciled pass by pass: the OOMKilled attempt counts as RunFailed and the two ResultMissing attempts as
+    ResultMissing (the reconciler records each failed launch's reason), and no reason's count ever falls."""
+    seen = [failures(scrape([ComparisonSnapshot("ml", "dedup", status.dump())])[1], **ML)
+            for status in _reconcile_passes()]
+    for before, after in zip(seen, seen[1:], strict=False):
+        assert all(after[r] >= before[r] for r in FAILURE_REASONS), (before, after)
+    assert seen[-1] == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 1, "ResultMissing": 2}
 
 
 def test_a_failing_snapshot_function_still_serves_build_info() -> None:
