@@ -1434,9 +1434,6 @@ class RunStatus(APIModel):
     started_at: str | None = None
     finished_at: str | None = None
     message: str | None = None
-    # failed launches by FailureReason value; absent until the first. Its sum can exceed failedAttempts by the launch
-    # stopped at its deadline (failed, but not a retry).
-    failure_reasons: dict[str, int] | None = None
 
 
 class RunCounts(APIModel):
@@ -1620,6 +1617,10 @@ class RecipeComparisonStatus(APIModel):
     confidence: Confidence | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    # Failed launches of the comparison's runs by FailureReason value, since it was created (the reason label of
+    # proxyrank_run_failures_total); absent until the first. Per comparison, not per run: a few bytes, whatever the
+    # number of runs.
+    failure_reasons: dict[str, int] | None = None
 
 
 class RecipeComparison(APIModel):

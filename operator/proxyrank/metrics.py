@@ -15,13 +15,13 @@ object's history, not from zero, when the operator restarts, which ``rate()``/``
 
 * ``proxyrank_runs_launched_total``: the sum of every run's ``attempts`` (launches, retries included).
 * ``proxyrank_run_failures_total{reason}``: launches that ended in failure, by :class:`~proxyrank.api.FailureReason`
-  (``RunStatus.failureReasons``; the bounded set :data:`FAILURE_REASONS`, every value always present). Per run: the
-  recorded reasons, and ``Unknown`` for the failures counted below that no reason was recorded for. Per run, failures
-  are ``failedAttempts`` (or the recorded reasons' sum, which adds a launch stopped at its deadline) when the status
-  has it, and at least 1 for a run that ended ``Failed`` or ``ResultMissing``. Without ``failedAttempts`` (a status from
-  before RunStatus recorded it) it is inferred: every attempt of a run that is ``Failed``, ``ResultMissing`` or
-  ``Pending`` again (waiting for a relaunch after a failure), every attempt but the current one otherwise (a run is
-  only relaunched after a failed attempt).
+  as ``status.failureReasons`` records them (the bounded set :data:`FAILURE_REASONS`, every value always present), and
+  as ``Unknown`` the failures derived from the runs below beyond those recorded (a status from before the field). Per
+  run, failures are ``failedAttempts`` (plus the launch stopped at its deadline, which is not a retried attempt) when
+  the status has it, and at least 1 for a run that ended ``Failed`` or ``ResultMissing``. Without ``failedAttempts``
+  (a status from before RunStatus recorded it) it is inferred: every attempt of a run that is ``Failed``,
+  ``ResultMissing`` or ``Pending`` again (waiting for a relaunch after a failure), every attempt but the current one
+  otherwise (a run is only relaunched after a failed attempt).
 
 ``proxyrank_run_duration_seconds`` is a histogram of ``finishedAt - startedAt`` of the runs that finished
 (``Succeeded``, ``Diverged``, ``Failed``, ``ResultMissing``; cancelled runs are left out).
@@ -76,7 +76,7 @@ from proxyrank.api import (
     finite,
 )
 from proxyrank.planner import TARGET
-from proxyrank.reconciler import parse_iso
+from proxyrank.reconciler import DEADLINE_EXCEEDED, parse_iso
 
 logger = logging.getLogger(__name__)
 
@@ -211,23 +211,22 @@ def _timestamp(value: str | None) -> float | None:
 
 def _run_failures(run: RunStatus, recorded: bool) -> int:
     ended_failed = run.state in FAILED_STATES
-    if recorded:
-        return max(run.failed_attempts, 1 if ended_failed and run.attempts > 0 else 0)
+    if recorded:  # a launch stopped at its deadline failed without being a (retried) failed attempt
+        stopped = run.state == RunState.failed and (run.message or "").startswith(DEADLINE_EXCEEDED)
+        return max(run.failed_attempts + stopped, 1 if ended_failed and run.attempts > 0 else 0)
     if ended_failed or run.state == RunState.pending:
         return run.attempts
     return max(run.attempts - 1, 0)
 
 
-def _failures_by_reason(run: RunStatus, recorded: bool) -> dict[str, int]:
-    """A run's failed launches by reason (labels from :data:`FAILURE_REASONS` only): what ``failureReasons`` records,
-    and the rest of :func:`_run_failures` as ``Unknown``. Each count only grows while the run lives."""
-    out: dict[str, int] = {}
-    for reason, count in (run.failure_reasons or {}).items():
-        label = reason if reason in FAILURE_REASONS else UNKNOWN_REASON  # another version's reason: still bounded
-        out[label] = out.get(label, 0) + max(count, 0)
-    rest = _run_failures(run, recorded) - sum(out.values())
-    if rest > 0:
-        out[UNKNOWN_REASON] = out.get(UNKNOWN_REASON, 0) + rest
+def _failures_by_reason(recorded: Mapping[str, int] | None, total: int) -> dict[str, int]:
+    """Failed launches by reason, every label of :data:`FAILURE_REASONS` and no other: what ``status.failureReasons``
+    records (a reason this version does not know counts as ``Unknown``), and as ``Unknown`` the rest of ``total``,
+    the failures derived from the runs (those from before the status recorded reasons)."""
+    out = dict.fromkeys(FAILURE_REASONS, 0)
+    for reason, count in (recorded or {}).items():
+        out[reason if reason in out else UNKNOWN_REASON] += max(count, 0)
+    out[UNKNOWN_REASON] += max(total - sum(out.values()), 0)
     return out
 
 
@@ -319,11 +318,9 @@ def _comparison_samples(snapshot: ComparisonSnapshot) -> Iterator[tuple[str, lis
         return
     runs = status.runs
     yield "launched", key, float(sum(r.attempts for r in runs))
-    failures = dict.fromkeys(FAILURE_REASONS, 0)
-    for run in runs:
-        for reason, count in _failures_by_reason(run, run.key not in snapshot.inferred_failures).items():
-            failures[reason] += count
-    for reason, count in failures.items():
+    total = sum(_run_failures(r, r.key not in snapshot.inferred_failures) for r in runs)
+    recorded = None if "failure_reasons" in dropped else status.failure_reasons
+    for reason, count in _failures_by_reason(recorded, total).items():
         yield "failures", [*key, reason], float(count)
 
     durations: dict[str, list[float]] = {"proxy": [], "target": []}  # by scale

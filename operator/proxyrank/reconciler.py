@@ -170,10 +170,14 @@ class _RunStep:
         self.eval_sets = [s.name for s in spec.evaluation.sets]
         self.actions: list[Launch | Cancel] = []
         self.events: list[Event] = []
+        self.failures: dict[str, int] = {}  # failed launches of this pass by FailureReason value
+
+    def _count_failure(self, reason: FailureReason) -> None:
+        self.failures[reason.value] = self.failures.get(reason.value, 0) + 1
 
     def _failure(self, entry: RunStatus, final_state: RunState, reason: FailureReason, message: str) -> None:
         entry.failed_attempts += 1
-        count_failure(entry, reason)
+        self._count_failure(reason)
         entry.finished_at = iso(self.now)
         retries = self.spec.policy.run_retries
         if entry.failed_attempts <= retries:
@@ -212,7 +216,7 @@ class _RunStep:
                 self.actions.append(Cancel(entry.key, entry.attempts, entry.handle, "DeadlineExceeded"))
                 entry.state = RunState.failed
                 entry.finished_at = iso(self.now)
-                count_failure(entry, FailureReason.deadline_exceeded)
+                self._count_failure(FailureReason.deadline_exceeded)
                 entry.message = f"{DEADLINE_EXCEEDED}: still running after runDeadlineSeconds=" \
                                 f"{self.spec.policy.run_deadline_seconds}"
                 self.events.append(Event("Warning", "RunFailed", f"{_title(entry)}: {entry.message}"))
@@ -235,11 +239,12 @@ class _RunStep:
             entry.finished_at = iso(obs.finished_at or self.now)
 
 
-def count_failure(entry: RunStatus, reason: FailureReason) -> None:
-    """One more failed launch of ``entry`` for ``reason`` (``RunStatus.failureReasons``, which the metrics read)."""
-    reasons = dict(entry.failure_reasons or {})
-    reasons[reason.value] = reasons.get(reason.value, 0) + 1
-    entry.failure_reasons = reasons
+def add_failures(before: Mapping[str, int] | None, more: Mapping[str, int]) -> dict[str, int] | None:
+    """``status.failureReasons`` after a pass: the counts so far plus the pass's (None while there are none)."""
+    total = dict(before or {})
+    for reason, count in more.items():
+        total[reason] = total.get(reason, 0) + count
+    return total or None
 
 
 def _title(entry: RunStatus) -> str:
@@ -304,6 +309,7 @@ def record_launch_failure(status: RecipeComparisonStatus, spec: RecipeComparison
     for r in status.runs:
         if r.key == key:
             step._failure(r, RunState.failed, FailureReason.launch_failed, message)
+    status.failure_reasons = add_failures(status.failure_reasons, step.failures)
     return step.events
 
 
@@ -366,6 +372,7 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
     status = RecipeComparisonStatus(
         observed_generation=generation, conditions=prev.conditions, run_counts=counts, runs=runs,
         progress=f"{counts.done}/{counts.total}", started_at=prev.started_at or iso(now),
+        failure_reasons=add_failures(prev.failure_reasons, step.failures),
     )
     all_terminal = all(r.state in TERMINAL_STATES for r in runs)
     in_flight = counts.launching + counts.running

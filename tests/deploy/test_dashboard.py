@@ -152,7 +152,8 @@ def test_the_reliability_threshold_is_drawn_on_the_agreement_panels() -> None:
     dashed series next to the correlations; the pairwise-accuracy panel draws it when the judged metric is pairwise."""
     dashboard = _dashboard()
     assert "proxyrank_reliability_threshold" in _exported()
-    for title, metric_matcher in (("Rank correlation", 'metric=~"$method"'), ("Pairwise accuracy", 'metric="pairwise"')):
+    panels = (("Rank correlation", 'metric=~"$method"'), ("Pairwise accuracy", 'metric="pairwise"'))
+    for title, metric_matcher in panels:
         panel = _panel(dashboard, title)
         (target,) = [t for t in panel["targets"] if "proxyrank_reliability_threshold" in t["expr"]]
         assert metric_matcher in target["expr"] and '$comparison' in target["expr"], title

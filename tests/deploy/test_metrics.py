@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import math
@@ -97,12 +98,11 @@ def realistic_status() -> dict[str, Any]:
     ).dump()
     failed_attempts = {"fixed-mix-proxy": 1, "reduced-lr-dclm-dedup-proxy": 2, "reduced-lr-mix-proxy": 1,
                        "target-dclm-dedup-target": 1}
-    reasons = {"fixed-mix-proxy": {"RunFailed": 1}, "reduced-lr-dclm-dedup-proxy": {"LaunchFailed": 1, "RunFailed": 1},
-               "reduced-lr-mix-proxy": {"ResultMismatch": 1}, "target-dclm-dedup-target": {"ResultMissing": 1}}
     for run in status["runs"]:
         run["failedAttempts"] = failed_attempts.get(run["key"], 0)
-        if run["key"] in reasons:
-            run["failureReasons"] = reasons[run["key"]]
+    # fixed/mix: RunFailed; reduced-lr/dclm-dedup: LaunchFailed, RunFailed; reduced-lr/mix: ResultMismatch;
+    # target/dclm-dedup: ResultMissing
+    status["failureReasons"] = {"RunFailed": 2, "LaunchFailed": 1, "ResultMismatch": 1, "ResultMissing": 1}
     return status
 
 
@@ -110,7 +110,7 @@ def without_failed_attempts(status: dict[str, Any]) -> dict[str, Any]:
     """A status from before RunStatus recorded failedAttempts (and failureReasons): the collector infers them."""
     for run in status["runs"]:
         run.pop("failedAttempts", None)
-        run.pop("failureReasons", None)
+    status.pop("failureReasons", None)
     return status
 
 
@@ -212,7 +212,7 @@ def test_a_run_that_ended_failed_counts_at_least_once() -> None:
     status = realistic_status()
     for run in status["runs"]:
         run["failedAttempts"] = 0
-        run.pop("failureReasons", None)
+    status.pop("failureReasons", None)
     _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
     # the Failed and the ResultMissing run, even when their failed attempt was not recorded
     assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "Unknown": 2}
@@ -223,7 +223,8 @@ def test_failure_reasons_are_a_bounded_set() -> None:
     edit) counts as Unknown, and so do failures without a recorded reason."""
     run = _run("fixed", "a", RunState.failed, attempts=3, started=0, finished=60)
     status = RecipeComparisonStatus(runs=[run]).dump()
-    status["runs"][0].update(failedAttempts=3, failureReasons={"OOMKilled: pod x ran out of memory": 1, "RunFailed": 1})
+    status["runs"][0]["failedAttempts"] = 3
+    status["failureReasons"] = {"OOMKilled: pod x ran out of memory": 1, "RunFailed": 1}
     _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
     assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 1, "Unknown": 2}
     assert set(FAILURE_REASONS) == {r.value for r in FailureReason} | {"Unknown"}
@@ -231,13 +232,17 @@ def test_failure_reasons_are_a_bounded_set() -> None:
 
 
 def test_a_run_stopped_at_its_deadline_after_retries_counts_every_failure() -> None:
-    """A launch stopped at its deadline is a failure but not a failed attempt (not retried): the recorded reasons
-    count it on top of failedAttempts."""
+    """A launch stopped at its deadline is a failure but not a failed attempt (not retried): it counts on top of
+    failedAttempts, recorded as DeadlineExceeded, and as Unknown in a status without failureReasons."""
     run = _run("target", "a", RunState.failed, scale="target", attempts=3, started=0, finished=60)
     status = RecipeComparisonStatus(runs=[run]).dump()
-    status["runs"][0].update(failedAttempts=2, failureReasons={"RunFailed": 2, "DeadlineExceeded": 1})
+    status["runs"][0].update(failedAttempts=2, message="DeadlineExceeded: still running after runDeadlineSeconds=60")
+    status["failureReasons"] = {"RunFailed": 2, "DeadlineExceeded": 1}
     _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
     assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 2, "DeadlineExceeded": 1}
+    del status["failureReasons"]
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
+    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "Unknown": 3}
 
 
 LIFECYCLE = [  # (state, attempts, failedAttempts): launch, fail, wait for the retry, relaunch, run, succeed
@@ -252,7 +257,7 @@ def test_counters_are_monotonic_through_a_runs_life(recorded: bool) -> None:
         status = RecipeComparisonStatus(runs=[_run("fixed", "a", state, attempts=attempts)]).dump()
         status["runs"][0]["failedAttempts"] = failed
         if failed:
-            status["runs"][0]["failureReasons"] = {"RunFailed": failed}
+            status["failureReasons"] = {"RunFailed": failed}
         if not recorded:
             without_failed_attempts(status)
         _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
@@ -281,7 +286,7 @@ def test_duration_buckets_cover_cpu_proxies_to_day_long_targets() -> None:
     """Seconds-long CPU proxies land in their own buckets, and a two-day GPU target below +Inf; in between the bounds
     grow roughly geometrically, so p50/p90 are about as precise for a 3 s run as for a 30 h one."""
     assert DURATION_BUCKETS[0] <= 1 and DURATION_BUCKETS[-1] >= 2 * 86400
-    ratios = [b / a for a, b in zip(DURATION_BUCKETS, DURATION_BUCKETS[1:], strict=False)]
+    ratios = [b / a for a, b in itertools.pairwise(DURATION_BUCKETS)]
     assert all(1.4 <= r <= 2.5 for r in ratios), ratios
     assert sum(1 for b in DURATION_BUCKETS if b < 60) >= 4, "seconds-long CPU proxies need buckets under a minute"
     assert sum(1 for b in DURATION_BUCKETS if 3600 <= b <= 172800) >= 5, "hours- to days-long targets need buckets"
@@ -452,7 +457,7 @@ def test_a_run_stopped_at_its_deadline_counts_as_deadline_exceeded() -> None:
             break
     assert status is not None
     (stopped,) = [r for r in status.runs if r.state == RunState.failed]
-    assert (stopped.failed_attempts, stopped.failure_reasons) == (1, {"RunFailed": 1, "DeadlineExceeded": 1})
+    assert (stopped.failed_attempts, status.failure_reasons) == (1, {"RunFailed": 1, "DeadlineExceeded": 1})
     _, series = scrape([ComparisonSnapshot("ml", "dedup", status.dump())])
     assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 1, "DeadlineExceeded": 1}
 
@@ -477,7 +482,7 @@ def test_failure_reasons_of_a_real_comparison_only_grow() -> None:
     ResultMissing (the reconciler records each failed launch's reason), and no reason's count ever falls."""
     seen = [failures(scrape([ComparisonSnapshot("ml", "dedup", status.dump())])[1], **ML)
             for status in _reconcile_passes()]
-    for before, after in zip(seen, seen[1:], strict=False):
+    for before, after in itertools.pairwise(seen):
         assert all(after[r] >= before[r] for r in FAILURE_REASONS), (before, after)
     assert seen[-1] == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 1, "ResultMissing": 2}
 
