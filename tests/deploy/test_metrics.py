@@ -434,8 +434,9 @@ def _reconcile_passes() -> list[RecipeComparisonStatus]:
     return passes
 
 
-def test_a_run_stopped_at_its_deadline_counts_as_deadline_exceeded() -> None:
-    """Reconciled: one run fails its first attempt (retried), then runs past spec.policy.runDeadlineSeconds."""
+def test_reasons_of_a_deadline_and_a_rejected_launch_in_a_real_comparison() -> None:
+    """Reconciled: one run fails its first attempt (retried), then runs past spec.policy.runDeadlineSeconds; another
+    one's first launch is rejected by the API (LaunchFailed, through the driver), its retry succeeds."""
     def script(run: PlannedRun, attempt: int) -> Outcome:
         if run.protocol == "fixed" and run.recipe == "dclm":
             if attempt == 1:
@@ -448,7 +449,8 @@ def test_a_run_stopped_at_its_deadline_counts_as_deadline_exceeded() -> None:
     spec = parse_comparison(obj).spec
     ref = ComparisonRef("dedup-study", "uid-1", "ml", spec)
     plan = plan_runs(spec, "dedup-study", "uid-1")
-    launcher = FakeLauncher(script)
+    launcher = FakeLauncher(script, launch_error=lambda run, attempt: (
+        "admission webhook denied the request" if (run.protocol, run.recipe, attempt) == ("fixed", "mix", 1) else None))
     status, now = None, datetime.fromtimestamp(T0, tz=UTC)
     for _ in range(200):
         result = reconcile_and_apply(ref, plan, launcher, status, now, generation=1)
@@ -457,9 +459,11 @@ def test_a_run_stopped_at_its_deadline_counts_as_deadline_exceeded() -> None:
             break
     assert status is not None
     (stopped,) = [r for r in status.runs if r.state == RunState.failed]
-    assert (stopped.failed_attempts, status.failure_reasons) == (1, {"RunFailed": 1, "DeadlineExceeded": 1})
+    assert stopped.failed_attempts == 1
+    assert status.failure_reasons == {"RunFailed": 1, "DeadlineExceeded": 1, "LaunchFailed": 1}
     _, series = scrape([ComparisonSnapshot("ml", "dedup", status.dump())])
-    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 1, "DeadlineExceeded": 1}
+    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 1, "DeadlineExceeded": 1,
+                                      "LaunchFailed": 1}
 
 
 def _ours(text: str) -> list[str]:
