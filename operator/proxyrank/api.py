@@ -1527,6 +1527,17 @@ DONE_STATES = frozenset({RunState.succeeded, RunState.diverged})
 FAILED_STATES = frozenset({RunState.failed, RunState.result_missing})
 
 
+class FailureReason(StrEnum):
+    """Why one launch of a training run failed: a bounded set (the ``reason`` label of
+    ``proxyrank_run_failures_total``, and the prefix of a run's message once it failed for good)."""
+
+    run_failed = "RunFailed"  # exited non-zero, was killed, or its scheduler gave up
+    result_missing = "ResultMissing"  # exited 0 without a usable result
+    result_mismatch = "ResultMismatch"  # its result is another run's
+    launch_failed = "LaunchFailed"  # the launcher could not submit it
+    deadline_exceeded = "DeadlineExceeded"  # still running after policy.runDeadlineSeconds
+
+
 class Condition(APIModel):
     type: str = Field(description="The condition's type: Ready, Progressing, Degraded, Reliable or Finished.",
                       max_length=316)
@@ -1844,6 +1855,11 @@ class RecipeComparisonStatus(APIModel):
     finished_at: str | None = Field(default=None,
                                     description="When the comparison reached Succeeded or Failed (RFC 3339).",
                                     json_schema_extra=_DATE_TIME)
+    failure_reasons: dict[str, int] | None = Field(
+        default=None,
+        description=("Failed launches of the comparison's runs by reason (RunFailed, ResultMissing, ResultMismatch, "
+                     "LaunchFailed, DeadlineExceeded, Unknown) since it was created; the reason label of "
+                     "proxyrank_run_failures_total. Absent until the first failure."))
 
 
 class RecipeComparison(APIModel):

@@ -14,17 +14,21 @@ The counters are derived from ``status.runs`` and are monotonic while the object
 object's history, not from zero, when the operator restarts, which ``rate()``/``increase()`` handle):
 
 * ``proxyrank_runs_launched_total``: the sum of every run's ``attempts`` (launches, retries included).
-* ``proxyrank_run_failures_total``: launches that ended in failure. Per run: ``failedAttempts`` when the status has
-  it, and at least 1 for a run that ended ``Failed`` or ``ResultMissing``. Without ``failedAttempts`` (a status from
-  before RunStatus recorded it) it is inferred: every attempt of a run that is ``Failed``, ``ResultMissing`` or
-  ``Pending`` again (waiting for a relaunch after a failure), every attempt but the current one otherwise (a run is
-  only relaunched after a failed attempt).
+* ``proxyrank_run_failures_total{reason}``: launches that ended in failure, by :class:`~proxyrank.api.FailureReason`
+  as ``status.failureReasons`` records them (the bounded set :data:`FAILURE_REASONS`, every value always present), and
+  as ``Unknown`` the failures derived from the runs below beyond those recorded (a status from before the field). Per
+  run, failures are ``failedAttempts`` (plus the launch stopped at its deadline, which is not a retried attempt) when
+  the status has it, and at least 1 for a run that ended ``Failed`` or ``ResultMissing``. Without ``failedAttempts``
+  (a status from before RunStatus recorded it) it is inferred: every attempt of a run that is ``Failed``,
+  ``ResultMissing`` or ``Pending`` again (waiting for a relaunch after a failure), every attempt but the current one
+  otherwise (a run is only relaunched after a failed attempt).
 
 ``proxyrank_run_duration_seconds`` is a histogram of ``finishedAt - startedAt`` of the runs that finished
 (``Succeeded``, ``Diverged``, ``Failed``, ``ResultMissing``; cancelled runs are left out).
 
-Beyond the architecture's list, two series serve the stalled-comparison alert and the dashboard:
-``proxyrank_comparison_phase`` (1 for the current phase, 0 for the others) and
+Beyond the architecture's list, ``proxyrank_reliability_threshold{protocol,metric}`` (``status.verdict.threshold``)
+draws the threshold on the dashboard's agreement panels, and two series serve the stalled-comparison alert and the
+dashboard: ``proxyrank_comparison_phase`` (1 for the current phase, 0 for the others) and
 ``proxyrank_comparison_last_progress_timestamp_seconds`` (the newest start or finish of any run, or the comparison's
 own start). Four serve the verdict alerts: ``proxyrank_verdict_state`` and ``proxyrank_confidence_state`` (one-hot over
 their states, absent until known), ``proxyrank_comparison_finished_timestamp_seconds`` (``status.finishedAt``) and
@@ -63,6 +67,7 @@ from proxyrank.api import (
     DONE_STATES,
     FAILED_STATES,
     ConfidenceState,
+    FailureReason,
     Phase,
     RecipeComparisonStatus,
     RunState,
@@ -71,22 +76,28 @@ from proxyrank.api import (
     finite,
 )
 from proxyrank.planner import TARGET
-from proxyrank.reconciler import parse_iso
+from proxyrank.reconciler import DEADLINE_EXCEEDED, parse_iso
 
 logger = logging.getLogger(__name__)
 
 PREFIX = health.PREFIX
 CORRELATION_METHODS = ("spearman", "kendall", "pearson")
-# Training runs last minutes (proxies) to days (targets).
-DURATION_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 57600.0, 86400.0, 172800.0,
-                    345600.0)
+# Training runs last seconds (CPU proxies, smoke tests) to days (GPU targets): 1 s to 2 days, roughly geometric
+# (each bound at most 2.5 times the one before), at round numbers of seconds, minutes and hours.
+DURATION_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+                    14400.0, 28800.0, 43200.0, 86400.0, 172800.0)
 FINISHED_STATES = DONE_STATES | FAILED_STATES
+# The ``reason`` label values of proxyrank_run_failures_total: a bounded set, never free text. "Unknown": failed
+# launches the status has no reason for (written before RunStatus recorded failureReasons, or inferred).
+UNKNOWN_REASON = "Unknown"
+FAILURE_REASONS = (*(r.value for r in FailureReason), UNKNOWN_REASON)
 
 # Metric names: one place, shared by the tests, the alert rules and the dashboard (checked by tests/deploy).
 BUILD_INFO = PREFIX + "build_info"
 RANK_CORRELATION = PREFIX + "rank_correlation"
-PAIRWISE_ACCURACY = PREFIX + "pairwise_accuracy"
+PAIRWISE_ACCURACY = PREFIX + "pairwise_accuracy_ratio"  # a 0-1 ratio: the _ratio suffix
 COMPARISON_RELIABLE = PREFIX + "comparison_reliable"
+RELIABILITY_THRESHOLD = PREFIX + "reliability_threshold"
 RUNS = PREFIX + "runs"
 RECIPE_VAL_LOSS = PREFIX + "recipe_val_loss"
 RUN_FAILURES = PREFIX + "run_failures"  # exposed as ..._total
@@ -200,11 +211,23 @@ def _timestamp(value: str | None) -> float | None:
 
 def _run_failures(run: RunStatus, recorded: bool) -> int:
     ended_failed = run.state in FAILED_STATES
-    if recorded:
-        return max(run.failed_attempts, 1 if ended_failed and run.attempts > 0 else 0)
+    if recorded:  # a launch stopped at its deadline failed without being a (retried) failed attempt
+        stopped = run.state == RunState.failed and (run.message or "").startswith(DEADLINE_EXCEEDED)
+        return max(run.failed_attempts + stopped, 1 if ended_failed and run.attempts > 0 else 0)
     if ended_failed or run.state == RunState.pending:
         return run.attempts
     return max(run.attempts - 1, 0)
+
+
+def _failures_by_reason(recorded: Mapping[str, int] | None, total: int) -> dict[str, int]:
+    """Failed launches by reason, every label of :data:`FAILURE_REASONS` and no other: what ``status.failureReasons``
+    records (a reason this version does not know counts as ``Unknown``), and as ``Unknown`` the rest of ``total``,
+    the failures derived from the runs (those from before the status recorded reasons)."""
+    out = dict.fromkeys(FAILURE_REASONS, 0)
+    for reason, count in (recorded or {}).items():
+        out[reason if reason in out else UNKNOWN_REASON] += max(count, 0)
+    out[UNKNOWN_REASON] += max(total - sum(out.values()), 0)
+    return out
 
 
 class _Families:
@@ -221,12 +244,17 @@ class _Families:
         self.reliable = GaugeMetricFamily(
             COMPARISON_RELIABLE, "1 if the judged proxy protocol's ranking is reliable, 0 if not; absent until known",
             labels=_KEY)
+        self.threshold = GaugeMetricFamily(
+            RELIABILITY_THRESHOLD, "The threshold the judged protocol's agreement metric is held to "
+            "(spec.reliability.threshold, as status.verdict applied it); absent until a verdict exists",
+            labels=[*_KEY, "protocol", "metric"])
         self.runs = GaugeMetricFamily(RUNS, "Training runs by state", labels=[*_KEY, "state"])
         self.losses = GaugeMetricFamily(
             RECIPE_VAL_LOSS, "Mean validation loss of a recipe under a protocol (protocol=\"target\": target scale)",
             labels=[*_KEY, "protocol", "recipe"])
         self.failures = CounterMetricFamily(
-            RUN_FAILURES, "Training-run launches that ended in failure (retried or final)", labels=_KEY)
+            RUN_FAILURES, "Training-run launches that ended in failure (retried or final), by reason: "
+            + ", ".join(FAILURE_REASONS), labels=[*_KEY, "reason"])
         self.launched = CounterMetricFamily(
             RUNS_LAUNCHED, "Training-run launches, retries included", labels=_KEY)
         self.duration = HistogramMetricFamily(
@@ -250,7 +278,7 @@ class _Families:
             labels=_KEY)
 
     def all(self) -> list[Metric]:
-        return [self.build_info, self.correlation, self.pairwise, self.reliable, self.runs, self.losses,
+        return [self.build_info, self.correlation, self.pairwise, self.reliable, self.threshold, self.runs, self.losses,
                 self.failures, self.launched, self.duration, self.phase, self.progress, self.comparisons,
                 self.verdict_state, self.confidence_state, self.finished, self.acknowledged]
 
@@ -290,7 +318,10 @@ def _comparison_samples(snapshot: ComparisonSnapshot) -> Iterator[tuple[str, lis
         return
     runs = status.runs
     yield "launched", key, float(sum(r.attempts for r in runs))
-    yield "failures", key, float(sum(_run_failures(r, r.key not in snapshot.inferred_failures) for r in runs))
+    total = sum(_run_failures(r, r.key not in snapshot.inferred_failures) for r in runs)
+    recorded = None if "failure_reasons" in dropped else status.failure_reasons
+    for reason, count in _failures_by_reason(recorded, total).items():
+        yield "failures", [*key, reason], float(count)
 
     durations: dict[str, list[float]] = {"proxy": [], "target": []}  # by scale
     progress = [None if "started_at" in dropped else _timestamp(status.started_at)]
@@ -310,6 +341,8 @@ def _comparison_samples(snapshot: ComparisonSnapshot) -> Iterator[tuple[str, lis
 def _verdict_samples(snapshot: ComparisonSnapshot, key: list[str]) -> Iterator[tuple[str, list[str], Any]]:
     status = snapshot.status
     verdict, conf = status.verdict, status.confidence
+    if verdict is not None and finite(verdict.threshold) is not None:
+        yield "threshold", [*key, verdict.protocol, verdict.metric], verdict.threshold
     if verdict is not None and verdict.reliable is not None:
         yield "reliable", key, 1.0 if verdict.reliable else 0.0
     if verdict is not None and verdict.state is not None:

@@ -43,6 +43,7 @@ from proxyrank.api import (
     TERMINAL_STATES,
     Condition,
     ConfidenceState,
+    FailureReason,
     Phase,
     RecipeComparisonSpec,
     RecipeComparisonStatus,
@@ -169,9 +170,14 @@ class _RunStep:
         self.eval_sets = [s.name for s in spec.evaluation.sets]
         self.actions: list[Launch | Cancel] = []
         self.events: list[Event] = []
+        self.failures: dict[str, int] = {}  # failed launches of this pass by FailureReason value
 
-    def _failure(self, entry: RunStatus, final_state: RunState, reason: str, message: str) -> None:
+    def _count_failure(self, reason: FailureReason) -> None:
+        self.failures[reason.value] = self.failures.get(reason.value, 0) + 1
+
+    def _failure(self, entry: RunStatus, final_state: RunState, reason: FailureReason, message: str) -> None:
         entry.failed_attempts += 1
+        self._count_failure(reason)
         entry.finished_at = iso(self.now)
         retries = self.spec.policy.run_retries
         if entry.failed_attempts <= retries:
@@ -210,6 +216,7 @@ class _RunStep:
                 self.actions.append(Cancel(entry.key, entry.attempts, entry.handle, "DeadlineExceeded"))
                 entry.state = RunState.failed
                 entry.finished_at = iso(self.now)
+                self._count_failure(FailureReason.deadline_exceeded)
                 entry.message = f"{DEADLINE_EXCEEDED}: still running after runDeadlineSeconds=" \
                                 f"{self.spec.policy.run_deadline_seconds}"
                 self.events.append(Event("Warning", "RunFailed", f"{_title(entry)}: {entry.message}"))
@@ -217,19 +224,27 @@ class _RunStep:
         if obs.state == LaunchState.succeeded:
             self._succeeded(entry, obs)
             return
-        self._failure(entry, RunState.failed, "RunFailed", obs.message or "the run failed")
+        self._failure(entry, RunState.failed, FailureReason.run_failed, obs.message or "the run failed")
 
     def _succeeded(self, entry: RunStatus, obs: Observation) -> None:
         result = obs.result
         if result is None:
-            self._failure(entry, RunState.result_missing, "ResultMissing",
+            self._failure(entry, RunState.result_missing, FailureReason.result_missing,
                           f"the run exited 0 but no usable result was found{'; ' + obs.message if obs.message else ''}")
         elif result.run_key != entry.key:  # a result counts only for the run whose key it carries
-            self._failure(entry, RunState.failed, "ResultMismatch",
+            self._failure(entry, RunState.failed, FailureReason.result_mismatch,
                           f"the result is for run {result.run_key!r}, not for this run ({entry.key!r}); not recorded")
         else:
             _apply_result(entry, result, self.eval_sets)
             entry.finished_at = iso(obs.finished_at or self.now)
+
+
+def add_failures(before: Mapping[str, int] | None, more: Mapping[str, int]) -> dict[str, int] | None:
+    """``status.failureReasons`` after a pass: the counts so far plus the pass's (None while there are none)."""
+    total = dict(before or {})
+    for reason, count in more.items():
+        total[reason] = total.get(reason, 0) + count
+    return total or None
 
 
 def _title(entry: RunStatus) -> str:
@@ -293,7 +308,8 @@ def record_launch_failure(status: RecipeComparisonStatus, spec: RecipeComparison
     step = _RunStep(spec, now)
     for r in status.runs:
         if r.key == key:
-            step._failure(r, RunState.failed, "LaunchFailed", message)
+            step._failure(r, RunState.failed, FailureReason.launch_failed, message)
+    status.failure_reasons = add_failures(status.failure_reasons, step.failures)
     return step.events
 
 
@@ -356,6 +372,7 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
     status = RecipeComparisonStatus(
         observed_generation=generation, conditions=prev.conditions, run_counts=counts, runs=runs,
         progress=f"{counts.done}/{counts.total}", started_at=prev.started_at or iso(now),
+        failure_reasons=add_failures(prev.failure_reasons, step.failures),
     )
     all_terminal = all(r.state in TERMINAL_STATES for r in runs)
     in_flight = counts.launching + counts.running
@@ -464,7 +481,7 @@ def _analysis(spec: RecipeComparisonSpec, plan: Plan, runs: Sequence[RunStatus])
 
 
 BUDGET_CANCELLED = "cancelled: the comparison failed (failure budget exceeded)"
-DEADLINE_EXCEEDED = "DeadlineExceeded"
+DEADLINE_EXCEEDED = FailureReason.deadline_exceeded.value
 
 
 def _may_retry(run: RunStatus, spec: RecipeComparisonSpec) -> bool:

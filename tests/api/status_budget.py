@@ -25,6 +25,7 @@ from proxyrank.api import (
     Condition,
     Confidence,
     ConfidenceState,
+    FailureReason,
     Flip,
     Interval,
     Phase,
@@ -139,7 +140,7 @@ def _status_base() -> RecipeComparisonStatus:
                         message=message),
         confidence=Confidence(protocol=name("p", PROTOCOL_CHARS), state=ConfidenceState.inconclusive,
                               message=message, protocols=[]),
-        started_at=now, finished_at=now)
+        started_at=now, finished_at=now, failure_reasons={r.value: 99999 for r in FailureReason})
 
 
 def metadata() -> dict[str, Any]:

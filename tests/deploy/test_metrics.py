@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import math
+import re
 import subprocess
 import urllib.request
 from collections.abc import Iterable
@@ -19,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxyrank import __version__
 from proxyrank.api import (
     Agreement,
+    FailureReason,
     Phase,
     ProtocolResult,
     RecipeComparisonStatus,
@@ -33,6 +36,7 @@ from proxyrank.launchers.base import ComparisonRef
 from proxyrank.launchers.fake import FakeLauncher, Outcome
 from proxyrank.metrics import (
     DURATION_BUCKETS,
+    FAILURE_REASONS,
     ComparisonCollector,
     ComparisonSnapshot,
     build_registry,
@@ -96,13 +100,17 @@ def realistic_status() -> dict[str, Any]:
                        "target-dclm-dedup-target": 1}
     for run in status["runs"]:
         run["failedAttempts"] = failed_attempts.get(run["key"], 0)
+    # fixed/mix: RunFailed; reduced-lr/dclm-dedup: LaunchFailed, RunFailed; reduced-lr/mix: ResultMismatch;
+    # target/dclm-dedup: ResultMissing
+    status["failureReasons"] = {"RunFailed": 2, "LaunchFailed": 1, "ResultMismatch": 1, "ResultMissing": 1}
     return status
 
 
 def without_failed_attempts(status: dict[str, Any]) -> dict[str, Any]:
-    """A status from before RunStatus recorded failedAttempts: the collector infers them."""
+    """A status from before RunStatus recorded failedAttempts (and failureReasons): the collector infers them."""
     for run in status["runs"]:
         run.pop("failedAttempts", None)
+    status.pop("failureReasons", None)
     return status
 
 
@@ -125,6 +133,14 @@ def value(series: Series, name: str, **labels: str) -> float:
     return series[(name, frozenset(labels.items()))]
 
 
+def failures(series: Series, **labels: str) -> dict[str, float]:
+    """proxyrank_run_failures_total of one comparison by reason; every reason is there, and no other."""
+    out = {dict(k)["reason"]: v for (name, k), v in series.items()
+           if name == "proxyrank_run_failures_total" and labels.items() <= dict(k).items()}
+    assert set(out) == set(FAILURE_REASONS), sorted(out)
+    return out
+
+
 def names_for(series: Series, comparison: str) -> set[str]:
     return {name for (name, labels) in series if ("comparison", comparison) in labels}
 
@@ -145,10 +161,10 @@ def test_rank_correlations_per_protocol_and_method(series: Series) -> None:
     assert value(series, "proxyrank_rank_correlation", **ML, protocol="fixed", method="spearman") == 0.5
     assert value(series, "proxyrank_rank_correlation", **ML, protocol="fixed", method="kendall") == pytest.approx(1 / 3)
     assert value(series, "proxyrank_rank_correlation", **ML, protocol="fixed", method="pearson") == 0.61
-    assert value(series, "proxyrank_pairwise_accuracy", **ML, protocol="fixed") == pytest.approx(2 / 3)
+    assert value(series, "proxyrank_pairwise_accuracy_ratio", **ML, protocol="fixed") == pytest.approx(2 / 3)
     # reduced-lr has no agreement yet: no series rather than a made-up value
     assert not [k for k in series if ("protocol", "reduced-lr") in k[1] and k[0].startswith("proxyrank_rank")]
-    assert ("proxyrank_pairwise_accuracy", frozenset({**ML, "protocol": "reduced-lr"}.items())) not in series
+    assert ("proxyrank_pairwise_accuracy_ratio", frozenset({**ML, "protocol": "reduced-lr"}.items())) not in series
 
 
 def test_reliable_is_0_or_1_and_absent_while_unknown(series: Series) -> None:
@@ -183,21 +199,50 @@ def test_launch_and_failure_counters(series: Series) -> None:
     assert value(series, "proxyrank_runs_launched_total", **ML) == 12
     # failed launches: fixed/mix 1 (retried), reduced-lr/dclm-dedup 2 (failed for good), reduced-lr/mix 1 (running
     # its retry), target/dclm-dedup 1 (ResultMissing) = 5; a diverged run is a result, not a failure
-    assert value(series, "proxyrank_run_failures_total", **ML) == 5
+    assert failures(series, **ML) == {"RunFailed": 2, "LaunchFailed": 1, "ResultMismatch": 1, "ResultMissing": 1,
+                                      "DeadlineExceeded": 0, "Unknown": 0}
 
 
 def test_failure_counter_infers_failures_without_failed_attempts() -> None:
     _, series = scrape([ComparisonSnapshot("ml", "dedup", without_failed_attempts(realistic_status()))])
-    assert value(series, "proxyrank_run_failures_total", **ML) == 5
+    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "Unknown": 5}
 
 
 def test_a_run_that_ended_failed_counts_at_least_once() -> None:
     status = realistic_status()
     for run in status["runs"]:
         run["failedAttempts"] = 0
+    status.pop("failureReasons", None)
     _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
     # the Failed and the ResultMissing run, even when their failed attempt was not recorded
-    assert value(series, "proxyrank_run_failures_total", **ML) == 2
+    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "Unknown": 2}
+
+
+def test_failure_reasons_are_a_bounded_set() -> None:
+    """The reason label never carries free text: a reason this version does not know (another version's, or a hand
+    edit) counts as Unknown, and so do failures without a recorded reason."""
+    run = _run("fixed", "a", RunState.failed, attempts=3, started=0, finished=60)
+    status = RecipeComparisonStatus(runs=[run]).dump()
+    status["runs"][0]["failedAttempts"] = 3
+    status["failureReasons"] = {"OOMKilled: pod x ran out of memory": 1, "RunFailed": 1}
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
+    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 1, "Unknown": 2}
+    assert set(FAILURE_REASONS) == {r.value for r in FailureReason} | {"Unknown"}
+    assert all(re.fullmatch(r"[A-Z][A-Za-z]+", reason) for reason in FAILURE_REASONS)
+
+
+def test_a_run_stopped_at_its_deadline_after_retries_counts_every_failure() -> None:
+    """A launch stopped at its deadline is a failure but not a failed attempt (not retried): it counts on top of
+    failedAttempts, recorded as DeadlineExceeded, and as Unknown in a status without failureReasons."""
+    run = _run("target", "a", RunState.failed, scale="target", attempts=3, started=0, finished=60)
+    status = RecipeComparisonStatus(runs=[run]).dump()
+    status["runs"][0].update(failedAttempts=2, message="DeadlineExceeded: still running after runDeadlineSeconds=60")
+    status["failureReasons"] = {"RunFailed": 2, "DeadlineExceeded": 1}
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
+    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 2, "DeadlineExceeded": 1}
+    del status["failureReasons"]
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
+    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "Unknown": 3}
 
 
 LIFECYCLE = [  # (state, attempts, failedAttempts): launch, fail, wait for the retry, relaunch, run, succeed
@@ -211,12 +256,15 @@ def test_counters_are_monotonic_through_a_runs_life(recorded: bool) -> None:
     for state, attempts, failed in LIFECYCLE:
         status = RecipeComparisonStatus(runs=[_run("fixed", "a", state, attempts=attempts)]).dump()
         status["runs"][0]["failedAttempts"] = failed
+        if failed:
+            status["failureReasons"] = {"RunFailed": failed}
         if not recorded:
             without_failed_attempts(status)
         _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
+        by_reason = failures(series, **ML)
         seen.append((value(series, "proxyrank_runs_launched_total", **ML),
-                     value(series, "proxyrank_run_failures_total", **ML)))
-    assert seen == [(0, 0), (1, 0), (1, 0), (1, 1), (2, 1), (2, 1), (2, 1)]
+                     by_reason["RunFailed" if recorded else "Unknown"], sum(by_reason.values())))
+    assert seen == [(0, 0, 0), (1, 0, 0), (1, 0, 0), (1, 1, 1), (2, 1, 1), (2, 1, 1), (2, 1, 1)]
 
 
 def test_run_duration_histogram_of_finished_runs(series: Series) -> None:
@@ -226,12 +274,44 @@ def test_run_duration_histogram_of_finished_runs(series: Series) -> None:
     # proxy runs that finished: 600, 1200, 700 (2000-1300), 400 (diverged), 200 (failed); running ones are left out
     assert value(series, "proxyrank_run_duration_seconds_count", **ML, scale="proxy") == 5
     assert value(series, "proxyrank_run_duration_seconds_sum", **ML, scale="proxy") == 3100
-    assert bucket("proxy", "300.0") == 1 and bucket("proxy", "900.0") == 4 and bucket("proxy", "1800.0") == 5
+    assert bucket("proxy", "300.0") == 1 and bucket("proxy", "600.0") == 3 and bucket("proxy", "1200.0") == 5
     # target: 7200 (succeeded) and 7000 (ResultMissing)
     assert value(series, "proxyrank_run_duration_seconds_count", **ML, scale="target") == 2
     assert bucket("target", "3600.0") == 0 and bucket("target", "7200.0") == 2 and bucket("target", "+Inf") == 2
     assert len([k for k in series if k[0] == "proxyrank_run_duration_seconds_bucket"]) == 2 * (
         len(DURATION_BUCKETS) + 1)
+
+
+def test_duration_buckets_cover_cpu_proxies_to_day_long_targets() -> None:
+    """Seconds-long CPU proxies land in their own buckets, and a two-day GPU target below +Inf; in between the bounds
+    grow roughly geometrically, so p50/p90 are about as precise for a 3 s run as for a 30 h one."""
+    assert DURATION_BUCKETS[0] <= 1 and DURATION_BUCKETS[-1] >= 2 * 86400
+    ratios = [b / a for a, b in itertools.pairwise(DURATION_BUCKETS)]
+    assert all(1.4 <= r <= 2.5 for r in ratios), ratios
+    assert sum(1 for b in DURATION_BUCKETS if b < 60) >= 4, "seconds-long CPU proxies need buckets under a minute"
+    assert sum(1 for b in DURATION_BUCKETS if 3600 <= b <= 172800) >= 5, "hours- to days-long targets need buckets"
+    assert len(DURATION_BUCKETS) <= 24, "every bucket is a series per comparison and scale"
+
+
+def test_run_durations_of_seconds_and_days_fall_in_distinct_buckets() -> None:
+    runs = [_run("fixed", "a", RunState.succeeded, started=0, finished=3),
+            _run("fixed", "b", RunState.succeeded, started=0, finished=40),
+            _run("target", "a", RunState.succeeded, scale="target", started=0, finished=30 * 3600),
+            _run("target", "b", RunState.failed, scale="target", started=0, finished=47 * 3600)]
+    status = RecipeComparisonStatus(runs=runs).dump()
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", status)])
+
+    def bucket(scale: str, le: float) -> float:
+        return value(series, "proxyrank_run_duration_seconds_bucket", **ML, scale=scale, le=str(le))
+
+    assert (bucket("proxy", 2.0), bucket("proxy", 5.0), bucket("proxy", 30.0), bucket("proxy", 60.0)) == (0, 1, 1, 2)
+    assert (bucket("target", 86400.0), bucket("target", 172800.0)) == (0, 2)
+
+
+def test_reliability_threshold_of_the_verdict(series: Series) -> None:
+    assert value(series, "proxyrank_reliability_threshold", **ML, protocol="fixed", metric="spearman") == 0.8
+    _, empty = scrape([ComparisonSnapshot("ml", "dedup", RecipeComparisonStatus(phase=Phase.running).dump())])
+    assert "proxyrank_reliability_threshold" not in names_for(empty, "dedup"), "absent until a verdict exists"
 
 
 def test_phase_and_last_progress(series: Series) -> None:
@@ -354,6 +434,38 @@ def _reconcile_passes() -> list[RecipeComparisonStatus]:
     return passes
 
 
+def test_reasons_of_a_deadline_and_a_rejected_launch_in_a_real_comparison() -> None:
+    """Reconciled: one run fails its first attempt (retried), then runs past spec.policy.runDeadlineSeconds; another
+    one's first launch is rejected by the API (LaunchFailed, through the driver), its retry succeeds."""
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        if run.protocol == "fixed" and run.recipe == "dclm":
+            if attempt == 1:
+                return Outcome(state=LaunchState.failed, message="exit code 137")
+            return Outcome(result=make_result(run.key, 2.0), polls=10_000)  # never finishes
+        return Outcome(result=make_result(run.key, 2.0 + len(run.recipe) / 10 + run.learning_rate, seconds=60.0))
+
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"]["policy"].update(runRetries=1, maxFailedRuns=5, parallelism=5, runDeadlineSeconds=1800)
+    spec = parse_comparison(obj).spec
+    ref = ComparisonRef("dedup-study", "uid-1", "ml", spec)
+    plan = plan_runs(spec, "dedup-study", "uid-1")
+    launcher = FakeLauncher(script, launch_error=lambda run, attempt: (
+        "admission webhook denied the request" if (run.protocol, run.recipe, attempt) == ("fixed", "mix", 1) else None))
+    status, now = None, datetime.fromtimestamp(T0, tz=UTC)
+    for _ in range(200):
+        result = reconcile_and_apply(ref, plan, launcher, status, now, generation=1)
+        status, now = result.status, now + timedelta(minutes=5)
+        if result.finished:
+            break
+    assert status is not None
+    (stopped,) = [r for r in status.runs if r.state == RunState.failed]
+    assert stopped.failed_attempts == 1
+    assert status.failure_reasons == {"RunFailed": 1, "DeadlineExceeded": 1, "LaunchFailed": 1}
+    _, series = scrape([ComparisonSnapshot("ml", "dedup", status.dump())])
+    assert failures(series, **ML) == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 1, "DeadlineExceeded": 1,
+                                      "LaunchFailed": 1}
+
+
 def _ours(text: str) -> list[str]:
     return [line for line in text.splitlines() if "proxyrank_" in line]
 
@@ -367,6 +479,16 @@ def test_a_status_as_the_model_and_as_json_give_the_same_metrics() -> None:
         assert from_model[1] == from_json[1]
         assert _ours(from_model[0]) == _ours(from_json[0])  # the exposition text too, line by line
         assert value(from_json[1], "proxyrank_runs_launched_total", **ML) == sum(r.attempts for r in status.runs)
+
+
+def test_failure_reasons_of_a_real_comparison_only_grow() -> None:
+    """Reconciled pass by pass: the OOMKilled attempt counts as RunFailed and the two ResultMissing attempts as
+    ResultMissing (the reconciler records each failed launch's reason), and no reason's count ever falls."""
+    seen = [failures(scrape([ComparisonSnapshot("ml", "dedup", status.dump())])[1], **ML)
+            for status in _reconcile_passes()]
+    for before, after in itertools.pairwise(seen):
+        assert all(after[r] >= before[r] for r in FAILURE_REASONS), (before, after)
+    assert seen[-1] == {**dict.fromkeys(FAILURE_REASONS, 0), "RunFailed": 1, "ResultMissing": 2}
 
 
 def test_a_failing_snapshot_function_still_serves_build_info() -> None:
