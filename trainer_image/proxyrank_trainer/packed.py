@@ -299,6 +299,9 @@ def pack_loop(base: Runtime, runs: list[PackRun], pack: Pack) -> None:
         if done % sync_every and done % log_every and done != cfg.steps and done != 1:
             continue
         _record(runs, pack, pending, done, time.perf_counter() - started)
+        if done == 1:  # the single trainer's timing window: tokensPerSecond from the end of the first step
+            for run in runs:
+                run.state.first_step_seconds = time.perf_counter() - started
         if not pack.active:
             break
         if done % log_every == 0 or done == cfg.steps or done == 1:
@@ -311,7 +314,16 @@ def pack_loop(base: Runtime, runs: list[PackRun], pack: Pack) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     for i in pack.active:
-        runs[i].state.train_seconds = time.perf_counter() - started
+        _timed(runs[i].state, time.perf_counter() - started)
+
+
+def _timed(state: TrainState, elapsed: float) -> None:
+    """A run's training time and its tokensPerSecond window (after the first optimizer step), as train.py's loop
+    records them."""
+    state.train_seconds = elapsed
+    first = state.first_step_seconds
+    state.timed_steps = max(0, state.step - 1) if first is not None else 0
+    state.timed_seconds = elapsed - first if first is not None and state.timed_steps else 0.0
 
 
 def _record(runs: list[PackRun], pack: Pack, pending: list[Tensor], done: int, elapsed: float) -> None:
@@ -331,7 +343,7 @@ def _record(runs: list[PackRun], pack: Pack, pending: list[Tensor], done: int, e
         state.diverged_at = done - len(losses) + bad
         state.losses.extend(losses[:bad + 1])
         state.step = state.diverged_at + 1
-        state.train_seconds = elapsed
+        _timed(state, elapsed)
         say(f"step {state.step}/{runs[i].rt.cfg.steps}: training loss {losses[bad]}; stopping, the run diverged")
         _finish(runs[i], pack, {e.name: math.nan for e in runs[i].data.evals})
     if len(keep) < len(pack.active):
