@@ -24,7 +24,7 @@ from proxyrank_trainer.packed import PackedAdamW, clip_per_run, run_pack
 from proxyrank_trainer.packed_model import PackedGPT
 from proxyrank_trainer.presets import PRESETS
 
-TIMES = {"seconds", "trainSeconds", "tokensPerSecond", "firstStepSeconds"}  # wall-clock fields: the only ones a pack may change
+TIMES = {"seconds", "trainSeconds", "tokensPerSecond", "firstStepSeconds"}  # wall-clock fields: all a pack may change
 CURVE_RTOL = 2e-4  # per-step training loss, packed against alone (float32, batched vs single matmuls)
 
 
