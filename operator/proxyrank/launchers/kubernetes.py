@@ -189,6 +189,55 @@ def torchx_app_job(trainer: TrainerSpec, name: str) -> dict[str, Any]:
     return job
 
 
+class LaunchBackoff:
+    """After the n-th launch in a row deferred because the API was unavailable, the next ``2**(n-1) - 1`` launch calls
+    (at most :data:`MAX_SKIPPED_PASSES`; the driver makes one per pass while the API is down) defer without calling
+    the API. A launch the API took resets it."""
+
+    def __init__(self) -> None:
+        self._deferrals = 0
+        self._skip = 0
+        self.reason = ""  # why the API was unavailable, last time
+
+    def check(self) -> None:
+        """Raise :class:`LaunchDeferred` while backing off."""
+        if self._skip > 0:
+            self._skip -= 1
+            raise LaunchDeferred(f"the Kubernetes API was unavailable ({self.reason}); backing off")
+
+    def failed(self, reason: str) -> None:
+        self._deferrals += 1
+        self._skip = min(2 ** (self._deferrals - 1) - 1, MAX_SKIPPED_PASSES)
+        self.reason = reason
+
+    def succeeded(self) -> None:
+        self._deferrals = 0
+
+
+def read_result(core: Any, namespace: str, pods: list[dict[str, Any]],
+                sleep: Callable[[float], None] = time.sleep) -> tuple[RunResult | None, str | None]:
+    """The rank-0 trainer's result from a succeeded job's ``pods``: a termination message, else the
+    ``PROXYRANK_RESULT`` line at the end of a pod's log (one ``read_namespaced_pod_log`` per pod until found)."""
+    pods = sorted(pods, key=lambda p: p.get("metadata", {}).get("name", ""))
+    found = result_from_termination_messages(pods)
+    if found is not None:
+        return found
+    for pod in pods:
+        name = pod.get("metadata", {}).get("name")
+        if not name:
+            continue
+        try:
+            text = with_retries(lambda n=name: core.read_namespaced_pod_log(  # type: ignore[misc]
+                n, namespace, tail_lines=20), f"read log of {name}", sleep=sleep)
+        except _api_exception() as exc:
+            log.info("reading the log of %s failed: %s", name, getattr(exc, "status", exc))
+            continue
+        payload = parse_result_line(text if isinstance(text, str) else str(text))
+        if payload is not None:
+            return parse_run_result(payload, f"the log of pod {name}")
+    return None, "no termination message and no PROXYRANK_RESULT line in the log"
+
+
 class KubernetesLauncher:
     def __init__(self, custom_api: Any = None, core_api: Any = None, *, owner: Mapping[str, Any] | None = None,
                  sleep: Callable[[float], None] = time.sleep, children: ChildSource | None = None) -> None:
@@ -203,9 +252,7 @@ class KubernetesLauncher:
         self.sleep = sleep
         self._results: dict[str, tuple[RunResult | None, str | None]] = {}  # job name -> (result, message)
         self._ignored_pods: set[str] = set()  # pods not created for one of our jobs, warned about once each
-        self._deferrals = 0  # launches deferred in a row because the API was unavailable
-        self._skip_launches = 0  # launch calls still to defer without calling the API (backoff)
-        self._unavailable = ""  # why the API was unavailable, last time
+        self._backoff = LaunchBackoff()
         self.children: ChildSource = children if children is not None else Listing(self.list_children)
         self._templates: dict[str, dict[str, Any]] = {}  # trainer spec (JSON) -> TorchX's job for TEMPLATE_NAME
         self.torchx_calls = 0
@@ -229,9 +276,7 @@ class KubernetesLauncher:
         answer) raises :class:`LaunchDeferred` and backs off: after the n-th deferral in a row the next
         ``2**(n-1) - 1`` calls (at most :data:`MAX_SKIPPED_PASSES`; the driver makes one per pass while the API is
         down) defer without calling it. Any other rejection raises :class:`LaunchError` (a failed attempt)."""
-        if self._skip_launches > 0:
-            self._skip_launches -= 1
-            raise LaunchDeferred(f"the Kubernetes API was unavailable ({self._unavailable}); backing off")
+        self._backoff.check()
         ns = ref.namespace
         job = self.build_job(ref, run, attempt)
         name = job["metadata"]["name"]
@@ -243,8 +288,8 @@ class KubernetesLauncher:
             status = getattr(exc, "status", None)
             record_api_error(f"create job {ns}/{name}", status)
             if unavailable(exc):
-                self._back_off(_describe_api_error(exc))
-                raise LaunchDeferred(f"the Kubernetes API is unavailable ({self._unavailable}) creating job "
+                self._backoff.failed(_describe_api_error(exc))
+                raise LaunchDeferred(f"the Kubernetes API is unavailable ({self._backoff.reason}) creating job "
                                      f"{name}") from None
             if status == 409:
                 log.info("job %s/%s already exists: adopting it", ns, name)  # idempotent: same key, same attempt
@@ -255,7 +300,7 @@ class KubernetesLauncher:
             else:
                 secrets = env_secrets(ref.spec.trainer.env)  # a validation error echoes the manifest's values
                 raise LaunchError(f"creating job {name} failed: {api_error_text(exc, secrets)}") from None
-        self._deferrals = 0
+        self._backoff.succeeded()
         return job_handle(ns, name)
 
     def _adopt(self, namespace: str, name: str) -> None:
@@ -269,11 +314,6 @@ class KubernetesLauncher:
             record_api_error(f"get job {namespace}/{name}", getattr(exc, "status", None))
             return  # its watch event brings it
         self.children.created(VOLCANO_JOB, found if isinstance(found, Mapping) else _to_dict(found))
-
-    def _back_off(self, reason: str) -> None:
-        self._deferrals += 1
-        self._skip_launches = min(2 ** (self._deferrals - 1) - 1, MAX_SKIPPED_PASSES)
-        self._unavailable = reason
 
     def _list(self, uid: str, what: str, fn: Callable[..., Any], *args: Any) -> list[dict[str, Any]]:
         selector = f"{LABEL_COMPARISON_UID}={label_value(uid)}"
@@ -367,27 +407,10 @@ class KubernetesLauncher:
 
     def _read_result(self, ref: ComparisonRef, pods: list[dict[str, Any]],
                      state: LaunchState) -> tuple[RunResult | None, str | None]:
-        """The rank-0 trainer's result: its termination message, else the PROXYRANK_RESULT log line."""
-        pods = sorted(pods, key=lambda p: p.get("metadata", {}).get("name", ""))
+        """The rank-0 trainer's result (:func:`read_result`), or why the job failed."""
         if state == LaunchState.failed:
-            return None, failure_message(pods)
-        found = result_from_termination_messages(pods)
-        if found is not None:
-            return found
-        for pod in pods:  # fallback: the sentinel line in the log
-            name = pod.get("metadata", {}).get("name")
-            if not name:
-                continue
-            try:
-                text = with_retries(lambda n=name: self.core.read_namespaced_pod_log(  # type: ignore[misc]
-                    n, ref.namespace, tail_lines=20), f"read log of {name}", sleep=self.sleep)
-            except _api_exception() as exc:
-                log.info("reading the log of %s failed: %s", name, getattr(exc, "status", exc))
-                continue
-            payload = parse_result_line(text if isinstance(text, str) else str(text))
-            if payload is not None:
-                return parse_run_result(payload, f"the log of pod {name}")
-        return None, "no termination message and no PROXYRANK_RESULT line in the log"
+            return None, failure_message(sorted(pods, key=lambda p: p.get("metadata", {}).get("name", "")))
+        return read_result(self.core, ref.namespace, pods, self.sleep)
 
     def cancel(self, ref: ComparisonRef, key: str, attempt: int, handle: str | None) -> None:
         self._delete(ref.namespace, job_name(key, attempt))

@@ -33,14 +33,15 @@ from proxyrank.api import RecipeComparisonSpec
 from proxyrank.children import POD, ChildSource, Kind, Listing
 from proxyrank.health import record_api_error
 from proxyrank.launchers.base import ComparisonRef, LaunchDeferred, LaunchError, env_secrets
-from proxyrank.launchers.common import LaunchBackoff, read_result
 from proxyrank.launchers.kubernetes import (
+    LaunchBackoff,
     _api_exception,
     _connection_errors,
     _describe_api_error,
     _time,
     api_error_text,
     failure_message,
+    read_result,
     unavailable,
     validate_for_kubernetes,
     with_retries,
