@@ -10,7 +10,7 @@ TOOLS := .tools/bin
 DEMO_DATA ?= demo-data
 DEMO_WORK ?= runs/demo
 
-.PHONY: install tools test lint typecheck pytest demo study crd chart-docs images clean
+.PHONY: install tools test lint typecheck pytest demo study study-checkpoint crd chart-docs images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,12 +54,23 @@ demo: install
 	@echo "report: $(DEMO_WORK)/report.md"
 
 # The science check behind docs/RESULTS.md (about 2 hours on 2 CPU cores; resumable: rerun to continue).
+# Progress is committed under STUDY_PROGRESS (`make study-checkpoint`, then commit it): on a machine without a work
+# directory, `make study` starts from there, so a study interrupted on one machine continues on another.
 STUDY_WORK ?= runs/study
+STUDY_PROGRESS ?= docs/results/study-progress
 study: install
 	$(BIN)/proxyrank data build-demo --out $(DEMO_DATA)
+	@if [ ! -f $(STUDY_WORK)/status.yaml ] && [ -f $(STUDY_PROGRESS)/status.yaml ]; then \
+		mkdir -p $(STUDY_WORK) && cp $(STUDY_PROGRESS)/status.yaml $(STUDY_PROGRESS)/comparison.yaml $(STUDY_WORK)/ && \
+		echo "resuming the study from $(STUDY_PROGRESS)"; fi
 	$(BIN)/proxyrank run examples/study.yaml --workdir $(STUDY_WORK)
 	$(BIN)/python scripts/study_results.py $(STUDY_WORK)
 	@echo "results: docs/RESULTS.md, docs/results/study/report.md"
+
+study-checkpoint:
+	mkdir -p $(STUDY_PROGRESS)
+	cp $(STUDY_WORK)/status.yaml $(STUDY_WORK)/comparison.yaml $(STUDY_PROGRESS)/
+	@echo "commit $(STUDY_PROGRESS) to let another machine continue the study"
 
 # Regenerate everything derived from the API model and rbac.py (tests fail while any of it is stale).
 crd: install

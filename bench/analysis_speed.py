@@ -36,8 +36,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from unittest import mock
 
-from proxyrank import analysis
+from proxyrank import analysis, api
 from proxyrank.api import MAX_RECIPES, RecipeComparisonSpec, RunState, RunStatus
 from proxyrank.planner import plan_runs
 from proxyrank.testing import make_result
@@ -102,7 +103,14 @@ def finished_runs(spec: RecipeComparisonSpec) -> list[RunStatus]:
 
 
 def comparison(kind: str) -> tuple[RecipeComparisonSpec, list[RunStatus]]:
-    spec = parse_spec(largest_spec() if kind == "1600" else hundred_run_spec())
+    if kind != "1600":
+        spec = parse_spec(hundred_run_spec())
+        return spec, finished_runs(spec)
+    # The 1,600-run yardstick is over the run limit the API has had since (1,024 runs of this shape: the finished
+    # status must fit the object budget). The analysis does not depend on that limit, so it is lifted for this
+    # measurement only, to keep the yardstick the issue set.
+    with mock.patch.object(api, "OBJECT_BUDGET_BYTES", 1 << 40):
+        spec = parse_spec(largest_spec())
     return spec, finished_runs(spec)
 
 

@@ -542,3 +542,19 @@ def test_an_unavailable_api_defers_launches_without_counting_a_failure() -> None
     assert status.phase == Phase.succeeded, "maxFailedRuns=0: a deferral is no failure"
     assert all(r.failed_attempts == 0 and r.attempts == 1 and r.message is None for r in status.runs)
     assert not h.events("RunFailed") and not h.events("RunRetried")
+
+
+def test_a_pass_never_changes_the_previous_status_it_was_given() -> None:
+    """The reconciler copies each run entry, not the whole status: a pass must leave ``previous`` exactly as it was
+    (Kopf diffs the old status against the new one; the embedded runner writes the old one if a pass fails)."""
+    h = Harness(_spec(parallelism=2, runRetries=1), script=_fixed_fails(1))
+    for _ in range(200):
+        before = h.status.model_dump() if h.status is not None else None
+        kept = h.status
+        result = h.step()
+        if kept is not None:
+            assert kept.model_dump() == before
+            assert all(a is not b for a, b in zip(kept.runs, result.status.runs, strict=False))
+        if result.finished:
+            break
+    assert h.status is not None and h.status.phase == Phase.succeeded

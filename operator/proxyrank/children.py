@@ -25,7 +25,7 @@ launcher records (:meth:`ChildSource.created`, read-your-writes) and the watch's
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Protocol
 
 from proxyrank.planner import LABEL_COMPARISON_UID, label_value
@@ -33,6 +33,21 @@ from proxyrank.planner import LABEL_COMPARISON_UID, label_value
 Kind = tuple[str, str]
 """(apiVersion, kind) of a child object, e.g. ``("batch.volcano.sh/v1alpha1", "Job")``."""
 POD: Kind = ("v1", "Pod")
+Signature = Callable[[Mapping[str, Any]], Hashable]
+"""What a launcher reads of one object of a kind: a change of an object that leaves its signature equal does not wake
+its comparison (:meth:`ChildView.upsert`). An absent object's signature is the signature of ``{}``."""
+
+
+def pod_signature(pod: Mapping[str, Any]) -> Hashable:
+    """What launchers read of a pod: each container's terminated state (exit code, reason, whether it left a message)
+    and the pod's phase once it is over. A pod being scheduled, pulling images, starting or becoming ready changes
+    nothing a pass decides: a run's running/pending state comes from its job."""
+    status = pod.get("status") or {}
+    phase = status.get("phase") if status.get("phase") in ("Succeeded", "Failed") else None
+    terminated = tuple(sorted(
+        (str(cs.get("name")), t.get("exitCode"), t.get("reason"), bool(t.get("message")))
+        for cs in status.get("containerStatuses") or [] if (t := (cs.get("state") or {}).get("terminated"))))
+    return phase, terminated
 Lister = Callable[[Kind, str, str], list[dict[str, Any]]]
 """``lister(kind, namespace, uid)``: one API list of ``kind`` in ``namespace`` by the comparison-uid label."""
 Key = tuple[str, str]  # (namespace, name)
@@ -85,10 +100,15 @@ class ChildView:
 
     ``watched``: the kinds whose watch feeds the view; a kind not in it is never trusted (always listed). Each kind has
     an epoch, raised by :meth:`invalidate`; a comparison's objects of a kind are trusted while the comparison was
-    listed in the current epoch, or the epoch is still the first (filled by the watch's initial listing)."""
+    listed in the current epoch, or the epoch is still the first (filled by the watch's initial listing).
 
-    def __init__(self, watched: Iterable[Kind] = ()) -> None:
+    ``signatures``: per kind, what launchers read of its objects (:data:`Signature`); :meth:`upsert` reports a change
+    (wakes the comparison) only when the signature changed. A kind without one reports any change but the
+    ``resourceVersion``."""
+
+    def __init__(self, watched: Iterable[Kind] = (), signatures: Mapping[Kind, Signature] | None = None) -> None:
         self._lock = threading.Lock()
+        self._signatures = dict(signatures or {})
         self._objects: dict[str, dict[Kind, dict[Key, dict[str, Any]]]] = {}
         self._deleted: dict[tuple[Kind, Key], int] = {}  # tombstones: resourceVersion of the deletion
         self._epochs: dict[Kind, int] = {kind: 0 for kind in watched}
@@ -103,7 +123,8 @@ class ChildView:
     # -------------------------------------------------------------------------------------------------- writes
     def upsert(self, kind: Kind, obj: Mapping[str, Any]) -> str | None:
         """Store an object seen in an event (or a create's answer). Returns its comparison's uid if the view changed in
-        a way a launcher can see (not for an older version, an unchanged object or one without the uid label)."""
+        a way a launcher can see: the kind's signature changed (see the class docstring); never for an older version,
+        an unchanged object or one without the uid label."""
         uid = comparison_of(obj)
         if uid is None:
             return None
@@ -120,7 +141,10 @@ class ChildView:
             if old is not None and _older(new, old):
                 return None
             objects[key] = new
-            return None if old is not None and _same(old, new) else uid
+        signature = self._signatures.get(kind)
+        if signature is not None:
+            return uid if signature(new) != signature(old if old is not None else {}) else None
+        return None if old is not None and _same(old, new) else uid
 
     def delete(self, kind: Kind, obj: Mapping[str, Any]) -> str | None:
         """Forget a deleted object; returns its comparison's uid if the view held it."""

@@ -45,13 +45,14 @@ import kopf
 
 from proxyrank import GROUP, PLURAL, VERSION, health
 from proxyrank.api import Phase, RecipeComparisonStatus, RunState
-from proxyrank.children import POD, ChildView, Kind, Watched
+from proxyrank.children import POD, ChildView, Kind, Watched, pod_signature
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.kopf_support import FingerprintDiffBaseStorage, install_log_filter
 from proxyrank.launchers.backends import Backend, backend_of, enabled_backends, make_launcher
 from proxyrank.launchers.base import ComparisonRef, Launcher, env_secrets, redact, resolve_namespace
-from proxyrank.launchers.kubernetes import VOLCANO_JOB, KubernetesLauncher
+from proxyrank.launchers.kubernetes import VOLCANO_JOB, KubernetesLauncher, volcano_job_signature
 from proxyrank.launchers.kueue import KUEUE_JOB, KueueLauncher
+from proxyrank.launchers.kueue import job_signature as kueue_job_signature
 from proxyrank.launchers.volcano import VOLCANO_GROUP, VOLCANO_PLURAL, VOLCANO_VERSION, owner_reference
 from proxyrank.metrics import ComparisonSnapshot, acknowledged
 from proxyrank.planner import LABEL_COMPARISON_UID, label_value, plan_runs
@@ -127,7 +128,17 @@ class OperatorState:
 
 
 STATE = OperatorState()
-VIEW = ChildView(watched=WATCHED.values())
+SIGNATURES = {VOLCANO_JOB: volcano_job_signature, KUEUE_JOB: kueue_job_signature, POD: pod_signature}
+"""What the launchers read of each kind: only a change of it wakes a comparison (a pod starting, a job's counters or
+condition timestamps do not)."""
+
+
+def new_view() -> ChildView:
+    """An empty view of the operator's watched children."""
+    return ChildView(watched=WATCHED.values(), signatures=SIGNATURES)
+
+
+VIEW = new_view()
 """The operator's children by comparison, kept current by the watch handlers below; launchers read it."""
 # One wake-up per comparison (by uid label value), set on the event loop by the watch handlers, awaited by its daemon.
 _wakeups: dict[str, asyncio.Event] = {}
@@ -201,7 +212,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kubectl describe's "From" column (source.component) and reportingComponent: ours, not Kopf's default "kopf"
     settings.posting.reporting_component = EVENT_COMPONENT
     settings.posting.reporting_instance = socket.gethostname()  # the operator pod's name
-    install_log_filter()  # Kopf's debug log would carry the whole object (its spec, and secrets in the env)
+    # Kopf's debug log would carry the whole object (its spec, and secrets in the env); and an INFO line per child
+    # event ("Handler 'children/index-pods' succeeded.") would bury the rest
+    install_log_filter(quiet=[f"{CHILD_HANDLER_PREFIX}index-"])
     settings.execution.max_workers = int(os.environ.get("PROXYRANK_WORKERS", "8"))
     settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
 

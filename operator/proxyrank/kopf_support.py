@@ -13,8 +13,11 @@ beside the operator's merge patches, and the status has its own size budget); bo
 keep in step, and still a second copy of the spec in the object). An annotation written by an earlier version (the
 whole essence) is fingerprinted when read, so upgrading triggers no spurious update.
 
-**Objects stay out of the logs.** At DEBUG, Kopf logs the whole object it is handling (``Creation is in progress:
-{...}``), and with it ``spec.trainer.env``. :class:`WithoutObjectBodies` keeps the line and drops the object.
+**Objects stay out of the logs, and so does a line per child event.** At DEBUG, Kopf logs the whole object it is
+handling (``Creation is in progress: {...}``), and with it ``spec.trainer.env``. :class:`WithoutObjectBodies` keeps
+the line and drops the object. At INFO, Kopf logs ``Indexer '...' succeeded.`` after every index handler call, i.e.
+for every event of every child job and pod: :class:`QuietHandlers` drops those lines for the handler ids given
+(failures still log).
 """
 
 from __future__ import annotations
@@ -87,8 +90,29 @@ class WithoutObjectBodies(logging.Filter):
         return True
 
 
-def install_log_filter(logger_name: str = "kopf.objects") -> None:
-    """Add :class:`WithoutObjectBodies` to Kopf's per-object logger, once."""
+class QuietHandlers(logging.Filter):
+    """Drop Kopf's ``Indexer '<id>' succeeded.`` (or ``Handler '<id>' ...``) INFO line for the handlers whose id
+    starts with one of ``prefixes``: the children's index handlers run on every event of every job and pod (several
+    per run), and a line each would bury the log (and cost CPU formatting it). Their failures, and every other
+    handler's lines, pass."""
+
+    def __init__(self, prefixes: Iterable[str]) -> None:
+        super().__init__()
+        self.prefixes = tuple(prefixes)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg
+        if record.levelno > logging.INFO or not isinstance(message, str) or not message.endswith("' succeeded."):
+            return True
+        _, _, handler_id = message[:-len("' succeeded.")].partition(" '")  # "Indexer 'children/index-pods"
+        return not handler_id.startswith(self.prefixes)
+
+
+def install_log_filter(logger_name: str = "kopf.objects", quiet: Iterable[str] = ()) -> None:
+    """Add :class:`WithoutObjectBodies` (and :class:`QuietHandlers` for the handler id prefixes ``quiet``) to Kopf's
+    per-object logger, once."""
     logger = logging.getLogger(logger_name)
     if not any(isinstance(f, WithoutObjectBodies) for f in logger.filters):
         logger.addFilter(WithoutObjectBodies())
+    if quiet and not any(isinstance(f, QuietHandlers) for f in logger.filters):
+        logger.addFilter(QuietHandlers(quiet))

@@ -29,7 +29,6 @@ import kubernetes
 import pytest
 from kopf.testing import KopfRunner
 
-from proxyrank.children import ChildView
 from proxyrank.testing.cluster import Kube, Outcome, Script, VolcanoSimulator, wait_for
 
 RECONCILE_INTERVAL = "0.3"
@@ -112,7 +111,7 @@ def reset_operator_memory(handlers: ModuleType) -> None:
     handlers.STATE.deferred.clear()
     handlers.STATE.failed.clear()
     handlers.STATE.snapshots.clear()
-    handlers.VIEW = ChildView(watched=handlers.WATCHED.values())
+    handlers.VIEW = handlers.new_view()
     handlers._wakeups.clear()
     handlers._launcher = None  # type: ignore[attr-defined]
     handlers._launchers.clear()

@@ -108,3 +108,43 @@ def test_forget_drops_a_deleted_comparisons_children() -> None:
     view.upsert(VOLCANO_JOB, obj("a", 1))
     view.forget(UID)
     assert view.read(VOLCANO_JOB, "ml", UID) == [] and UID not in view.comparisons()
+
+
+def _pod(version: int, phase: str = "Pending", *, terminated: dict[str, Any] | None = None,
+         ready: bool = False) -> dict[str, Any]:
+    state = {"terminated": terminated} if terminated else ({"running": {"startedAt": "t"}} if ready else {})
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ml", "resourceVersion": str(version),
+                         "labels": {LABEL_COMPARISON_UID: UID}},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": str(ready)}],
+                       "containerStatuses": [{"name": "trainer", "ready": ready, "state": state}]}}
+
+
+def test_only_what_launchers_read_wakes_a_comparison() -> None:
+    """With the operator's signatures a pod wakes its comparison only when a container terminated, a Volcano job only
+    when its phase changes, a batch Job only when its state or suspension changes; without signatures any change
+    does (the view still stores every version either way)."""
+    from proxyrank import handlers
+
+    view = handlers.new_view()
+    plain = ChildView(watched=[VOLCANO_JOB, POD])
+    creating = _pod(2)
+    creating["status"]["containerStatuses"][0]["state"] = {"waiting": {"reason": "ContainerCreating"}}
+    pods = [_pod(1), creating, _pod(3, "Running", ready=True),
+            _pod(4, "Succeeded", terminated={"exitCode": 0, "message": "{}"})]
+    assert [view.upsert(POD, p) for p in pods] == [None, None, None, UID]
+    assert [plain.upsert(POD, p) for p in pods] == [UID, UID, UID, UID]
+    assert view.read(POD, "ml", UID)[0]["status"]["phase"] == "Succeeded"  # stored even when it wakes nothing
+    counters = obj("j", 12, phase="Running")
+    counters["status"]["running"] = 1
+    jobs = [obj("j", 10, phase="Pending"), obj("j", 11, phase="Running"), counters, obj("j", 13, phase="Completed")]
+    assert [view.upsert(VOLCANO_JOB, j) for j in jobs] == [None, UID, None, UID]
+    batch = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "b", "namespace": "ml",
+                                                                  "labels": {LABEL_COMPARISON_UID: UID}}}
+    queued = {**batch, "spec": {"suspend": True}, "status": {}}
+    admitted = {**batch, "spec": {"suspend": False}, "status": {"active": 1}}
+    ready = {**batch, "spec": {"suspend": False}, "status": {"active": 1, "ready": 1}}
+    done = {**batch, "spec": {"suspend": False}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    kueue = handlers.KUEUE_JOB
+    assert [view.upsert(kueue, j) for j in (queued, admitted, admitted, ready, done)] == [UID, UID, None, UID, UID]
+    assert view.delete(POD, _pod(5)) == UID  # a deletion always wakes

@@ -65,3 +65,33 @@ def test_redaction_covers_the_values_as_is_json_escaped_and_as_echoed_by_the_api
                                      f"and {REDACTED}, exit code 1")
     assert env_secrets([{"name": "A", "value": "list-form"}, {"name": "B", "valueFrom": {}}]) == ("list-form",)
     assert env_secrets(None) == ()
+
+
+def test_the_log_has_no_line_per_child_event_but_keeps_the_others(cluster: Cluster,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Kopf logs "Indexer '<id>' succeeded." after every index handler call; for the children's index handlers that is a
+    line per event of every job and pod, so the operator drops those (and only those)."""
+    caplog.set_level(logging.INFO)
+    with cluster.operator():
+        cluster.create(comparison())
+        cluster.wait_phase("Succeeded")
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("kopf")]
+    succeeded = [line for line in lines if line.endswith(" succeeded.")]
+    assert succeeded, "no handler reported success: the test proves nothing"
+    assert not [line for line in succeeded if "'children/index-" in line], succeeded
+
+
+def test_the_quiet_filter_drops_only_successes_of_the_named_handlers() -> None:
+    from proxyrank.kopf_support import QuietHandlers
+
+    quiet = QuietHandlers(["children/index-"])
+
+    def passes(message: str, level: int = logging.INFO) -> bool:
+        return quiet.filter(logging.LogRecord("kopf.objects", level, __file__, 1, message, (), None))
+
+    assert not passes("Indexer 'children/index-pods' succeeded.")
+    assert not passes("Handler 'children/index-pods' succeeded.")
+    assert passes("Handler 'children/index-pods' failed with an exception and will try again in 1 seconds: x",
+                  logging.ERROR)
+    assert passes("Handler 'create_fn' succeeded.")
+    assert passes("Handler 'children/deleted-pods' succeeded.")

@@ -29,7 +29,7 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -512,6 +512,12 @@ def result_from_termination_messages(pods: list[dict[str, Any]]) -> tuple[RunRes
 
 def _phase(job: Mapping[str, Any]) -> str:
     return str(((job.get("status") or {}).get("state") or {}).get("phase") or "Pending")
+
+
+def volcano_job_signature(job: Mapping[str, Any]) -> Hashable:
+    """What this launcher reads of a Volcano Job between its creation and its deletion: the phase (the
+    :data:`~proxyrank.children.Signature` of the kind; counters and condition timestamps wake nothing)."""
+    return _phase(job)
 
 
 def _time(value: Any) -> datetime | None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 from proxyrank.api import RecipeComparisonSpec
@@ -76,6 +76,12 @@ def job_state(job: Mapping[str, Any]) -> LaunchState:
     if any(status.get(k) for k in ("ready", "succeeded", "failed")):
         return LaunchState.running
     return LaunchState.pending
+
+
+def job_signature(job: Mapping[str, Any]) -> Hashable:
+    """What this launcher reads of a Job between its creation and its deletion: its state and whether it is
+    suspended (queued; the :data:`~proxyrank.children.Signature` of the kind)."""
+    return job_state(job), suspended(job)
 
 
 def suspended(job: Mapping[str, Any]) -> bool:
