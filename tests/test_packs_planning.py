@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 
 from proxyrank.api import LOCAL_PACK_SIZE, Phase, RecipeComparisonSpec, RecipeComparisonStatus, RunState
 from proxyrank.driver import reconcile_and_apply
@@ -313,3 +314,18 @@ def test_launch_pack_signature_is_the_agreed_one() -> None:
     params = inspect.signature(PackLauncher.launch_pack).parameters
     assert list(params) == ["self", "ref", "runs"]
     assert params["runs"].annotation in ("Sequence[tuple[PlannedRun, int]]", Sequence[tuple[PlannedRun, int]])
+
+
+# ------------------------------------------------------------------------------------------------------- the demo
+def test_the_demo_runs_in_packs_with_the_same_runs() -> None:
+    from tests.conftest import EXAMPLES
+
+    raw = yaml.safe_load((EXAMPLES / "demo.yaml").read_text())
+    demo = parse_comparison(copy.deepcopy(raw))
+    unpacked = copy.deepcopy(raw)
+    for field in ("packSize", "targetPackSize"):
+        unpacked["spec"]["policy"].pop(field)
+    plan = plan_runs(demo.spec, "demo", "x")
+    assert [r.key for r in plan.runs] == [r.key for r in plan_runs(parse_comparison(unpacked).spec, "demo", "x").runs]
+    packs = group_packs(plan.runs, PackSizes.of(demo.spec.policy, LOCAL_PACK_SIZE))
+    assert [(p[0].scale, len(p)) for p in packs] == [("proxy", 4)] * 14 + [("target", 4)] * 6
