@@ -16,6 +16,11 @@ Per-run state machine (``RunStatus.state``)::
 Results arrive typed (:class:`~proxyrank_trainer.contract.RunResult`, parsed by the launcher); a result counts only
 for the run whose key it carries, and GPU-seconds count every rank (``RunResult.device_seconds``).
 
+Packs (docs/packed.md): pending runs launch in groups of one ``pack_key`` (:func:`_launch_pending`,
+``policy.packSize``/``targetPackSize``); ``policy.parallelism`` counts processes, and runs in flight sharing a handle
+count once. Observations stay per run; a pack's failure sends its unfinished runs back to Pending uncounted, to launch
+alone, and a packed run's device-seconds are its share of the pack's.
+
 The comparison fails once more than ``policy.maxFailedRuns`` runs failed for good; its in-flight runs are cancelled.
 Raising the budget afterwards resumes it: the cancelled runs go back to Pending, and runs that failed for good get the
 attempts a raised ``policy.runRetries`` gives them.
