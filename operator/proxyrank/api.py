@@ -25,7 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic.alias_generators import to_camel
 
 from proxyrank import API_VERSION, KIND
-from proxyrank_trainer.contract import RunConfig
+from proxyrank_trainer.contract import PACK_MAX_RUNS, RunConfig
 from proxyrank_trainer.presets import PRESETS, ModelShape
 
 # Kubernetes name rules (k8s.io/apimachinery/pkg/util/validation), as JSON-schema patterns and CEL regexes.
@@ -1224,10 +1224,22 @@ class TargetSpec(ScaleSpec):
 
 
 # ----------------------------------------------------------------------------------------------------------- policy
+LOCAL_PACK_SIZE = 8  # spec.policy.packSize when unset, in `proxyrank run` (local processes on CPU)
+
+
 class Policy(SpecModel):
     """How runs are executed. The only spec fields (with reliability) that may change after creation."""
 
-    parallelism: int = Field(default=8, ge=1, le=10_000, description="Runs in flight at once.")
+    parallelism: int = Field(default=8, ge=1, le=10_000, description=(
+        "Processes (jobs) in flight at once: a pack of runs (packSize) counts once."))
+    pack_size: int | None = Field(default=None, ge=1, le=PACK_MAX_RUNS, description=(
+        "Proxy runs trained together in one trainer process (job) when they share model shape, token budget, batch, "
+        "evaluation sets and numerics (docs/packed.md); 1 launches every run alone. Default: "
+        f"{LOCAL_PACK_SIZE} in `proxyrank run`, 1 on Kubernetes. A launch-time grouping only: changing it never reruns "
+        "a finished run."))
+    target_pack_size: int = Field(default=1, ge=1, le=PACK_MAX_RUNS, description=(
+        "Target runs trained together in one trainer process (job), as packSize for proxies; default 1: a target "
+        "run fills its device alone."))
     max_failed_runs: int = Field(default=3, ge=0, le=100_000,
                                  description="The comparison fails when more runs than this failed for good.")
     run_retries: int = Field(default=1, ge=0, le=100, description="Relaunches of a failed run before it counts.")

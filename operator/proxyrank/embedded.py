@@ -35,6 +35,7 @@ from rich.text import Text
 
 from proxyrank.analysis import analyze
 from proxyrank.api import (
+    LOCAL_PACK_SIZE,
     Phase,
     RecipeComparison,
     RecipeComparisonSpec,
@@ -308,7 +309,8 @@ class _Loop:
             self.signals.restore()
 
     def _pass(self, status: RecipeComparisonStatus | None, live: Live | None) -> tuple[RecipeComparisonStatus, bool]:
-        result = reconcile_and_apply(self.ref, self.plan, self.launcher, status, self.now())
+        result = reconcile_and_apply(self.ref, self.plan, self.launcher, status, self.now(),
+                                     default_pack_size=LOCAL_PACK_SIZE)
         self.signals.own()
         elapsed = time.monotonic() - self.started
         if self.status_file.save(result.status) and live is None:

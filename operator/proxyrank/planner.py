@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from proxyrank.api import RecipeComparisonSpec, ScaleSpec
-from proxyrank_trainer.contract import RunConfig
+from proxyrank.api import Policy, RecipeComparisonSpec, ScaleSpec
+from proxyrank_trainer.contract import RunConfig, pack_key
 
 LABEL_PREFIX = "proxyrank.io"
 LABEL_COMPARISON = f"{LABEL_PREFIX}/comparison"
@@ -101,6 +103,11 @@ class PlannedRun:
     @property
     def title(self) -> str:
         return f"{self.protocol}/{self.recipe}/lr={format_lr(self.learning_rate)}/seed={self.seed}"
+
+    @cached_property
+    def pack_key(self) -> str:
+        """What this run shares with the runs it may train with in one process (:func:`group_packs`)."""
+        return f"{self.scale}|{pack_key(self.config)}"
 
 
 @dataclass(frozen=True)
@@ -215,3 +222,46 @@ def plan_runs(spec: RecipeComparisonSpec, name: str, uid: str, namespace: str | 
                                non_embedding_params=shape.non_embedding_params(), learning_rates=list(rates),
                                runs=n, tokens_per_run=tokens, flops=flops * n))
     return Plan(comparison=name, uid=uid, runs=runs, costs=costs)
+
+
+@dataclass(frozen=True)
+class PackSizes:
+    """At most how many runs of each scale train together in one trainer process (job)."""
+
+    proxy: int = 1
+    target: int = 1
+
+    @classmethod
+    def of(cls, policy: Policy, default_proxy: int) -> PackSizes:
+        """``spec.policy``'s sizes: ``packSize`` (``default_proxy`` when unset: the launching mode's default) for
+        proxies, ``targetPackSize`` for targets."""
+        return cls(proxy=policy.pack_size or default_proxy, target=policy.target_pack_size)
+
+    def limit(self, run: PlannedRun) -> int:
+        return self.target if run.scale == TARGET else self.proxy
+
+
+SINGLE = PackSizes()  # every run alone
+
+
+def group_packs(runs: Sequence[PlannedRun], sizes: PackSizes, alone: Collection[str] = ()) -> list[list[PlannedRun]]:
+    """``runs`` (in plan order) grouped into packs, the groups ``Launch`` actions share: runs of one scale with equal
+    :func:`~proxyrank_trainer.contract.pack_key` (shape, token budget, batch, evaluation sets, numerics), cut into as
+    few packs as the scale's size limit allows, with sizes as even as possible (10 runs, at most 8 a pack: 5 + 5, not
+    8 + 2, so packs running side by side finish together). Runs whose key is in ``alone`` are packs of one. Packs come
+    in the order of their first run. A launch-time grouping: it never changes what a run trains or its key."""
+    groups: dict[str, list[PlannedRun]] = {}
+    for run in runs:
+        limit = 1 if run.key in alone else sizes.limit(run)
+        groups.setdefault(run.key if limit == 1 else run.pack_key, []).append(run)
+    packs: list[list[PlannedRun]] = []
+    for members in groups.values():
+        count = -(-len(members) // sizes.limit(members[0]))
+        size, larger = divmod(len(members), count)
+        start = 0
+        for i in range(count):
+            end = start + size + (i < larger)
+            packs.append(members[start:end])
+            start = end
+    order = {run.key: i for i, run in enumerate(runs)}
+    return sorted(packs, key=lambda pack: order[pack[0].key])

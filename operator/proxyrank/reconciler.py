@@ -16,6 +16,11 @@ Per-run state machine (``RunStatus.state``)::
 Results arrive typed (:class:`~proxyrank_trainer.contract.RunResult`, parsed by the launcher); a result counts only
 for the run whose key it carries, and GPU-seconds count every rank (``RunResult.device_seconds``).
 
+Packs (docs/packed.md): pending runs launch in groups of one ``pack_key`` (:func:`_launch_pending`,
+``policy.packSize``/``targetPackSize``); ``policy.parallelism`` counts processes, and runs in flight sharing a handle
+count once. Observations stay per run; a pack's failure sends its unfinished runs back to Pending uncounted, to launch
+alone, and a packed run's device-seconds are its share of the pack's.
+
 The comparison fails once more than ``policy.maxFailedRuns`` runs failed for good; its in-flight runs are cancelled.
 Raising the budget afterwards resumes it: the cancelled runs go back to Pending, and runs that failed for good get the
 attempts a raised ``policy.runRetries`` gives them.
@@ -54,7 +59,7 @@ from proxyrank.api import (
     VerdictState,
     finite,
 )
-from proxyrank.planner import Plan, PlannedRun, legacy_run_key, training_part
+from proxyrank.planner import SINGLE, PackSizes, Plan, PlannedRun, group_packs, legacy_run_key, training_part
 from proxyrank_trainer.contract import RunResult
 
 IN_FLIGHT = frozenset({RunState.launching, RunState.running})
@@ -80,12 +85,17 @@ class Observation:
     message: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    pack_size: int = 1  # runs of the process/job this attempt ran in (docs/packed.md): its cost is shared by them
 
 
 @dataclass(frozen=True)
 class Launch:
+    """Launch one attempt of a run. Launches with the same ``pack`` (a number within one pass) are one pack: the
+    driver submits them as one process/job (``launch_pack``); ``None`` launches the run alone."""
+
     run: PlannedRun
     attempt: int
+    pack: int | None = None
 
 
 @dataclass(frozen=True)
@@ -144,8 +154,9 @@ def set_condition(conditions: list[Condition], type_: str, status: Literal["True
     return sorted(out, key=lambda c: (order.get(c.type, 99), c.type))
 
 
-def _apply_result(entry: RunStatus, result: RunResult, eval_sets: Sequence[str]) -> None:
-    """Copy a trainer result into the run entry (the contract already made it a usable one)."""
+def _apply_result(entry: RunStatus, result: RunResult, eval_sets: Sequence[str], pack_size: int = 1) -> None:
+    """Copy a trainer result into the run entry (the contract already made it a usable one). A run trained in a pack
+    of K shares the pack's process: its device-seconds are the pack's wall time (its ``seconds``) divided by K."""
     succeeded = result.status == "succeeded"
     entry.state = RunState.succeeded if succeeded else RunState.diverged
     entry.val_loss = result.val_loss_mean if succeeded else None
@@ -154,10 +165,11 @@ def _apply_result(entry: RunStatus, result: RunResult, eval_sets: Sequence[str])
     entry.loss_fell = result.loss_fell
     entry.initial_loss = finite(result.val_loss_initial, 4)  # the undertrained guard's baseline: 4 digits do
     # every rank holds a device for the whole run: a 2-rank run of 10 s costs 20 GPU-seconds
+    seconds = round(result.device_seconds / max(1, pack_size), 3)
     if result.on_gpu:
-        entry.gpu_seconds = round(result.device_seconds, 3)
+        entry.gpu_seconds = seconds
     else:
-        entry.cpu_seconds = round(result.device_seconds, 3)
+        entry.cpu_seconds = seconds
     entry.message = None if succeeded else "diverged (non-finite loss): ranks last at this learning rate"
 
 
@@ -223,8 +235,21 @@ class _RunStep:
             return
         if obs.state == LaunchState.succeeded:
             self._succeeded(entry, obs)
-            return
-        self._failure(entry, RunState.failed, FailureReason.run_failed, obs.message or "the run failed")
+        elif obs.pack_size > 1:
+            self._pack_failed(entry, obs)
+        else:
+            self._failure(entry, RunState.failed, FailureReason.run_failed, obs.message or "the run failed")
+
+    def _pack_failed(self, entry: RunStatus, obs: Observation) -> None:
+        """The pack this run trained in failed (exit != 0, killed, its pod lost) before the run's result: which of
+        its runs broke it is unknown, so this is not counted against the run's ``runRetries``. The run goes back to
+        Pending and launches alone (:func:`launches_alone`), where a failure is its own."""
+        self._count_failure(FailureReason.run_failed)
+        entry.state = RunState.pending
+        entry.finished_at = iso(self.now)
+        entry.message = f"{PACK_FAILED}: attempt {entry.attempts} ran in a pack of {obs.pack_size} that failed " \
+                        f"({obs.message or 'no message'}); relaunched alone, not counted against policy.runRetries"
+        self.events.append(Event("Warning", "RunRetried", f"{_title(entry)}: {entry.message}"))
 
     def _succeeded(self, entry: RunStatus, obs: Observation) -> None:
         result = obs.result
@@ -235,7 +260,7 @@ class _RunStep:
             self._failure(entry, RunState.failed, FailureReason.result_mismatch,
                           f"the result is for run {result.run_key!r}, not for this run ({entry.key!r}); not recorded")
         else:
-            _apply_result(entry, result, self.eval_sets)
+            _apply_result(entry, result, self.eval_sets, obs.pack_size)
             entry.finished_at = iso(obs.finished_at or self.now)
 
 
@@ -271,6 +296,7 @@ def record_launch(status: RecipeComparisonStatus, key: str, handle: str | None) 
 
 
 WAITING_TO_LAUNCH = "waiting to launch"
+PACK_FAILED = "its pack failed"  # the message of a run sent back to Pending by its pack's failure
 QUEUED = "queued"  # a launcher's message for a submitted run its scheduler has not admitted yet (shown while it is)
 
 
@@ -338,7 +364,10 @@ _ABSENT = object()
 
 
 def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparisonStatus | None,
-              observed: Mapping[str, Observation], now: datetime, generation: int | None = None) -> ReconcileResult:
+              observed: Mapping[str, Observation], now: datetime, generation: int | None = None,
+              packs: PackSizes = SINGLE) -> ReconcileResult:
+    """One pass. ``packs``: at most how many runs of each scale launch as one pack (the driver resolves
+    ``spec.policy.packSize`` with the mode's default; :data:`~proxyrank.planner.SINGLE` launches every run alone)."""
     # entries are changed field by field (never a nested object in place): a copy of each run entry keeps
     # ``previous`` intact at a tenth of a deep copy's cost (4 ms for a 100-run status)
     prev = previous.model_copy(update={"runs": [r.model_copy() for r in previous.runs]}) \
@@ -356,20 +385,7 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
     _leave_plan(plan, prev, observed, step)
     failed_for_good, budget_exceeded = _apply_budget(runs, spec, prev, now, step)
     if not budget_exceeded and not spec.policy.suspend:
-        planned = {p.key: p for p in plan.runs}
-        slots = spec.policy.parallelism - sum(r.state in IN_FLIGHT for r in runs)
-        for r in runs:
-            if slots <= 0:
-                break
-            if r.state == RunState.pending:
-                r.attempts += 1
-                r.state = RunState.launching
-                r.started_at = iso(now)
-                r.finished_at = None
-                if (r.failed_attempts == 0 and r.attempts == 1) or (r.message or "").startswith(WAITING_TO_LAUNCH):
-                    r.message = None
-                step.actions.append(Launch(planned[r.key], r.attempts))
-                slots -= 1
+        _launch_pending(runs, plan, spec.policy.parallelism, packs, step)
 
     counts = _count(runs)
     status = RecipeComparisonStatus(
@@ -397,6 +413,43 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
         analysis.protocols, analysis.target, analysis.agreements, analysis.verdict, analysis.confidence)
     _conditions(status, prev, spec, failed_for_good, now, generation, step.events)
     return ReconcileResult(status=status, actions=step.actions, events=step.events)
+
+
+def in_flight_processes(runs: Sequence[RunStatus]) -> int:
+    """Processes (jobs) in flight, what ``policy.parallelism`` limits: in-flight runs sharing a handle (one pack)
+    count once."""
+    handles = {r.handle or f"run:{r.key}" for r in runs if r.state in IN_FLIGHT}
+    return len(handles)
+
+
+def launches_alone(entry: RunStatus) -> bool:
+    """A run that failed before, or whose pack failed, launches alone: a run that breaks its process cannot take
+    pack-mates down again, and its failure is its own."""
+    return entry.failed_attempts > 0 or (entry.message or "").startswith(PACK_FAILED)
+
+
+def _launch_pending(runs: Sequence[RunStatus], plan: Plan, parallelism: int, packs: PackSizes,
+                    step: _RunStep) -> None:
+    """Launch pending runs, in plan order and grouped into packs (:func:`~proxyrank.planner.group_packs`), while
+    fewer than ``parallelism`` processes are in flight."""
+    slots = parallelism - in_flight_processes(runs)
+    if slots <= 0:
+        return
+    pending = {r.key: r for r in runs if r.state == RunState.pending}
+    if not pending:
+        return
+    alone = {key for key, r in pending.items() if launches_alone(r)}
+    planned = [p for p in plan.runs if p.key in pending]
+    for index, pack in enumerate(group_packs(planned, packs, alone)[:slots]):
+        for run in pack:
+            r = pending[run.key]
+            r.attempts += 1
+            r.state = RunState.launching
+            r.started_at = iso(step.now)
+            r.finished_at = None
+            if (r.failed_attempts == 0 and r.attempts == 1) or (r.message or "").startswith(WAITING_TO_LAUNCH):
+                r.message = None
+            step.actions.append(Launch(run, r.attempts, index if len(pack) > 1 else None))
 
 
 NOT_IN_PLAN = "NotInPlan"

@@ -77,7 +77,7 @@ def test_each_cel_rule_fires_on_its_bad_input(mutate: Any, message: str) -> None
 def test_policy_and_reliability_may_change_after_creation() -> None:
     old = copy.deepcopy(GOOD_COMPARISON)
     new = copy.deepcopy(old)
-    new["spec"]["policy"].update(parallelism=2, suspend=True, maxFailedRuns=10)
+    new["spec"]["policy"].update(parallelism=2, suspend=True, maxFailedRuns=10, packSize=16, targetPackSize=2)
     new["spec"]["reliability"]["threshold"] = 0.9
     assert cel_errors(new, old) == []
 

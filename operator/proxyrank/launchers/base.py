@@ -7,11 +7,12 @@ Implementations: :class:`~proxyrank.launchers.local.LocalLauncher` (``proxyrank 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from proxyrank.api import RecipeComparisonSpec
 from proxyrank.planner import Plan, PlannedRun
@@ -124,3 +125,34 @@ class Launcher(Protocol):
     def close(self) -> None:
         """Stop what this launcher started and release its resources (end of ``proxyrank run``, Ctrl-C)."""
         ...
+
+
+@runtime_checkable
+class PackLauncher(Launcher, Protocol):
+    """A launcher that can train several runs in one process/job (docs/packed.md). The driver sends a pack of 2 or
+    more runs to :meth:`launch_pack` and single runs to :meth:`Launcher.launch`; a launcher without ``launch_pack``
+    launches every run alone (the driver then plans no packs: ``proxyrank.planner.SINGLE``)."""
+
+    def launch_pack(self, ref: ComparisonRef, runs: Sequence[tuple[PlannedRun, int]]) -> str:
+        """Submit the attempts ``runs`` ((run, attempt) pairs, all with one ``contract.pack_key``) as one
+        process/job and return the pack's handle, which every run of the pack records. Idempotent for the same runs
+        and attempts.
+
+        :meth:`Launcher.observe` still answers per run key: a run whose result is there is ``succeeded`` (even while
+        the pack runs on, or after it died); otherwise the pack's state (pending, running; failed with the pack's
+        message; ``succeeded`` without a result is ResultMissing; unknown when lost), with ``handle`` the pack's
+        handle and ``pack_size`` the number of runs in the pack (its cost is shared by them; a failed pack of more
+        than one run is not counted against its runs' retries)."""
+        ...
+
+
+def pack_name(runs: Sequence[tuple[PlannedRun, int]]) -> str:
+    """A pack's name (job name, work directory): ``pack-`` and a short hash of its sorted ``key:attempt`` list, so the
+    same attempts always get the same name (DNS-1123 label: lowercase hex, 21 characters)."""
+    ident = "\n".join(sorted(f"{run.key}:{attempt}" for run, attempt in runs))
+    return "pack-" + hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def supports_packs(launcher: Launcher) -> bool:
+    """Whether ``launcher`` can launch packs (has :meth:`PackLauncher.launch_pack`)."""
+    return isinstance(launcher, PackLauncher)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from proxyrank.api import RecipeComparisonSpec
-from proxyrank.launchers.base import ComparisonRef, LaunchDeferred, LaunchError
+from proxyrank.launchers.base import ComparisonRef, LaunchDeferred, LaunchError, pack_name
 from proxyrank.planner import Plan, PlannedRun
 from proxyrank.reconciler import LaunchState, Observation
 from proxyrank_trainer.contract import RunResult
@@ -31,6 +31,7 @@ class _Attempt:
     handle: str
     polls: int = 0
     cancelled: bool = False
+    pack_size: int = 1
 
 
 @dataclass
@@ -41,6 +42,7 @@ class FakeLauncher:
     launch_calls: list[tuple[str, int]] = field(default_factory=list)  # every launch() call, deferred ones too
     attempts: dict[str, _Attempt] = field(default_factory=dict)
     launched: list[tuple[str, int]] = field(default_factory=list)
+    packs: list[list[tuple[str, int]]] = field(default_factory=list)  # every launch_pack() that submitted
     cancelled: list[tuple[str, int]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what validate() reports
     deleted: bool = False
@@ -54,14 +56,16 @@ class FakeLauncher:
         now = datetime.now(UTC)
         for key, a in self.attempts.items():
             if a.cancelled:
-                out[key] = Observation(key, a.attempt, LaunchState.failed, a.handle, message="cancelled")
+                out[key] = Observation(key, a.attempt, LaunchState.failed, a.handle, message="cancelled",
+                                       pack_size=a.pack_size)
                 continue
             a.polls += 1
             if a.polls <= a.outcome.polls:
-                out[key] = Observation(key, a.attempt, LaunchState.running, a.handle, started_at=now)
+                out[key] = Observation(key, a.attempt, LaunchState.running, a.handle, started_at=now,
+                                       pack_size=a.pack_size)
             else:
                 out[key] = Observation(key, a.attempt, a.outcome.state, a.handle, result=a.outcome.result,
-                                       message=a.outcome.message, finished_at=now)
+                                       message=a.outcome.message, finished_at=now, pack_size=a.pack_size)
         return out
 
     def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
@@ -77,9 +81,30 @@ class FakeLauncher:
         self.launched.append((run.key, attempt))
         return handle
 
+    def launch_pack(self, ref: ComparisonRef, runs: Sequence[tuple[PlannedRun, int]]) -> str:
+        """One pack: each run follows its own scripted outcome (script a failed pack as its unfinished runs failing),
+        observed with the pack's handle and size. The first run's ``launch_deferred``/``launch_error`` speak for the
+        pack."""
+        self.launch_calls.extend((run.key, attempt) for run, attempt in runs)
+        first, attempt = runs[0]
+        unavailable = self.launch_deferred(first, attempt)
+        if unavailable:
+            raise LaunchDeferred(unavailable)
+        error = self.launch_error(first, attempt)
+        if error:
+            raise LaunchError(error)
+        handle = f"fake://{pack_name(runs)}"
+        for run, attempt in runs:
+            self.attempts[run.key] = _Attempt(run, attempt, self.script(run, attempt), handle, pack_size=len(runs))
+            self.launched.append((run.key, attempt))
+        self.packs.append([(run.key, attempt) for run, attempt in runs])
+        return handle
+
     def cancel(self, ref: ComparisonRef, key: str, attempt: int, handle: str | None) -> None:
-        if key in self.attempts:
-            self.attempts[key].cancelled = True
+        """Stops the attempt, and with a pack's handle every run of the pack (one process)."""
+        for a in self.attempts.values():
+            if a.run.key == key or (handle is not None and a.handle == handle):
+                a.cancelled = True
         self.cancelled.append((key, attempt))
 
     def delete_all(self, namespace: str, uid: str) -> int:
