@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -404,3 +405,16 @@ def test_a_queued_pack_says_why_for_each_of_its_runs() -> None:
     for run, _ in runs:
         assert observed[run.key].state == LaunchState.pending
         assert (observed[run.key].message or "").startswith("queued: waiting for Kueue to admit the Job")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_pack_too_large_for_one_environment_variable_is_a_launch_error_naming_pack_size(backend: str) -> None:
+    launcher, custom, _, ref, plan = BACKENDS[backend]()
+    run = _pack(plan, k=1)[0][0]
+    sources = [s.model_copy(update={"uri": f"s3://bucket/{'long-prefix/' * 40}{i}"}) for i, s in
+               enumerate(run.config.sources * 2)]  # recipes of long URIs: about 1.4 kB a run
+    many = [(replace(run, key=f"{run.key}-{i:03d}", config=run.config.model_copy(
+        update={"run_key": f"k{i}", "sources": sources})), 1) for i in range(100)]
+    with pytest.raises(LaunchError, match=r"more than the 131071 an environment variable can hold.*packSize"):
+        launcher.launch_pack(ref, many)
+    assert custom.creates == []

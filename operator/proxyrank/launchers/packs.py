@@ -28,6 +28,7 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from proxyrank.launchers.base import LaunchError
 from proxyrank.launchers.pod import RESULT_PATH, TERMINATION_LOG
 from proxyrank.planner import (
     LABEL_COMPARISON,
@@ -46,6 +47,7 @@ LABEL_PACK = f"{LABEL_PREFIX}/pack"
 ANNOTATION_PACK_RUNS = f"{LABEL_PREFIX}/pack-runs"
 LABEL_ATTEMPT = f"{LABEL_PREFIX}/attempt"  # on a single run's job (and its pods): the attempt
 OUTPUT_DIR = posixpath.dirname(RESULT_PATH)  # /tmp/proxyrank: the pod's writable result directory
+MAX_ENV_BYTES = 131072 - 1  # Linux's MAX_ARG_STRLEN: one "NAME=value" string of the environment, with its NUL
 
 __all__ = ["ANNOTATION_PACK_RUNS", "LABEL_PACK", "PACK_CONFIG_ENV", "job_attempts", "latest_attempts", "observation",
            "pack_annotations", "pack_config", "pack_labels", "pack_name"]
@@ -83,13 +85,19 @@ def pack_annotations(runs: Sequence[tuple[PlannedRun, int]], title_key: str) -> 
 def pack_config(runs: Sequence[tuple[PlannedRun, int]]) -> str:
     """``$PROXYRANK_PACK_CONFIG`` of the pack (compact JSON): each run's config with its own output under
     ``/tmp/proxyrank/<key>/``, no checkpoints (a relaunched pack's pod shares no volume with the last one) and no
-    termination log of its own; the pack's termination log is the container's."""
+    termination log of its own; the pack's termination log is the container's. Raises :class:`LaunchError` when it
+    would not fit one environment variable (Linux takes at most 128 KiB per variable: about 180 runs)."""
     configs = []
     for run, _ in runs:
         config = run.config.model_copy(update={
             "output": f"{OUTPUT_DIR}/{run.key}/result.json", "checkpoint_every": 0, "termination_log_path": None})
         configs.append(config_json(config))
-    return json.dumps({"runs": configs, "terminationLogPath": TERMINATION_LOG}, separators=(",", ":"))
+    text = json.dumps({"runs": configs, "terminationLogPath": TERMINATION_LOG}, separators=(",", ":"))
+    size = len(f"{PACK_CONFIG_ENV}={text}".encode())
+    if size > MAX_ENV_BYTES:
+        raise LaunchError(f"the config of a pack of {len(runs)} runs is {size} bytes, more than the {MAX_ENV_BYTES} "
+                          f"an environment variable can hold (${PACK_CONFIG_ENV}); lower spec.policy.packSize")
+    return text
 
 
 def job_attempts(job: Mapping[str, Any]) -> dict[str, int]:
