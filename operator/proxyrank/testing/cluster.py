@@ -503,6 +503,8 @@ class VolcanoSimulator:
     finished: dict[str, str] = field(default_factory=dict)  # job name -> final phase
     finished_at: dict[str, float] = field(default_factory=dict)  # job name -> time.time() its final phase was written
     errors: list[BaseException] = field(default_factory=list)
+    # (namespace, comparison) -> run key -> (recipe, protocol, scale): the plans pack jobs' runs are looked up in
+    _plans: dict[tuple[str, str], dict[str, tuple[str, str, str]]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -535,7 +537,7 @@ class VolcanoSimulator:
             elif phase == "Pending":
                 self._set_phase(job, "Running")
             elif phase == "Running" and is_pack(job):
-                infos = pack_infos(self.kube, job)
+                infos = pack_infos(self.kube, job, self._plans)
                 outcomes = [self.script(info) for info in infos]
                 if any(o.kind == "hold" for o in outcomes):
                     continue
@@ -644,10 +646,11 @@ def job_info(job: dict[str, Any]) -> JobInfo:
                    learning_rate=float(config.get("learningRate", 0.0)), seed=int(config.get("seed", 0)))
 
 
-def pack_infos(kube: Kube, job: dict[str, Any]) -> list[JobInfo]:
+def pack_infos(kube: Kube, job: dict[str, Any],
+               plans: dict[tuple[str, str], dict[str, tuple[str, str, str]]] | None = None) -> list[JobInfo]:
     """One :class:`JobInfo` per run of a pack job, in the pack config's order: key and attempt from the pack's
-    annotation, learning rate and seed from its config, recipe, protocol and scale from the comparison's plan (the
-    comparison is read once per call; a run it does not plan gets empty names)."""
+    annotation, learning rate and seed from its config, recipe, protocol and scale from the comparison's plan (read
+    when ``plans``, a cache, lacks one of the keys; a run the plan does not have gets empty names)."""
     meta = job["metadata"]
     attempts = job_attempts(job)
     configs: list[dict[str, Any]] = []
@@ -655,7 +658,11 @@ def pack_infos(kube: Kube, job: dict[str, Any]) -> list[JobInfo]:
         for var in task["template"]["spec"]["containers"][0].get("env") or []:
             if var.get("name") == PACK_CONFIG_ENV:
                 configs = json.loads(var["value"])["runs"]
-    planned = _planned(kube, meta["namespace"], (meta.get("labels") or {}).get(LABEL_COMPARISON, ""))
+    where = (meta["namespace"], (meta.get("labels") or {}).get(LABEL_COMPARISON, ""))
+    plans = {} if plans is None else plans
+    if any(cfg["runKey"] not in plans.get(where, {}) for cfg in configs):
+        plans[where] = _planned(kube, *where)
+    planned = plans[where]
     out = []
     for cfg in configs:
         key = cfg["runKey"]
