@@ -185,12 +185,20 @@ class PackConfig(_Strict):
     and as its own ``PROXYRANK_RESULT`` line. See docs/packed.md."""
 
     runs: list[RunConfig] = Field(min_length=1, max_length=PACK_MAX_RUNS)
+    # The pack's own termination log: one compact message with every finished run's result
+    # (proxyrank_trainer.results.pack_termination_message), rewritten as runs finish; None: not written. On
+    # Kubernetes the launcher sets the container's /dev/termination-log here (and no run's terminationLogPath).
+    termination_log_path: str | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_pack(self) -> PackConfig:
         problem = pack_mismatch(self.runs)
         if problem is not None:
             raise ValueError(f"{problem[0]}: {problem[1]}")
+        for i, cfg in enumerate(self.runs):
+            if self.termination_log_path is not None and cfg.termination_log_path == self.termination_log_path:
+                raise ValueError(f"runs[{i}].terminationLogPath: {cfg.termination_log_path!r} is also the pack's "
+                                 "terminationLogPath; a run's own termination log needs its own path")
         return self
 
 

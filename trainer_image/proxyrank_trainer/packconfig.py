@@ -1,6 +1,8 @@
 """The pack config: K run configs trained together (``python -m proxyrank_trainer --pack pack.json``).
 
-``{"runs": [<run config>, ...]}``, each run exactly as ``--config`` takes it. Every run is validated as a single run
+``{"runs": [<run config>, ...], "terminationLogPath": "/dev/termination-log"}``, each run exactly as ``--config``
+takes it; ``terminationLogPath`` (optional) is where the pack writes its one compact termination message
+(:func:`proxyrank_trainer.results.pack_termination_message`). Every run is validated as a single run
 config is (:func:`proxyrank_trainer.config.validate_config`), with its error's field path under ``runs[i]``; then the
 runs must form one pack (:func:`proxyrank_trainer.contract.pack_mismatch`: one model shape, token budget, batch and
 evaluation, distinct run keys and output paths). Torch-free, like :mod:`proxyrank_trainer.config`.
@@ -23,9 +25,14 @@ def validate_pack(raw: Any) -> PackConfig:
     """Parse a decoded JSON object into a :class:`PackConfig`; the first problem raises :class:`ConfigError`."""
     if not isinstance(raw, dict):
         raise ConfigError("pack", f"must be a JSON object {{\"runs\": [...]}}, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - {"runs"})
+    unknown = sorted(set(raw) - {"runs", "terminationLogPath"})
     if unknown:
-        raise ConfigError(unknown[0], "unknown key; a pack config has only \"runs\" (a list of run configs)")
+        raise ConfigError(unknown[0], "unknown key; a pack config has \"runs\" (a list of run configs) and "
+                                      "optionally \"terminationLogPath\"")
+    termination = raw.get("terminationLogPath")
+    if termination is not None and (not isinstance(termination, str) or not termination):
+        raise ConfigError("terminationLogPath", f"must be a non-empty path (the pack's termination log), got "
+                                                f"{termination!r}")
     runs = raw.get("runs")
     if not isinstance(runs, list) or not 1 <= len(runs) <= PACK_MAX_RUNS:
         raise ConfigError("runs", f"must be a list of 1 to {PACK_MAX_RUNS} run configs, got "
@@ -40,7 +47,11 @@ def validate_pack(raw: Any) -> PackConfig:
     problem = pack_mismatch(configs)
     if problem is not None:
         raise ConfigError(*problem)
-    return PackConfig(runs=configs)
+    for i, cfg in enumerate(configs):
+        if termination is not None and cfg.termination_log_path == termination:
+            raise ConfigError(f"runs[{i}].terminationLogPath", f"{termination!r} is also the pack's "
+                                                               "terminationLogPath; give the run its own path")
+    return PackConfig(runs=configs, terminationLogPath=termination)
 
 
 def load_pack_config(path: str | None = None, *, environ: dict[str, str] | None = None) -> PackConfig:

@@ -38,7 +38,7 @@ from proxyrank_trainer.data import EvalData
 from proxyrank_trainer.model import GPT, count_parameters
 from proxyrank_trainer.optim import LRSchedule
 from proxyrank_trainer.packed_model import PackedGPT
-from proxyrank_trainer.results import publish
+from proxyrank_trainer.results import publish, write_pack_termination
 from proxyrank_trainer.train import (
     AmpContext,
     Progress,
@@ -206,6 +206,8 @@ class Pack:
     micro: int
     params: dict[str, int]
     active: list[int] = field(default_factory=list)
+    termination_log: str | None = None  # the pack's own termination log (PackConfig.terminationLogPath)
+    finished: list[dict[str, object]] = field(default_factory=list)  # the results published so far, in order
 
     def keep(self, slots: Sequence[int]) -> None:
         self.model.keep(slots)
@@ -223,8 +225,19 @@ def run_pack(pack: PackConfig, *, stdout: TextIO | None = None) -> list[RunResul
     base = setup_runtime(pack.runs[0], stream)
     runs = [_open_run(base, cfg, i, len(pack.runs)) for i, cfg in enumerate(pack.runs)]
     packed = build_pack(base, pack.runs)
-    base.say(f"pack of {len(runs)} runs: model {pack.runs[0].model_name} {pack.runs[0].shape.to_dict()}, "
-             f"{pack.runs[0].steps} steps x {pack.runs[0].batch_tokens:,} tokens, micro-batch {packed.micro}; "
+    packed.termination_log = pack.termination_log_path
+    try:
+        _train_pack(base, runs, packed)
+    except BaseException as exc:  # the finished runs' results stay in the pack's message, with why it stopped
+        if packed.termination_log is not None:
+            write_pack_termination(packed.termination_log, packed.finished, error=f"{type(exc).__name__}: {exc}")
+        raise
+    return [r.result for r in runs if r.result is not None]
+
+
+def _train_pack(base: Runtime, runs: list[PackRun], packed: Pack) -> None:
+    base.say(f"pack of {len(runs)} runs: model {base.cfg.model_name} {base.cfg.shape.to_dict()}, "
+             f"{base.cfg.steps} steps x {base.cfg.batch_tokens:,} tokens, micro-batch {packed.micro}; "
              f"device {base.ctx.describe()}, {base.dtype_name}")
     initial = evaluate_pack(packed.train_model, runs[0].data.evals, base.ctx.device, len(runs),
                             batch_size=packed.micro, amp=base.amp)
@@ -235,7 +248,6 @@ def run_pack(pack: PackConfig, *, stdout: TextIO | None = None) -> list[RunResul
                           batch_size=packed.micro, amp=base.amp) if packed.active else []
     for i, val in zip(packed.active, final, strict=True):
         _finish(runs[i], packed, val)
-    return [r.result for r in runs if r.result is not None]
 
 
 def _open_run(base: Runtime, cfg: RunConfig, i: int, n: int) -> PackRun:
@@ -361,6 +373,9 @@ def _finish(run: PackRun, pack: Pack, val_final: dict[str, float]) -> None:
     explicit = rt.cfg.termination_log_path  # one container termination log cannot hold K results: explicit only
     publish(run.result, output=rt.cfg.output, termination_log=explicit, create_termination_log=True,
             stdout=rt.stream)
+    pack.finished.append(run.result.to_json())
+    if pack.termination_log is not None:
+        write_pack_termination(pack.termination_log, pack.finished)
 
 
 @dataclass

@@ -11,6 +11,21 @@ what goes out):
 (c) atomically (write + rename) to the run's ``output`` path.
 
 Non-finite numbers (a diverged run's NaN loss) become ``null`` so every reader gets strict JSON.
+
+A pack (K runs in one process, :mod:`proxyrank_trainer.packed`) publishes each run's result as above (its own
+``PROXYRANK_RESULT`` line and output file) and, where the pack config names its own ``terminationLogPath``, one
+**pack termination message** for the whole pack (:func:`pack_termination_message`), rewritten as each run finishes::
+
+    {"fields": ["runKey", "status", "valLossMean", "valLoss", ...], "sets": ["code", "web"],
+     "pack": [["<run key>", "succeeded", 3.21, [3.3, 3.12], ...], ...], "omitted": 2, "error": "RuntimeError: ..."}
+
+One row per finished run, in the order the runs finished, with the columns ``fields`` (:data:`COMPACT_FIELDS`:
+everything the operator records of a run, nothing rounded; ``valLoss`` a list aligned with ``sets``), as many rows as
+fit the kubelet's 4096 bytes: about 200 bytes a run (a 50-character key, two eval sets), so 16 runs fit.
+:func:`parse_pack_message` turns the rows back into result objects for
+:func:`proxyrank_trainer.contract.parse_result`. ``omitted`` (only when > 0) counts finished runs left out for lack
+of room: their ``PROXYRANK_RESULT`` log lines are the channel (:func:`parse_result_lines`). ``error`` (only when the
+pack process failed) is the last line of the exception that stopped it.
 """
 
 from __future__ import annotations
@@ -91,6 +106,74 @@ def compact_for_termination(result: dict[str, Any], limit: int = TERMINATION_LOG
     return text
 
 
+# What a pack's termination message keeps of each run's result (the columns of its rows): what the operator records
+# per run. ``valLoss`` is a list aligned with the message's ``sets``.
+COMPACT_FIELDS = ("runKey", "status", "valLossMean", "valLoss", "valLossInitial", "trainLossFinal", "lossFell",
+                  "tokens", "steps", "seconds", "device", "worldSize", "divergedAtStep")
+PACK_MESSAGE_KEY = "pack"
+MAX_ERROR_CHARS = 300
+
+
+def _row(result: dict[str, Any], sets: list[str]) -> list[Any]:
+    """One run's row of the pack message (see :data:`COMPACT_FIELDS`)."""
+    losses = result.get("valLoss") or {}
+    values = {**result, "valLoss": [losses.get(name) for name in sets]}
+    return [values.get(name) for name in COMPACT_FIELDS]
+
+
+def pack_termination_message(results: list[dict[str, Any]], *, error: str | None = None,
+                             limit: int = TERMINATION_LOG_LIMIT) -> str:
+    """The pack's termination message (see the module docstring): one row per finished run, in the order they
+    finished, as many as fit ``limit`` bytes, the count of those left out, and the error that stopped the pack."""
+    sets = sorted({name for r in results for name in r.get("valLoss") or {}})
+    head: dict[str, Any] = {"fields": list(COMPACT_FIELDS), "sets": sets}
+    if error is not None:
+        lines = error.strip().splitlines()
+        head["error"] = lines[-1][:MAX_ERROR_CHARS] if lines else ""
+    rows: list[list[Any]] = []
+    for i, result in enumerate(results):
+        row = _row(result, sets)
+        if len(dumps({**head, PACK_MESSAGE_KEY: [*rows, row], **_omitted(len(results) - i - 1)}).encode()) > limit:
+            break
+        rows.append(row)
+    return dumps({**head, PACK_MESSAGE_KEY: rows, **_omitted(len(results) - len(rows))})
+
+
+def _omitted(n: int) -> dict[str, int]:
+    return {"omitted": n} if n > 0 else {}
+
+
+def compact_result(result: dict[str, Any]) -> dict[str, Any]:
+    """What a pack message keeps of ``result``, as a result (the fields of :data:`COMPACT_FIELDS` it has)."""
+    found = parse_pack_message(pack_termination_message([result], limit=1 << 20)) or {}
+    return next(iter(found.values()), {})
+
+
+def parse_pack_message(text: str) -> dict[str, dict[str, Any]] | None:
+    """The results in a pack termination message by ``runKey`` (each a result object with the fields the message
+    keeps; a later row of the same key wins), or None when ``text`` is not a pack message (empty, a single run's
+    result, a log tail)."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get(PACK_MESSAGE_KEY), list):
+        return None
+    fields, sets = data.get("fields"), data.get("sets") or []
+    if not isinstance(fields, list) or not isinstance(sets, list):
+        return None
+    found: dict[str, dict[str, Any]] = {}
+    for row in data[PACK_MESSAGE_KEY]:
+        if not isinstance(row, list) or len(row) != len(fields):
+            continue
+        entry = {str(k): v for k, v in zip(fields, row, strict=True) if v is not None or k == "valLossMean"}
+        if isinstance(entry.get("valLoss"), list) and len(entry["valLoss"]) == len(sets):
+            entry["valLoss"] = dict(zip(map(str, sets), entry["valLoss"], strict=True))
+        if isinstance(entry.get("runKey"), str) and entry["runKey"]:
+            found[entry["runKey"]] = entry
+    return found
+
+
 def atomic_write(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +203,19 @@ def write_termination_log(result: dict[str, Any], path: str | Path, *, create: b
             p.parent.mkdir(parents=True, exist_ok=True)
         with open(p, "w") as fh:
             fh.write(compact_for_termination(result))
+        return True
+    except OSError:
+        return False
+
+
+def write_pack_termination(path: str | Path, results: list[dict[str, Any]], *, error: str | None = None) -> bool:
+    """Write the pack termination message (:func:`pack_termination_message`) to ``path`` (its directory created);
+    returns whether it was written."""
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "w") as fh:
+            fh.write(pack_termination_message(results, error=error))
         return True
     except OSError:
         return False
@@ -156,6 +252,23 @@ def parse_result_line(text: str) -> dict[str, Any] | None:
         if isinstance(data, dict):
             return data
     return None
+
+
+def parse_result_lines(text: str) -> dict[str, dict[str, Any]]:
+    """Every result in log text by its ``runKey`` (a pack's log holds one ``PROXYRANK_RESULT`` line per run; for a
+    key seen twice the later line wins). Lines without a JSON object or a ``runKey`` are skipped."""
+    found: dict[str, dict[str, Any]] = {}
+    for line in text.splitlines():
+        at = line.find(RESULT_SENTINEL)
+        if at < 0:
+            continue
+        try:
+            data = json.loads(line[at + len(RESULT_SENTINEL):])
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and isinstance(data.get("runKey"), str) and data["runKey"]:
+            found[data["runKey"]] = data
+    return found
 
 
 def read_result_file(path: str | Path) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -44,6 +44,7 @@ from proxyrank.launchers.base import (
     parse_run_result,
     redact,
 )
+from proxyrank.launchers.packs import is_pack, job_attempts, latest_attempts, observation, pack_name
 from proxyrank.launchers.pod import DEFAULT_QUEUE
 from proxyrank.launchers.volcano import (
     LABEL_ATTEMPT,
@@ -52,15 +53,16 @@ from proxyrank.launchers.volcano import (
     VOLCANO_PLURAL,
     VOLCANO_VERSION,
     build_volcano_job,
+    build_volcano_pack_job,
     job_handle,
     job_name,
     owner_reference,
     trainer_env,
 )
-from proxyrank.planner import LABEL_COMPARISON_UID, LABEL_RUN, Plan, PlannedRun, label_value
+from proxyrank.planner import LABEL_COMPARISON_UID, Plan, PlannedRun, label_value
 from proxyrank.reconciler import LaunchState, Observation
 from proxyrank_trainer.contract import RunResult
-from proxyrank_trainer.results import parse_result_line
+from proxyrank_trainer.results import parse_pack_message, parse_result_line, parse_result_lines
 
 __all__ = ["LABEL_ATTEMPT", "RESULT_PATH", "KubernetesLauncher", "job_name", "owner_reference", "torchx_app_job",
            "validate_for_kubernetes"]  # with what callers used to import from here (now in launchers.volcano)
@@ -160,14 +162,15 @@ def validate_for_kubernetes(spec: RecipeComparisonSpec) -> list[str]:
     return problems
 
 
-def torchx_app_job(trainer: TrainerSpec, name: str) -> dict[str, Any]:
+def torchx_app_job(trainer: TrainerSpec, name: str, *, one_process: bool = False) -> dict[str, Any]:
     """TorchX's Volcano Job for the trainer app named ``name``, as a plain dict: ``torchrun`` over ``replicas x GPUs``
     with the trainer's resources (or named resource), image and shared env, converted by the ``kubernetes`` scheduler's
     ``app_to_resource`` with the Volcano queue and service account. Needs TorchX, touches no cluster.
 
     TorchX's torchrun takes integer ``cpu``/``gpu``/``memMB`` (GPUs as ``nvidia.com/gpu``); resources written as
     Kubernetes requests/limits (quantities, other accelerators) replace the container's resources afterwards, in
-    :func:`proxyrank.launchers.pod.own_pod`, and their GPU count sets torchrun's processes per node here."""
+    :func:`proxyrank.launchers.pod.own_pod`, and their GPU count sets torchrun's processes per node here.
+    ``one_process``: one node, one process (a pack, docs/packed.md), with the trainer's resources."""
     from kubernetes.client import ApiClient
     from torchx.components.dist import torchrun
     from torchx.schedulers.kubernetes_scheduler import app_to_resource
@@ -179,11 +182,11 @@ def torchx_app_job(trainer: TrainerSpec, name: str) -> dict[str, Any]:
 
         gpus = specs.resource(h=trainer.named_resource).gpu
         app = torchrun(m=TRAINER_MODULE, image=image, name=name, h=trainer.named_resource,
-                       j=f"{trainer.replicas}x{max(1, gpus)}", env=env)
+                       j="1x1" if one_process else f"{trainer.replicas}x{max(1, gpus)}", env=env)
     else:
         res = trainer.resources or Resources()
         app = torchrun(m=TRAINER_MODULE, image=image, name=name, **res.torchx_args(),
-                       j=f"{trainer.replicas}x{max(1, res.gpus())}", env=env)
+                       j="1x1" if one_process else f"{trainer.replicas}x{max(1, res.gpus())}", env=env)
     resource = app_to_resource(app, trainer.queue or DEFAULT_QUEUE, trainer.service_account_name)
     job: dict[str, Any] = ApiClient().sanitize_for_serialization(resource)
     return job
@@ -238,6 +241,39 @@ def read_result(core: Any, namespace: str, pods: list[dict[str, Any]],
     return None, "no termination message and no PROXYRANK_RESULT line in the log"
 
 
+PackResults = dict[str, tuple[RunResult | None, str | None]]  # run key -> (result, why it is unusable)
+
+
+def read_pack_results(core: Any, namespace: str, pods: list[dict[str, Any]], members: Mapping[str, int],
+                      sleep: Callable[[float], None] = time.sleep) -> PackResults:
+    """The results of a finished pack job's runs, by run key, for the runs in ``members`` (the job's annotation) only:
+    from the pack's termination message, then, for members it lacks (a pack message over 4096 bytes, a pack that
+    died), from the ``PROXYRANK_RESULT`` lines of the pods' whole logs (one ``read_namespaced_pod_log`` per pod). A
+    run absent from both has no entry; one whose payload is unusable has ``(None, why)``."""
+    pods = sorted(pods, key=lambda p: p.get("metadata", {}).get("name", ""))
+    found: dict[str, tuple[dict[str, Any], str]] = {}
+    for pod_name, term in _container_terminations(pods):
+        for key, payload in (parse_pack_message((term.get("message") or "").strip()) or {}).items():
+            if key in members:
+                found[key] = (payload, f"the termination message of pod {pod_name}")
+    for pod in pods:
+        if all(key in found for key in members):
+            break
+        name = pod.get("metadata", {}).get("name")
+        if not name:
+            continue
+        try:
+            text = with_retries(lambda n=name: core.read_namespaced_pod_log(n, namespace),  # type: ignore[misc]
+                                f"read log of {name}", sleep=sleep)
+        except _api_exception() as exc:
+            log.info("reading the log of %s failed: %s", name, getattr(exc, "status", exc))
+            continue
+        for key, payload in parse_result_lines(text if isinstance(text, str) else str(text)).items():
+            if key in members and key not in found:
+                found[key] = (payload, f"the log of pod {name}")
+    return {key: parse_run_result(payload, where) for key, (payload, where) in found.items()}
+
+
 class KubernetesLauncher:
     def __init__(self, custom_api: Any = None, core_api: Any = None, *, owner: Mapping[str, Any] | None = None,
                  sleep: Callable[[float], None] = time.sleep, children: ChildSource | None = None) -> None:
@@ -251,6 +287,7 @@ class KubernetesLauncher:
         self.owner = dict(owner) if owner else None
         self.sleep = sleep
         self._results: dict[str, tuple[RunResult | None, str | None]] = {}  # job name -> (result, message)
+        self._pack_results: dict[str, tuple[PackResults, str | None]] = {}  # pack job -> (results, failure)
         self._ignored_pods: set[str] = set()  # pods not created for one of our jobs, warned about once each
         self._backoff = LaunchBackoff()
         self.children: ChildSource = children if children is not None else Listing(self.list_children)
@@ -270,6 +307,17 @@ class KubernetesLauncher:
         app_job = _renamed(template, TEMPLATE_NAME, job_name(run.key, attempt))
         return build_volcano_job(app_job, ref, run, attempt, self.owner)
 
+    def build_pack_job(self, ref: ComparisonRef, runs: Sequence[tuple[PlannedRun, int]]) -> dict[str, Any]:
+        """The Volcano Job of a pack (:func:`~proxyrank.launchers.volcano.build_volcano_pack_job`): TorchX's job for
+        the app as one process (its own cached template), made the pack's (pure)."""
+        trainer = ref.spec.trainer
+        key = "pack:" + trainer.model_dump_json()
+        template = self._templates.get(key)
+        if template is None:
+            template = self._templates[key] = torchx_app_job(trainer, TEMPLATE_NAME, one_process=True)
+            self.torchx_calls += 1
+        return build_volcano_pack_job(_renamed(template, TEMPLATE_NAME, pack_name(runs)), ref, runs, self.owner)
+
     # -------------------------------------------------------------------------------------------------- launcher
     def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
         """Create the attempt's job: one API call, no retries within the pass. An unavailable API (429, 5xx, no
@@ -277,8 +325,17 @@ class KubernetesLauncher:
         ``2**(n-1) - 1`` calls (at most :data:`MAX_SKIPPED_PASSES`; the driver makes one per pass while the API is
         down) defer without calling it. Any other rejection raises :class:`LaunchError` (a failed attempt)."""
         self._backoff.check()
+        return self._submit(ref, self.build_job(ref, run, attempt))
+
+    def launch_pack(self, ref: ComparisonRef, runs: Sequence[tuple[PlannedRun, int]]) -> str:
+        """Create the pack's job (the attempts ``runs``, one trainer process; :mod:`proxyrank.launchers.packs`) and
+        return its handle, which every run of the pack records: as :meth:`launch` (one API call; a 409 is the same
+        pack created before, adopted; backoff, :class:`LaunchDeferred` and :class:`LaunchError` alike)."""
+        self._backoff.check()
+        return self._submit(ref, self.build_pack_job(ref, runs))
+
+    def _submit(self, ref: ComparisonRef, job: dict[str, Any]) -> str:
         ns = ref.namespace
-        job = self.build_job(ref, run, attempt)
         name = job["metadata"]["name"]
         try:
             created = self.custom.create_namespaced_custom_object(VOLCANO_GROUP, VOLCANO_VERSION, ns, VOLCANO_PLURAL,
@@ -349,20 +406,14 @@ class KubernetesLauncher:
         return pods
 
     def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
-        latest: dict[str, tuple[int, dict[str, Any]]] = {}
+        """The latest attempt of every run, whether its job is its own or a pack's (by the pack's annotation)."""
         jobs = self.children.read(VOLCANO_JOB, ref.namespace, ref.uid)
-        for job in jobs:
-            labels = job.get("metadata", {}).get("labels") or {}
-            key = labels.get(LABEL_RUN)
-            try:
-                attempt = int(labels.get(LABEL_ATTEMPT, "0"))
-            except ValueError:
-                continue
-            if key and (key not in latest or attempt > latest[key][0]):
-                latest[key] = (attempt, job)
-        finished = [job for _, job in latest.values()
-                    if _PHASES.get(_phase(job)) in (LaunchState.succeeded, LaunchState.failed)
-                    and job["metadata"]["name"] not in self._results]
+        latest = latest_attempts(jobs)
+        read = self._results.keys() | self._pack_results.keys()
+        unread = {job["metadata"]["name"]: job for _, job in latest.values()  # a pack's job once
+                  if _PHASES.get(_phase(job)) in (LaunchState.succeeded, LaunchState.failed)
+                  and job["metadata"]["name"] not in read}
+        finished = list(unread.values())
         pods_by_job: dict[str, list[dict[str, Any]]] = {}
         if finished:
             owners = {str(job["metadata"]["uid"]): job["metadata"]["name"] for job in jobs
@@ -395,6 +446,16 @@ class KubernetesLauncher:
         handle = job_handle(ref.namespace, name)
         state = _PHASES.get(_phase(job), LaunchState.pending)
         started = _time(job.get("metadata", {}).get("creationTimestamp"))
+        if is_pack(job):
+            members = job_attempts(job)
+            if state in (LaunchState.succeeded, LaunchState.failed) and name not in self._pack_results:
+                pods = sorted(pods_by_job.get(name, []), key=lambda p: p.get("metadata", {}).get("name", ""))
+                self._pack_results[name] = (
+                    read_pack_results(self.core, ref.namespace, pods, members, self.sleep),
+                    failure_message(pods) if state == LaunchState.failed else None)
+            results, failure = self._pack_results.get(name, ({}, None))
+            return pack_run_observation(key, attempt, state, handle, name, len(members), results.get(key),
+                                        failure or f"Volcano job {_phase(job)}", started_at=started)
         if state in (LaunchState.pending, LaunchState.running):
             return Observation(key, attempt, state, handle, started_at=started)
         if name not in self._results:
@@ -413,7 +474,10 @@ class KubernetesLauncher:
         return read_result(self.core, ref.namespace, pods, self.sleep)
 
     def cancel(self, ref: ComparisonRef, key: str, attempt: int, handle: str | None) -> None:
-        self._delete(ref.namespace, job_name(key, attempt))
+        """Delete the attempt's job: its own, or the pack's that trains it (found by ``handle``, else by the packs'
+        annotations), which stops every run of the pack (docs/packed.md, "Cancelling a run of a pack")."""
+        jobs = self.children.read(VOLCANO_JOB, ref.namespace, ref.uid) if handle is None else []
+        self._delete(ref.namespace, job_to_cancel(key, attempt, handle, jobs))
 
     def _delete(self, namespace: str, name: str) -> None:
         api_exception = _api_exception()
@@ -438,6 +502,7 @@ class KubernetesLauncher:
     def close(self) -> None:
         """Nothing runs in this process and the API clients are shared: only the cached results are dropped."""
         self._results.clear()
+        self._pack_results.clear()
         self._ignored_pods.clear()
         self._templates.clear()
 
@@ -491,8 +556,43 @@ def failure_message(pods: list[dict[str, Any]]) -> str:
     for _, term in _container_terminations(pods):
         message = (term.get("message") or "").strip()
         tail = message.splitlines()[-1] if message else ""
+        if parse_pack_message(message) is not None:  # a pack's message: the error it names, not its rows
+            error = json.loads(message).get("error")
+            tail = error if isinstance(error, str) else ""
         return f"exit code {term.get('exitCode')} ({term.get('reason') or 'Error'}){': ' + tail if tail else ''}"
     return "the job failed and no pod status was found"
+
+
+def pack_run_observation(key: str, attempt: int, state: LaunchState, handle: str, pack: str, size: int,
+                         found: tuple[RunResult | None, str | None] | None, failure: str,
+                         **times: datetime | None) -> Observation:
+    """One run of a pack job, observed: the pack's state while it is pending or running; once it ended, succeeded
+    with the run's own result when one was found for its key (whether the pack exited 0 or not), else failed with the
+    pack's message (a failed pack fails only its unfinished runs), or, after an exit 0, succeeded without a result
+    (the reconciler's ResultMissing)."""
+    if state in (LaunchState.pending, LaunchState.running, LaunchState.unknown):
+        return observation(key, attempt, state, handle, pack_size=size, **times)
+    if found is not None:
+        return observation(key, attempt, LaunchState.succeeded, handle, pack_size=size, result=found[0],
+                           message=found[1], **times)
+    if state == LaunchState.succeeded:
+        return observation(key, attempt, LaunchState.succeeded, handle, pack_size=size, message=(
+            f"pack {pack} ended without a result for this run (no row in its termination message, no "
+            "PROXYRANK_RESULT line with its key in the log)"), **times)
+    return observation(key, attempt, LaunchState.failed, handle, pack_size=size,
+                       message=f"its pack {pack} failed: {failure}", **times)
+
+
+def job_to_cancel(key: str, attempt: int, handle: str | None, jobs: Iterable[Mapping[str, Any]]) -> str:
+    """The name of the job that trains attempt ``attempt`` of ``key``: the one ``handle`` names
+    (``kubernetes://torchx/<namespace>:<name>``), else a pack job whose annotation lists the attempt, else the
+    attempt's own job."""
+    if handle and ":" in handle.rsplit("/", 1)[-1]:
+        return handle.rsplit(":", 1)[-1]
+    for job in jobs:
+        if is_pack(job) and job_attempts(job).get(key) == attempt:
+            return str(job["metadata"]["name"])
+    return job_name(key, attempt)
 
 
 def result_from_termination_messages(pods: list[dict[str, Any]]) -> tuple[RunResult | None, str | None] | None:

@@ -16,6 +16,9 @@ proxyrank's). The launcher behaves as the Volcano one (:mod:`proxyrank.launchers
   ``kueue.x-k8s.io/job-uid`` label (no ``get``, no cluster-wide access, no Events). A Workload that cannot be read
   (Kueue not installed: 404; no permission: 403) only makes the message vaguer.
 - **cancel / delete_all**: delete the Job (its pods and Workload go with it: Background propagation) and its Service.
+- **packs** (docs/packed.md): ``launch_pack`` creates one Job for K run attempts (one pod, one trainer process,
+  :func:`~proxyrank.launchers.kueue_job.kueue_pack_manifests`); ``observe`` maps it onto each of its runs by its
+  ``proxyrank.io/pack-runs`` annotation, as the Volcano launcher does.
 
 Jobs and Workloads go through the generic ``CustomObjectsApi`` (plain dicts both ways, as the builder makes them:
 the typed ``BatchV1Api`` would drop fields this client version does not model), Services and pods through
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from proxyrank.api import RecipeComparisonSpec
@@ -35,20 +38,31 @@ from proxyrank.health import record_api_error
 from proxyrank.launchers.base import ComparisonRef, LaunchDeferred, LaunchError, env_secrets
 from proxyrank.launchers.kubernetes import (
     LaunchBackoff,
+    PackResults,
     _api_exception,
     _connection_errors,
     _describe_api_error,
     _time,
     api_error_text,
     failure_message,
+    job_to_cancel,
+    pack_run_observation,
+    read_pack_results,
     read_result,
     unavailable,
     validate_for_kubernetes,
     with_retries,
 )
-from proxyrank.launchers.kueue_job import INVALID_INPUT_EXIT_CODE, QUEUE_LABEL, kueue_manifests, service_name
-from proxyrank.launchers.volcano import LABEL_ATTEMPT, job_handle, job_name
-from proxyrank.planner import LABEL_COMPARISON_UID, LABEL_RUN, Plan, PlannedRun, label_value
+from proxyrank.launchers.kueue_job import (
+    INVALID_INPUT_EXIT_CODE,
+    QUEUE_LABEL,
+    kueue_manifests,
+    kueue_pack_manifests,
+    service_name,
+)
+from proxyrank.launchers.packs import is_pack, job_attempts, latest_attempts, observation, pack_name
+from proxyrank.launchers.volcano import job_handle, job_name
+from proxyrank.planner import LABEL_COMPARISON_UID, Plan, PlannedRun, label_value
 from proxyrank.reconciler import QUEUED, LaunchState, Observation
 from proxyrank_trainer.contract import RunResult
 
@@ -150,6 +164,7 @@ class KueueLauncher:
         self.owner = dict(owner) if owner else None
         self.sleep = sleep
         self._results: dict[str, tuple[RunResult | None, str | None]] = {}  # job name -> (result, message)
+        self._pack_results: dict[str, tuple[PackResults, str | None]] = {}  # pack Job -> (results, failure)
         self._ignored_pods: set[str] = set()
         self._backoff = LaunchBackoff()
         self._workload_version: str | None = None  # the Workload API version that answered
@@ -161,6 +176,10 @@ class KueueLauncher:
         """The attempt's manifests (Service of a multi-node run, then the Job), as plain dicts (pure)."""
         return kueue_manifests(ref, run, attempt, self.owner)
 
+    def build_pack(self, ref: ComparisonRef, runs: Sequence[tuple[PlannedRun, int]]) -> list[dict[str, Any]]:
+        """A pack's manifests (its Job), as plain dicts (pure)."""
+        return kueue_pack_manifests(ref, runs, self.owner)
+
     # -------------------------------------------------------------------------------------------------- launch
     def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
         """Create the attempt's Service (multi-node) and Job: one API call each, no retries within the pass."""
@@ -169,6 +188,15 @@ class KueueLauncher:
             self._create(ref, manifest)
         self._backoff.succeeded()
         return job_handle(ref.namespace, job_name(run.key, attempt))
+
+    def launch_pack(self, ref: ComparisonRef, runs: Sequence[tuple[PlannedRun, int]]) -> str:
+        """Create the pack's Job (one API call; a 409 is the same pack created before, adopted; backoff,
+        :class:`LaunchDeferred` and :class:`LaunchError` as for :meth:`launch`) and return its handle."""
+        self._backoff.check()
+        for manifest in self.build_pack(ref, runs):
+            self._create(ref, manifest)
+        self._backoff.succeeded()
+        return job_handle(ref.namespace, pack_name(runs))
 
     def _create(self, ref: ComparisonRef, manifest: dict[str, Any]) -> None:
         ns, kind, name = ref.namespace, manifest["kind"], manifest["metadata"]["name"]
@@ -249,19 +277,11 @@ class KueueLauncher:
     # -------------------------------------------------------------------------------------------------- observe
     def observe(self, ref: ComparisonRef, plan: Plan) -> dict[str, Observation]:
         jobs = self.children.read(KUEUE_JOB, ref.namespace, ref.uid)
-        latest: dict[str, tuple[int, dict[str, Any]]] = {}
-        for job in jobs:
-            labels = job.get("metadata", {}).get("labels") or {}
-            key = labels.get(LABEL_RUN)
-            try:
-                attempt = int(labels.get(LABEL_ATTEMPT, "0"))
-            except ValueError:
-                continue
-            if key and (key not in latest or attempt > latest[key][0]):
-                latest[key] = (attempt, job)
-        current = [job for _, job in latest.values()]
+        latest = latest_attempts(jobs)  # single runs' Jobs and packs' (by their annotation)
+        current = list({job["metadata"]["name"]: job for _, job in latest.values()}.values())  # a pack's Job once
+        read = self._results.keys() | self._pack_results.keys()
         pods = self._finished_pods(ref, jobs, [j for j in current if job_state(j) in _TERMINAL
-                                               and j["metadata"]["name"] not in self._results])
+                                               and j["metadata"]["name"] not in read])
         queued = self._queued_messages(ref.namespace, [j for j in current if job_state(j) == LaunchState.pending
                                                        and suspended(j)])
         return {key: self._observation(ref, key, attempt, job, pods, queued)
@@ -305,6 +325,8 @@ class KueueLauncher:
         handle = job_handle(ref.namespace, name)
         state = job_state(job)
         started = _time(job.get("metadata", {}).get("creationTimestamp"))
+        if is_pack(job):
+            return self._pack_observation(ref, key, attempt, job, pods, queued.get(name))
         if state not in _TERMINAL:
             return Observation(key, attempt, state, handle, message=queued.get(name), started_at=started)
         if name not in self._results:
@@ -316,10 +338,31 @@ class KueueLauncher:
             return Observation(key, attempt, state, handle, result=result, message=message, started_at=started)
         return Observation(key, attempt, LaunchState.failed, handle, message=message, started_at=started)
 
+    def _pack_observation(self, ref: ComparisonRef, key: str, attempt: int, job: dict[str, Any],
+                          pods: Mapping[str, list[dict[str, Any]]], queued: str | None) -> Observation:
+        """A run of a pack's Job (:func:`~proxyrank.launchers.kubernetes.pack_run_observation`)."""
+        name = job["metadata"]["name"]
+        state, members = job_state(job), job_attempts(job)
+        started = _time(job.get("metadata", {}).get("creationTimestamp"))
+        handle = job_handle(ref.namespace, name)
+        if state not in _TERMINAL:
+            return observation(key, attempt, state, handle, pack_size=len(members), message=queued,
+                               started_at=started)
+        if name not in self._pack_results:
+            job_pods = sorted(pods.get(name, []), key=lambda p: p.get("metadata", {}).get("name", ""))
+            self._pack_results[name] = (read_pack_results(self.core, ref.namespace, job_pods, members, self.sleep),
+                                        job_failure(job, job_pods) if state == LaunchState.failed else None)
+        results, failure = self._pack_results[name]
+        return pack_run_observation(key, attempt, state, handle, name, len(members), results.get(key),
+                                    failure or "the Job failed", started_at=started)
+
     # -------------------------------------------------------------------------------------------------- cancel
     def cancel(self, ref: ComparisonRef, key: str, attempt: int, handle: str | None) -> None:
-        name = job_name(key, attempt)
-        self._delete(ref.namespace, name, service=ref.spec.trainer.replicas > 1)
+        """Delete the attempt's Job: its own (and a multi-node run's Service), or the pack's that trains it (by
+        ``handle``, else by the packs' annotations), which stops every run of the pack."""
+        jobs = self.children.read(KUEUE_JOB, ref.namespace, ref.uid) if handle is None else []
+        name = job_to_cancel(key, attempt, handle, jobs)
+        self._delete(ref.namespace, name, service=ref.spec.trainer.replicas > 1 and name == job_name(key, attempt))
 
     def _delete(self, namespace: str, name: str, *, service: bool) -> None:
         """Delete a Job (its pods and Workload go with it) and, for a multi-node one, its Service; gone is fine."""
@@ -352,6 +395,7 @@ class KueueLauncher:
     def close(self) -> None:
         """Nothing runs in this process and the API clients are shared: only the cached results are dropped."""
         self._results.clear()
+        self._pack_results.clear()
         self._ignored_pods.clear()
 
 

@@ -24,16 +24,20 @@ For Kueue: the label ``kueue.x-k8s.io/queue-name`` (the LocalQueue ``spec.traine
 admits the Job by clearing it), ``backoffLimit: 0`` (retries are the reconciler's, counted in the status) and a
 ``podFailurePolicy`` that fails the Job at once when the trainer exits with its invalid-input code, and does not
 count a pod that was disrupted (evicted, preempted, its node drained) as a failure.
+
+:func:`kueue_pack_manifests` builds a pack's Job (K run attempts, one trainer process, one pod, no Service) the same
+way, with the pack's name, labels, annotation and config (:mod:`proxyrank.launchers.packs`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from proxyrank.api import Resources, TrainerSpec
 from proxyrank.launchers.base import ComparisonRef
+from proxyrank.launchers.packs import PACK_CONFIG_ENV, pack_annotations, pack_config, pack_labels, pack_name
 from proxyrank.launchers.pod import DEFAULT_QUEUE, own_pod
 from proxyrank.launchers.volcano import (
     ANNOTATION_TITLE,
@@ -67,34 +71,36 @@ def rank0_host(job: str, namespace: str) -> str:
     return f"{job}-0.{service_name(job)}.{namespace}.svc"
 
 
-def torchrun_app(trainer: TrainerSpec, name: str) -> Any:
-    """TorchX's ``dist.torchrun`` app of the trainer (an ``AppDef``): ``replicas x GPUs`` processes, the trainer's
-    resources or named resource, image and shared env; ``static`` rendezvous across nodes (see the module doc)."""
+def torchrun_app(trainer: TrainerSpec, name: str, *, one_process: bool = False) -> Any:
+    """TorchX's ``dist.torchrun`` app of the trainer (an ``AppDef``): ``replicas x GPUs`` processes (``one_process``:
+    one, for a pack), the trainer's resources or named resource, image and shared env; ``static`` rendezvous across
+    nodes (see the module doc)."""
     from torchx.components.dist import torchrun
 
     env = trainer_env(trainer)
-    rdzv = "static" if trainer.replicas > 1 else "c10d"
+    replicas = 1 if one_process else trainer.replicas
+    rdzv = "static" if replicas > 1 else "c10d"
     if trainer.named_resource is not None:
         from torchx import specs
 
         gpus = specs.resource(h=trainer.named_resource).gpu
         return torchrun(m=TRAINER_MODULE, image=str(trainer.image), name=name, h=trainer.named_resource,
-                        j=f"{trainer.replicas}x{max(1, gpus)}", env=env, rdzv_backend=rdzv)
+                        j="1x1" if one_process else f"{replicas}x{max(1, gpus)}", env=env, rdzv_backend=rdzv)
     res = trainer.resources or Resources()
     return torchrun(m=TRAINER_MODULE, image=str(trainer.image), name=name, **res.torchx_args(),
-                    j=f"{trainer.replicas}x{max(1, res.gpus())}", env=env, rdzv_backend=rdzv)
+                    j="1x1" if one_process else f"{replicas}x{max(1, res.gpus())}", env=env, rdzv_backend=rdzv)
 
 
-def torchx_pod(trainer: TrainerSpec, name: str, namespace: str) -> dict[str, Any]:
+def torchx_pod(trainer: TrainerSpec, name: str, namespace: str, *, one_process: bool = False) -> dict[str, Any]:
     """The pod template TorchX's ``kubernetes`` scheduler makes of the torchrun role, with the macros an Indexed Job
-    needs (one template for every replica), as a plain dict."""
+    needs (one template for every replica), as a plain dict. ``one_process``: one pod, one process (a pack)."""
     from kubernetes.client import ApiClient
     from torchx.schedulers.kubernetes_scheduler import normalize_str, pod_labels, role_to_pod
     from torchx.specs import macros
 
-    app = torchrun_app(trainer, name)
+    app = torchrun_app(trainer, name, one_process=one_process)
     role = app.roles[0]
-    multi = trainer.replicas > 1
+    multi = trainer.replicas > 1 and not one_process
     values = macros.Values(img_root="", app_id=name, replica_id=NODE_RANK if multi else "0", rank0_env=RANK0_ENV)
     replica = values.apply(role)
     replica.env[RANK0_ENV] = rank0_host(name, namespace) if multi else "localhost"
@@ -130,13 +136,30 @@ def build_kueue_job(template: Mapping[str, Any], ref: ComparisonRef, run: Planne
     trainer = ref.spec.trainer
     name = job_name(run.key, attempt)
     labels = job_labels(run, attempt, trainer.queue or DEFAULT_QUEUE)
-    pod: dict[str, Any] = json.loads(json.dumps(template))
     # no checkpoints: a relaunched attempt is a new pod with no volume shared with the last one
     config = run.config.model_copy(update={"output": RESULT_PATH, "checkpoint_every": 0})
     env = {RUN_CONFIG_ENV: json.dumps(config_json(config), separators=(",", ":")),
            TORCHX_JOB_ID_ENV: job_handle(ref.namespace, name)}
+    return _job(template, ref, name, labels, {ANNOTATION_TITLE: run.title[:253]}, env, owner, trainer.replicas)
+
+
+def build_kueue_pack_job(template: Mapping[str, Any], ref: ComparisonRef, runs: Sequence[tuple[PlannedRun, int]],
+                         owner: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The Job of a pack (the attempts ``runs``, one trainer process, one pod) from TorchX's one-process pod
+    ``template``: a single run's Job with the pack's name, labels, run-attempts annotation and
+    ``$PROXYRANK_PACK_CONFIG`` (:mod:`proxyrank.launchers.packs`), admitted from the same LocalQueue."""
+    name = pack_name(runs)
+    labels = {**pack_labels(runs, name), QUEUE_LABEL: ref.spec.trainer.queue or DEFAULT_QUEUE}
+    env = {PACK_CONFIG_ENV: pack_config(runs), TORCHX_JOB_ID_ENV: job_handle(ref.namespace, name)}
+    return _job(template, ref, name, labels, pack_annotations(runs, ANNOTATION_TITLE), env, owner, 1)
+
+
+def _job(template: Mapping[str, Any], ref: ComparisonRef, name: str, labels: Mapping[str, str],
+         annotations: Mapping[str, str], env: Mapping[str, str], owner: Mapping[str, Any] | None,
+         replicas: int) -> dict[str, Any]:
+    trainer = ref.spec.trainer
+    pod: dict[str, Any] = json.loads(json.dumps(template))
     trainer_pod(pod, trainer, {k: v for k, v in labels.items() if k != QUEUE_LABEL}, env)
-    replicas = trainer.replicas
     spec: dict[str, Any] = {
         "suspend": True, "backoffLimit": 0, "parallelism": replicas, "completions": replicas,
         "podFailurePolicy": pod_failure_policy(pod["spec"]["containers"][0]["name"]), "template": pod,
@@ -144,8 +167,8 @@ def build_kueue_job(template: Mapping[str, Any], ref: ComparisonRef, run: Planne
     if replicas > 1:
         spec["completionMode"] = "Indexed"
         pod["spec"]["subdomain"] = service_name(name)
-    metadata: dict[str, Any] = {"name": name, "namespace": ref.namespace, "labels": labels,
-                                "annotations": {ANNOTATION_TITLE: run.title[:253]}}
+    metadata: dict[str, Any] = {"name": name, "namespace": ref.namespace, "labels": dict(labels),
+                                "annotations": dict(annotations)}
     if owner:
         metadata["ownerReferences"] = [{**owner, "controller": True, "blockOwnerDeletion": False}]
     return {"apiVersion": JOB_API_VERSION, "kind": "Job", "metadata": metadata, "spec": spec}
@@ -177,3 +200,11 @@ def kueue_manifests(ref: ComparisonRef, run: PlannedRun, attempt: int,
     name = job_name(run.key, attempt)
     job = build_kueue_job(torchx_pod(ref.spec.trainer, name, ref.namespace), ref, run, attempt, owner)
     return [build_service(job), job] if ref.spec.trainer.replicas > 1 else [job]
+
+
+def kueue_pack_manifests(ref: ComparisonRef, runs: Sequence[tuple[PlannedRun, int]],
+                         owner: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Everything the Kueue back end creates for a pack: its Job (one pod, one process: no Service). Pure."""
+    name = pack_name(runs)
+    return [build_kueue_pack_job(torchx_pod(ref.spec.trainer, name, ref.namespace, one_process=True), ref, runs,
+                                 owner)]

@@ -15,25 +15,35 @@ style of dask-kubernetes' ``build_*_spec`` functions:
   pod fields of the spec, the run config (``PROXYRANK_RUN_CONFIG``, with ``output``) and ``TORCHX_JOB_ID`` (the job's
   handle) in the env, ``restartPolicy: Never`` and ``terminationMessagePolicy: FallbackToLogsOnError``;
 - ``maxRetry: 0`` (retries are the reconciler's, counted in the status).
+
+:func:`build_volcano_pack_job` builds the job of a pack (K run attempts, one trainer process) the same way, with the
+pack's name, labels, annotation and config (:mod:`proxyrank.launchers.packs`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from proxyrank import API_VERSION, KIND
 from proxyrank.api import TrainerSpec
 from proxyrank.launchers.base import ComparisonRef
+from proxyrank.launchers.packs import LABEL_ATTEMPT as LABEL_ATTEMPT  # where callers import it from
+from proxyrank.launchers.packs import (
+    PACK_CONFIG_ENV,
+    pack_annotations,
+    pack_config,
+    pack_labels,
+    pack_name,
+)
 from proxyrank.launchers.pod import RESULT_PATH, own_pod
 from proxyrank.planner import PlannedRun, config_json
 
 VOLCANO_GROUP = "batch.volcano.sh"
 VOLCANO_VERSION = "v1alpha1"
 VOLCANO_PLURAL = "jobs"
-LABEL_ATTEMPT = "proxyrank.io/attempt"
 ANNOTATION_TITLE = "proxyrank.io/run-title"
 RUN_CONFIG_ENV = "PROXYRANK_RUN_CONFIG"
 TORCHX_JOB_ID_ENV = "TORCHX_JOB_ID"
@@ -63,21 +73,39 @@ def build_volcano_job(app_job: Mapping[str, Any], ref: ComparisonRef, run: Plann
     """The Volcano Job of attempt ``attempt`` of ``run``: TorchX's job for the trainer app (``app_job``, not modified)
     made deterministic and proxyrank's (see the module docstring)."""
     name = job_name(run.key, attempt)
-    # TorchX names the app "<name>-<random suffix>" (the rendezvous id, the instance label): the job's own name
-    # instead, so that building the same attempt twice gives the same manifest (`proxyrank render` is reproducible)
-    unique = str((app_job.get("metadata") or {}).get("name") or "")
-    job: dict[str, Any] = json.loads(json.dumps(app_job).replace(unique, name)) if unique.startswith(f"{name}-") \
-        else copy.deepcopy(dict(app_job))
     labels = {**run.labels, LABEL_ATTEMPT: str(attempt)}
-    job["metadata"] = {"name": name, "namespace": ref.namespace, "labels": labels,
-                       "annotations": {ANNOTATION_TITLE: run.title[:253]}}
-    if owner:
-        job["metadata"]["ownerReferences"] = [{**owner, "controller": True, "blockOwnerDeletion": False}]
     # No checkpoints: a relaunched attempt is a new pod with no volume shared with the last one (yet), so the
     # trainer's default (checkpoint long runs beside ``output``, in the pod's /tmp) would only cost time.
     config = run.config.model_copy(update={"output": RESULT_PATH, "checkpoint_every": 0})
     env = {RUN_CONFIG_ENV: json.dumps(config_json(config), separators=(",", ":")),
            TORCHX_JOB_ID_ENV: job_handle(ref.namespace, name)}  # TorchX named the job before we renamed it
+    return _own_job(app_job, ref, name, labels, {ANNOTATION_TITLE: run.title[:253]}, env, owner)
+
+
+def build_volcano_pack_job(app_job: Mapping[str, Any], ref: ComparisonRef, runs: Sequence[tuple[PlannedRun, int]],
+                           owner: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The Volcano Job of a pack (the attempts ``runs``, trained by one process): TorchX's job for the trainer app
+    built for one process (``app_job``), made the pack's: named :func:`~proxyrank.launchers.packs.pack_name`, the
+    pack's labels and run-attempts annotation, ``$PROXYRANK_PACK_CONFIG`` (see :mod:`proxyrank.launchers.packs`),
+    otherwise exactly a single run's job (restricted pod, owner reference, ``maxRetry: 0``)."""
+    name = pack_name(runs)
+    env = {PACK_CONFIG_ENV: pack_config(runs), TORCHX_JOB_ID_ENV: job_handle(ref.namespace, name)}
+    return _own_job(app_job, ref, name, pack_labels(runs, name), pack_annotations(runs, ANNOTATION_TITLE), env,
+                    owner)
+
+
+def _own_job(app_job: Mapping[str, Any], ref: ComparisonRef, name: str, labels: Mapping[str, str],
+             annotations: Mapping[str, str], env: Mapping[str, str], owner: Mapping[str, Any] | None
+             ) -> dict[str, Any]:
+    # TorchX names the app "<name>-<random suffix>" (the rendezvous id, the instance label): the job's own name
+    # instead, so that building the same attempt twice gives the same manifest (`proxyrank render` is reproducible)
+    unique = str((app_job.get("metadata") or {}).get("name") or "")
+    job: dict[str, Any] = json.loads(json.dumps(app_job).replace(unique, name)) if unique.startswith(f"{name}-") \
+        else copy.deepcopy(dict(app_job))
+    job["metadata"] = {"name": name, "namespace": ref.namespace, "labels": dict(labels),
+                       "annotations": dict(annotations)}
+    if owner:
+        job["metadata"]["ownerReferences"] = [{**owner, "controller": True, "blockOwnerDeletion": False}]
     for task in job["spec"]["tasks"]:
         own_pod(task["template"], ref.spec.trainer, labels, env)
     job["spec"]["maxRetry"] = 0

@@ -18,7 +18,12 @@ Needs kmock and its dependencies (aiohttp, attrs, jsonpatch): the ``dev`` extra.
   Volcano's job controller creates (``createJobPod`` in volcano-sh/volcano ``pkg/controllers/job``): named
   ``<job>-<task>-<index>``, the template's labels and annotations plus ``volcano.sh/job-name``,
   ``volcano.sh/task-spec``, ``volcano.sh/job-namespace``, ``volcano.sh/queue-name``, and a controller
-  ``ownerReference`` to the Job with its uid.
+  ``ownerReference`` to the Job with its uid. A **pack job** (``proxyrank.io/pack``, docs/packed.md) is one pod
+  whose trainer reports every run of the pack: the script decides each run's outcome (a :class:`JobInfo` per run,
+  from the pack's annotation and config; its recipe and protocol from the comparison's plan), and the pod carries
+  the pack's termination message (:func:`proxyrank_trainer.results.pack_termination_message`) and one
+  ``PROXYRANK_RESULT`` log line per run, as the packed trainer writes them; one ``fail`` fails the pack (exit 1)
+  after the runs before it in the pack finished, ``hold`` holds it.
 """
 
 from __future__ import annotations
@@ -46,11 +51,20 @@ try:
 except ImportError as exc:  # pragma: no cover - the dev extra is missing
     raise ImportError(f"proxyrank.testing.cluster needs the dev extra (pip install 'proxyrank[dev]'): {exc}") from exc
 
+from proxyrank.launchers.packs import PACK_CONFIG_ENV, is_pack, job_attempts
 from proxyrank.launchers.volcano import LABEL_ATTEMPT, VOLCANO_GROUP, VOLCANO_VERSION
-from proxyrank.planner import LABEL_COMPARISON_UID, LABEL_PROTOCOL, LABEL_RECIPE, LABEL_RUN, LABEL_SCALE
+from proxyrank.planner import (
+    LABEL_COMPARISON,
+    LABEL_COMPARISON_UID,
+    LABEL_PROTOCOL,
+    LABEL_RECIPE,
+    LABEL_RUN,
+    LABEL_SCALE,
+    plan_runs,
+)
 from proxyrank.testing import make_result
 from proxyrank_trainer.contract import RunResult
-from proxyrank_trainer.results import compact_for_termination, result_line
+from proxyrank_trainer.results import compact_for_termination, pack_termination_message, result_line
 
 TEST_AGENT = "proxyrank-tests"
 API = "/apis/proxyrank.io/v1alpha1"
@@ -464,6 +478,7 @@ class JobInfo:
     attempt: int
     learning_rate: float
     seed: int
+    pack: str | None = None  # the pack job that trains this run, for a run of a pack
 
 
 Script = Callable[[JobInfo], Outcome]
@@ -488,6 +503,8 @@ class VolcanoSimulator:
     finished: dict[str, str] = field(default_factory=dict)  # job name -> final phase
     finished_at: dict[str, float] = field(default_factory=dict)  # job name -> time.time() its final phase was written
     errors: list[BaseException] = field(default_factory=list)
+    # (namespace, comparison) -> run key -> (recipe, protocol, scale): the plans pack jobs' runs are looked up in
+    _plans: dict[tuple[str, str], dict[str, tuple[str, str, str]]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -519,6 +536,12 @@ class VolcanoSimulator:
                 self._set_phase(job, "Pending")
             elif phase == "Pending":
                 self._set_phase(job, "Running")
+            elif phase == "Running" and is_pack(job):
+                infos = pack_infos(self.kube, job, self._plans)
+                outcomes = [self.script(info) for info in infos]
+                if any(o.kind == "hold" for o in outcomes):
+                    continue
+                self._finish_pack(job, infos, outcomes)
             elif phase == "Running":
                 info = job_info(job)
                 outcome = self.script(info)
@@ -545,14 +568,39 @@ class VolcanoSimulator:
             terminated = {"exitCode": 1, "reason": "Error",
                           "message": "RuntimeError: CUDA error: an illegal memory access was encountered"}
             log += "Traceback (most recent call last):\nRuntimeError: CUDA error\n"
+        self._end(job, terminated, log, failed=outcome.kind == "fail")
+
+    def _finish_pack(self, job: dict[str, Any], infos: list[JobInfo], outcomes: list[Outcome]) -> None:
+        """A pack's trainer: each run's result in turn (as a row of the pack message and a log line, or as the
+        script says), until a ``fail`` stops the pack."""
+        rows: list[dict[str, Any]] = []
+        log = f"pack of {len(infos)} runs\n"
+        failed = False
+        for info, outcome in zip(infos, outcomes, strict=True):
+            if outcome.kind == "fail":
+                failed = True
+                break
+            result = trainer_result(info, outcome, self.eval_sets).to_json()
+            if outcome.kind in ("result", "diverged"):
+                rows.append(result)
+            if outcome.kind in ("result", "diverged", "log"):
+                log += result_line(result) + "\n"
+        error = "RuntimeError: CUDA error: an illegal memory access was encountered" if failed else None
+        terminated: dict[str, Any] = {"exitCode": 1 if failed else 0, "reason": "Error" if failed else "Completed",
+                                      "message": pack_termination_message(rows, error=error)}
+        self._end(job, terminated, log, failed=failed)
+
+    def _end(self, job: dict[str, Any], terminated: dict[str, Any], log: str, *, failed: bool) -> None:
+        """The job's pods, terminated as ``terminated`` says, with ``log``; then the job's final phase."""
+        meta = job["metadata"]
         for task in job["spec"]["tasks"]:
             template = task["template"]
-            pod_name = f"{info.name}-{task['name']}-0"
+            pod_name = f"{meta['name']}-{task['name']}-0"
             container = template["spec"]["containers"][0]["name"]
-            self.kube.logs[(info.namespace, pod_name)] = log
+            self.kube.logs[(meta["namespace"], pod_name)] = log
             pod = {"apiVersion": "v1", "kind": "Pod", "metadata": volcano_pod_meta(job, task, pod_name),
                    "spec": template["spec"],
-                   "status": {"phase": "Failed" if outcome.kind == "fail" else "Succeeded",
+                   "status": {"phase": "Failed" if failed else "Succeeded",
                               "containerStatuses": [{
                                   "name": container, "ready": False, "restartCount": 0, "started": False,
                                   "image": template["spec"]["containers"][0]["image"],
@@ -560,11 +608,11 @@ class VolcanoSimulator:
                                   "containerID": "containerd://" + "1" * 64,
                                   "state": {"terminated": terminated}}]}}
             with contextlib.suppress(ApiError):  # a retried attempt's pod may exist already
-                self.kube.call("POST", f"/api/v1/namespaces/{info.namespace}/pods", pod)
-        phase = "Failed" if outcome.kind == "fail" else "Completed"
+                self.kube.call("POST", f"/api/v1/namespaces/{meta['namespace']}/pods", pod)
+        phase = "Failed" if failed else "Completed"
         self._set_phase(job, phase)
-        self.finished_at[info.name] = time.time()
-        self.finished[info.name] = phase
+        self.finished_at[meta["name"]] = time.time()
+        self.finished[meta["name"]] = phase
 
 
 def volcano_pod_meta(job: Mapping[str, Any], task: Mapping[str, Any], pod_name: str) -> dict[str, Any]:
@@ -596,6 +644,47 @@ def job_info(job: dict[str, Any]) -> JobInfo:
                    recipe=labels[LABEL_RECIPE], protocol=labels[LABEL_PROTOCOL], scale=labels[LABEL_SCALE],
                    attempt=int(labels.get(LABEL_ATTEMPT, "1")),
                    learning_rate=float(config.get("learningRate", 0.0)), seed=int(config.get("seed", 0)))
+
+
+def pack_infos(kube: Kube, job: dict[str, Any],
+               plans: dict[tuple[str, str], dict[str, tuple[str, str, str]]] | None = None) -> list[JobInfo]:
+    """One :class:`JobInfo` per run of a pack job, in the pack config's order: key and attempt from the pack's
+    annotation, learning rate and seed from its config, recipe, protocol and scale from the comparison's plan (read
+    when ``plans``, a cache, lacks one of the keys; a run the plan does not have gets empty names)."""
+    meta = job["metadata"]
+    attempts = job_attempts(job)
+    configs: list[dict[str, Any]] = []
+    for task in job["spec"]["tasks"]:
+        for var in task["template"]["spec"]["containers"][0].get("env") or []:
+            if var.get("name") == PACK_CONFIG_ENV:
+                configs = json.loads(var["value"])["runs"]
+    where = (meta["namespace"], (meta.get("labels") or {}).get(LABEL_COMPARISON, ""))
+    plans = {} if plans is None else plans
+    if any(cfg["runKey"] not in plans.get(where, {}) for cfg in configs):
+        plans[where] = _planned(kube, *where)
+    planned = plans[where]
+    out = []
+    for cfg in configs:
+        key = cfg["runKey"]
+        recipe, protocol, scale = planned.get(key, ("", "", (meta.get("labels") or {}).get(LABEL_SCALE, "")))
+        out.append(JobInfo(name=meta["name"], namespace=meta["namespace"], run=key, recipe=recipe, protocol=protocol,
+                           scale=scale, attempt=attempts.get(key, 1), learning_rate=float(cfg["learningRate"]),
+                           seed=int(cfg.get("seed", 0)), pack=meta["name"]))
+    return out
+
+
+def _planned(kube: Kube, namespace: str, name: str) -> dict[str, tuple[str, str, str]]:
+    """The comparison's planned runs: key -> (recipe, protocol, scale); empty when it cannot be read."""
+    from proxyrank.validation import parse_spec
+
+    try:
+        obj = kube.get_comparison(namespace, name) if name else None
+        if obj is None:
+            return {}
+        plan = plan_runs(parse_spec(obj["spec"]), name, obj["metadata"].get("uid", ""), namespace)
+    except (ApiError, ValueError):
+        return {}
+    return {r.key: (r.recipe, r.protocol, r.scale) for r in plan.runs}
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1,
