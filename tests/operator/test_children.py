@@ -145,6 +145,10 @@ def test_only_what_launchers_read_wakes_a_comparison() -> None:
     admitted = {**batch, "spec": {"suspend": False}, "status": {"active": 1}}
     ready = {**batch, "spec": {"suspend": False}, "status": {"active": 1, "ready": 1}}
     done = {**batch, "spec": {"suspend": False}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    # the Job controller's Suspended condition on a queued Job wakes a pass (it reads the Workload for the message)
+    held = [{"type": "Suspended", "status": "True", "reason": "JobSuspended"}]
+    suspended = {**queued, "status": {"conditions": held}}
     kueue = handlers.KUEUE_JOB
-    assert [view.upsert(kueue, j) for j in (queued, admitted, admitted, ready, done)] == [UID, UID, None, UID, UID]
+    assert [view.upsert(kueue, j) for j in (queued, suspended, admitted, admitted, ready, done)] == \
+        [UID, UID, UID, None, UID, UID]
     assert view.delete(POD, _pod(5)) == UID  # a deletion always wakes

@@ -93,9 +93,13 @@ def job_state(job: Mapping[str, Any]) -> LaunchState:
 
 
 def job_signature(job: Mapping[str, Any]) -> Hashable:
-    """What this launcher reads of a Job between its creation and its deletion: its state and whether it is
-    suspended (queued; the :data:`~proxyrank.children.Signature` of the kind)."""
-    return job_state(job), suspended(job)
+    """What this launcher reads of a Job between its creation and its deletion: its state, whether it is suspended
+    and, while it is (queued), its conditions: the Job controller's ``Suspended`` condition and Kueue's changes wake a
+    pass, which reads the Workload for the run's message (the :data:`~proxyrank.children.Signature` of the kind)."""
+    queued = suspended(job)
+    conditions = tuple(sorted((str(c.get("type")), str(c.get("status")), str(c.get("reason")))
+                              for c in (job.get("status") or {}).get("conditions") or [])) if queued else ()
+    return job_state(job), queued, conditions
 
 
 def suspended(job: Mapping[str, Any]) -> bool:
