@@ -4,7 +4,9 @@ comparison, as multi-document YAML on stdout (like ``helm template``), without a
 The manifests come from the operator's own code path: the admin policy's defaults applied
 (:meth:`proxyrank.policy.AdminPolicy.apply`), the same checks (``InvalidSpec`` problems and ``PolicyViolation``\\ s end
 the command with exit 2, as the operator would mark the comparison), the same plan, and the launcher's own pure
-``build_job`` (TorchX's app job made proxyrank's, with the restricted trainer pod). Each run's first attempt is shown.
+``build_job`` (TorchX's app job made proxyrank's, with the restricted trainer pod). Each run's first attempt is shown;
+with ``spec.policy.packSize`` (or ``targetPackSize``) above 1, runs are grouped as the reconciler groups them and a
+pack's one job is shown (``build_pack_job``, docs/packed.md).
 
 Outside the cluster the object has no uid: the manifests carry ``metadata.uid`` when the file has one, else a
 placeholder (the owner reference and the ``proxyrank.io/comparison-uid`` label are the only places it appears). Run
@@ -78,14 +80,14 @@ def effective_spec(obj: RecipeComparison, policy: AdminPolicy, source: str) -> R
 def render_manifests(obj: RecipeComparison, namespace: str | None, policy: AdminPolicy,
                      source: str = "the comparison", default_backend: str = "volcano") -> list[dict[str, Any]]:
     """The manifests the operator would create for ``obj`` in ``namespace`` under ``policy`` (see the module
-    docstring), on the back end ``spec.trainer.backend`` names, else ``default_backend``: a Volcano Job per run, or
-    for Kueue a batch/v1 Job (and the headless Service of a multi-node run). SpecError when the operator would mark
-    the comparison Invalid."""
+    docstring), on the back end ``spec.trainer.backend`` names, else ``default_backend``: a Volcano Job per run (or
+    pack), or for Kueue a batch/v1 Job (and the headless Service of a multi-node run). SpecError when the operator
+    would mark the comparison Invalid."""
     from proxyrank.launchers.base import ComparisonRef
     from proxyrank.launchers.kubernetes import KubernetesLauncher
-    from proxyrank.launchers.kueue_job import kueue_manifests
+    from proxyrank.launchers.kueue_job import kueue_manifests, kueue_pack_manifests
     from proxyrank.launchers.volcano import owner_reference
-    from proxyrank.planner import plan_runs
+    from proxyrank.planner import PackSizes, group_packs, plan_runs
 
     spec = effective_spec(obj, policy, source)
     name = obj.metadata.name
@@ -93,7 +95,11 @@ def render_manifests(obj: RecipeComparison, namespace: str | None, policy: Admin
     ref = ComparisonRef(name, uid, namespace or obj.metadata.namespace, spec)
     owner = owner_reference(name, uid)
     runs = plan_runs(spec, name, uid, ref.namespace).runs
+    # grouped as the reconciler groups pending runs (policy.packSize/targetPackSize; 1 on Kubernetes when unset)
+    packs = group_packs(runs, PackSizes.of(spec.policy, 1))
     if (spec.trainer.backend or default_backend) == "kueue":
-        return [m for run in runs for m in kueue_manifests(ref, run, 1, owner)]
+        return [m for pack in packs for m in (kueue_manifests(ref, pack[0], 1, owner) if len(pack) == 1
+                                              else kueue_pack_manifests(ref, [(r, 1) for r in pack], owner))]
     launcher = KubernetesLauncher(object(), object(), owner=owner)  # builds only: no API calls
-    return [launcher.build_job(ref, run, 1) for run in runs]
+    return [launcher.build_job(ref, pack[0], 1) if len(pack) == 1 else
+            launcher.build_pack_job(ref, [(r, 1) for r in pack]) for pack in packs]

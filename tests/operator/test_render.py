@@ -122,3 +122,29 @@ def test_render_shows_the_same_job_names_before_and_after_the_comparison_grows(
     new = [j["metadata"]["name"] for j in _render(capsys, str(after), "-n", "ml")]
     assert set(old) < set(new) and len(set(new)) == len(new)
     assert len(new) - len(old) >= len(doc["spec"]["proxy"]["protocols"])  # at least the new recipe's proxy runs
+
+
+@pytest.mark.parametrize("backend", ["volcano", "kueue"])
+def test_render_shows_one_job_per_pack_when_the_policy_packs(backend: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """With policy.packSize the manifests are the reconciler's packs: one job per pack, its runs in the pack-runs
+    annotation, every run of the plan in exactly one job, the pod restricted as for single runs."""
+    from proxyrank.launchers.packs import LABEL_PACK, job_attempts
+    from proxyrank.validation import dump_yaml
+
+    doc = yaml.safe_load((EXAMPLES / "cluster" / "pvc.yaml").read_text())
+    doc["spec"].setdefault("policy", {})["packSize"] = 4
+    path = tmp_path / "packed.yaml"
+    path.write_text(dump_yaml(doc))
+    jobs = _render(capsys, str(path), "--policy", str(POLICY), "--default-backend", backend)
+    obj = load_comparison(path)
+    runs = plan_runs(load_policy(POLICY).apply(obj.spec), obj.metadata.name, PLACEHOLDER_UID, "default").runs
+    jobs = [j for j in jobs if j["kind"] == "Job"]  # Kueue's multi-node runs add a Service
+    packed = [j for j in jobs if LABEL_PACK in j["metadata"]["labels"]]
+    assert packed and len(jobs) < len(runs)
+    assert sorted(key for j in jobs for key in job_attempts(j)) == sorted(r.key for r in runs)  # every run once
+    assert all(len(job_attempts(j)) <= 4 for j in packed)
+    for job in jobs:
+        pods = pods_of(job) if "tasks" in job["spec"] else [
+            {"apiVersion": "v1", "kind": "Pod", **job["spec"]["template"]}]
+        assert all(restricted_violations(pod) == [] for pod in pods)
