@@ -122,8 +122,7 @@ def test_failing_run_is_retried_then_fails_the_comparison(tiny_data: dict[str, P
     status = run_comparison(comparison, tmp_path / "wd", poll_seconds=0.2, console=QUIET)
     assert status.phase == Phase.failed
     bad = next(r for r in status.runs if r.recipe == obj["spec"]["recipes"][1]["name"])
-    # attempt 1 in a pack with the good run (a pack's failure counts against neither), then twice alone
-    assert bad.state == RunState.failed and bad.attempts == 3 and bad.failed_attempts == 2
+    assert bad.state == RunState.failed and bad.attempts == 2 and bad.failed_attempts == 2
     assert "exit code 2" in (bad.message or "") and "missing-data" in (bad.message or "")
     ready = next(c for c in status.conditions if c.type == "Ready")
     assert ready.reason == "FailureBudgetExceeded" and "policy.maxFailedRuns=0" in ready.message
@@ -234,7 +233,7 @@ def test_ctrl_c_stops_the_trainers_writes_the_status_and_exits_130(tiny_data: di
     proc = subprocess.Popen([sys.executable, "-m", "proxyrank", "run", str(path), "--workdir", str(wd),
                              "--poll", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: len(_trainers_of(wd)) == 1, timeout=60)  # one process: the 2 runs train as a pack
+        _wait_for(lambda: len(_trainers_of(wd)) == 2, timeout=60)
         time.sleep(1.0)
         proc.send_signal(sig)
         _out, err = proc.communicate(timeout=60)
