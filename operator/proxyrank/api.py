@@ -1224,7 +1224,7 @@ class TargetSpec(ScaleSpec):
 
 
 # ----------------------------------------------------------------------------------------------------------- policy
-LOCAL_PACK_SIZE = 1  # spec.policy.packSize when unset, in `proxyrank run`: opt-in (on CPU packs measured slower)
+LOCAL_PACK_SIZE = 1  # spec.policy.packSize when unset, in `proxyrank run`: opt-in (docs/packed.md, Benchmark)
 
 
 class Policy(SpecModel):
@@ -1234,8 +1234,9 @@ class Policy(SpecModel):
         "Processes (jobs) in flight at once: a pack of runs (packSize) counts once."))
     pack_size: int | None = Field(default=None, ge=1, le=PACK_MAX_RUNS, description=(
         "Proxy runs trained together in one trainer process (job) when they share model shape, token budget, batch, "
-        "evaluation sets and numerics (docs/packed.md); default 1: every run alone (packs are for GPUs; on a CPU they "
-        "were measured slower). A launch-time grouping only: changing it never reruns a finished run."))
+        "evaluation sets and numerics (docs/packed.md); default 1: every run alone (opt-in: the K models must fit one "
+        "device; on a CPU the gain was measured small or negative). A launch-time grouping only: changing it never "
+        "reruns a finished run."))
     target_pack_size: int = Field(default=1, ge=1, le=PACK_MAX_RUNS, description=(
         "Target runs trained together in one trainer process (job), as packSize for proxies; default 1: a target "
         "run fills its device alone."))
