@@ -15,7 +15,8 @@ Event-driven: a comparison's pass runs when something it depends on changed, not
   (:data:`COALESCE_SECONDS`: a job and its pod change together) and runs a pass. Without wake-ups it runs one every
   :data:`RESYNC_INTERVAL` seconds (``PROXYRANK_RESYNC_INTERVAL``, default 120: a safety net, and what checks a run's
   deadline), or after :data:`RECONCILE_INTERVAL` (``PROXYRANK_RECONCILE_INTERVAL``, default 15) when the last pass left
-  work that only time resolves (launches deferred while the API was unavailable, a status write the server did not
+  work that only time resolves (launches deferred while the API was unavailable, runs held in Kueue's queue whose
+  reason is in the unwatched Workload, a status write the server did not
   take, a pass that raised).
 - a watch stream that restarts with a fresh listing (410 Gone, inactivity) reports no deletions: the view of that
   kind is invalidated and each comparison lists it once on its next pass (:meth:`ChildView.invalidate`).
@@ -57,7 +58,7 @@ from proxyrank.launchers.volcano import VOLCANO_GROUP, VOLCANO_PLURAL, VOLCANO_V
 from proxyrank.metrics import ComparisonSnapshot, acknowledged
 from proxyrank.planner import LABEL_COMPARISON_UID, label_value, plan_runs
 from proxyrank.policy import POLICY_VIOLATION, load_policy
-from proxyrank.reconciler import WAITING_TO_LAUNCH, Event, ReconcileResult, invalid_status, status_patch
+from proxyrank.reconciler import QUEUED, WAITING_TO_LAUNCH, Event, ReconcileResult, invalid_status, status_patch
 from proxyrank.validation import SpecError, parse_spec
 
 FINALIZER = "proxyrank.io/finalizer"
@@ -92,7 +93,7 @@ class OperatorState:
         self.written: dict[str, RecipeComparisonStatus] = {}  # by uid: what the last pass computed
         self.stored: dict[str, dict[str, Any]] = {}  # by uid: the status (as JSON) the API server confirmed
         self.unconfirmed: set[str] = set()  # uids whose last status write failed
-        self.deferred: set[str] = set()  # uids whose last pass deferred launches (the API was unavailable)
+        self.deferred: set[str] = set()  # uids whose last pass deferred launches or left runs queued in the cluster
         self.failed: set[str] = set()  # uids whose last daemon pass raised
         self.snapshots: dict[tuple[str, str], ComparisonSnapshot] = {}
 
@@ -276,7 +277,11 @@ def _write(body: kopf.Body, name: str, namespace: str | None, uid: str, seen: Ma
     else:
         STATE.stored[uid] = new
         STATE.unconfirmed.discard(uid)
-    if any(r.state == RunState.pending and (r.message or "").startswith(WAITING_TO_LAUNCH) for r in result.status.runs):
+    # work only time resolves: launches deferred while the API was unavailable; runs held in the cluster's queue, whose
+    # reason lives in an object the operator does not watch (Kueue's Workload): their message is refreshed every
+    # RECONCILE_INTERVAL while they wait
+    if any((r.state == RunState.pending and (r.message or "").startswith(WAITING_TO_LAUNCH))
+           or (r.state == RunState.launching and (r.message or "").startswith(QUEUED)) for r in result.status.runs):
         STATE.deferred.add(uid)
     else:
         STATE.deferred.discard(uid)
