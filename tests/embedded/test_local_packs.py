@@ -24,6 +24,7 @@ from proxyrank.reconciler import PACK_FAILED
 from proxyrank.validation import load_comparison, parse_comparison
 from tests.conftest import GOOD_COMPARISON, ROOT
 from tests.embedded.conftest import smoke_comparison
+from tests.embedded.test_run import _done_keys, _wait_for
 
 pytestmark = pytest.mark.slow
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
@@ -40,20 +41,6 @@ def _packed_proxies(data: dict[str, Path]) -> dict[str, Any]:
     return obj
 
 
-def _wait_for(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
-
-
-def _done(workdir: Path) -> set[str]:
-    status = load_status(workdir)
-    return set() if status is None else {r.key for r in status.runs if r.state == RunState.succeeded}
-
-
 def test_packs_train_each_run_on_its_own_and_a_resumed_run_retrains_nothing_finished(
         tiny_data: dict[str, Path], tmp_path: Path) -> None:
     path, wd = tmp_path / "packed.yaml", tmp_path / "wd"
@@ -61,13 +48,13 @@ def test_packs_train_each_run_on_its_own_and_a_resumed_run_retrains_nothing_fini
     proc = subprocess.Popen([sys.executable, "-m", "proxyrank", "run", str(path), "--workdir", str(wd),
                              "--poll", "0.2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for(lambda: len(_done(wd)) >= 2, timeout=180)
+        _wait_for(lambda: len(_done_keys(wd)) >= 2, timeout=180)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     before = load_status(wd)
     assert before is not None and before.phase != Phase.succeeded
-    finished = _done(wd)
+    finished = _done_keys(wd)
     stamps = {k: (wd / "runs" / k / "attempt-1" / "result.json").stat().st_mtime for k in finished}
     time.sleep(1.0)  # the killed run's trainers die with it (PR_SET_PDEATHSIG): nothing may write after this
 

@@ -35,6 +35,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -241,7 +242,12 @@ def parse_result_line(text: str) -> dict[str, Any] | None:
 
     A prefix before the sentinel is tolerated (``torchrun --tee`` and log collectors prepend rank or timestamp tags).
     """
-    for line in reversed(text.splitlines()):
+    return next(_result_objects(reversed(text.splitlines())), None)
+
+
+def _result_objects(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """The JSON objects after ``PROXYRANK_RESULT `` in ``lines``, in order; other lines are skipped."""
+    for line in lines:
         at = line.find(RESULT_SENTINEL)
         if at < 0:
             continue
@@ -250,23 +256,15 @@ def parse_result_line(text: str) -> dict[str, Any] | None:
         except json.JSONDecodeError:
             continue
         if isinstance(data, dict):
-            return data
-    return None
+            yield data
 
 
 def parse_result_lines(text: str) -> dict[str, dict[str, Any]]:
     """Every result in log text by its ``runKey`` (a pack's log holds one ``PROXYRANK_RESULT`` line per run; for a
     key seen twice the later line wins). Lines without a JSON object or a ``runKey`` are skipped."""
     found: dict[str, dict[str, Any]] = {}
-    for line in text.splitlines():
-        at = line.find(RESULT_SENTINEL)
-        if at < 0:
-            continue
-        try:
-            data = json.loads(line[at + len(RESULT_SENTINEL):])
-        except json.JSONDecodeError:
-            continue
-        if isinstance(data, dict) and isinstance(data.get("runKey"), str) and data["runKey"]:
+    for data in _result_objects(text.splitlines()):
+        if isinstance(data.get("runKey"), str) and data["runKey"]:
             found[data["runKey"]] = data
     return found
 

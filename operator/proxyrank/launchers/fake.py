@@ -70,29 +70,27 @@ class FakeLauncher:
 
     def launch(self, ref: ComparisonRef, run: PlannedRun, attempt: int) -> str:
         self.launch_calls.append((run.key, attempt))
+        self._refuse(run, attempt)
+        handle = f"fake://{run.key}/{attempt}"
+        self.attempts[run.key] = _Attempt(run, attempt, self.script(run, attempt), handle)
+        self.launched.append((run.key, attempt))
+        return handle
+
+    def _refuse(self, run: PlannedRun, attempt: int) -> None:
+        """Raise what the script says this launch meets: an unavailable API, or a rejection."""
         unavailable = self.launch_deferred(run, attempt)
         if unavailable:
             raise LaunchDeferred(unavailable)
         error = self.launch_error(run, attempt)
         if error:
             raise LaunchError(error)
-        handle = f"fake://{run.key}/{attempt}"
-        self.attempts[run.key] = _Attempt(run, attempt, self.script(run, attempt), handle)
-        self.launched.append((run.key, attempt))
-        return handle
 
     def launch_pack(self, ref: ComparisonRef, runs: Sequence[tuple[PlannedRun, int]]) -> str:
         """One pack: each run follows its own scripted outcome (script a failed pack as its unfinished runs failing),
         observed with the pack's handle and size. The first run's ``launch_deferred``/``launch_error`` speak for the
         pack."""
         self.launch_calls.extend((run.key, attempt) for run, attempt in runs)
-        first, attempt = runs[0]
-        unavailable = self.launch_deferred(first, attempt)
-        if unavailable:
-            raise LaunchDeferred(unavailable)
-        error = self.launch_error(first, attempt)
-        if error:
-            raise LaunchError(error)
+        self._refuse(*runs[0])
         handle = f"fake://{pack_name(runs)}"
         for run, attempt in runs:
             self.attempts[run.key] = _Attempt(run, attempt, self.script(run, attempt), handle, pack_size=len(runs))
