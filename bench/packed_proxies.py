@@ -1,15 +1,18 @@
 """Packed proxies: K runs trained as packs against the same K runs launched one per process, side by side.
 
 CPU (the default): for each model (nano, micro) and each K, the same K run configs (K recipes x learning rates x
-seeds over byte-level stdlib text, a demo-sized budget) are trained twice, as the embedded mode would launch them:
+seeds over byte-level stdlib text, a demo-sized budget) are trained as the embedded mode would launch them:
 
 * ``separate``: one ``python -m proxyrank_trainer --config`` process per run, ``--parallel`` at a time, each with
   ``cores / parallel`` threads (the embedded mode's ``threads_per_run``);
-* ``packed``: the K runs split into ``min(K, --parallel)`` packs, ``python -m proxyrank_trainer --pack`` each, all at
-  once, with the same threads per process (so both modes use the same processes x threads of the CPU).
+* packed, once per ``--strategies`` entry (default ``sequential,stacked``): the K runs split into
+  ``min(K, --parallel)`` packs, ``python -m proxyrank_trainer --pack`` each, all at once, with the same threads per
+  process (so every mode uses the same processes x threads of the CPU). ``sequential`` trains a pack's runs one
+  after another (what ``auto`` picks on a CPU), ``stacked`` as one batched model (what it picks on a GPU).
 
-It prints each mode's wall time (first launch to last exit), the ratio, and the largest difference in ``valLossMean``
-between a run's two results (packing must not change results). Timings alternate the two modes per case.
+It prints each mode's wall time (first launch to last exit), the ratios, and the largest difference in
+``valLossMean`` between a run's separate and packed results (packing must not change results: sequential packs give
+bitwise the same results). The modes of a case run back to back.
 
     python bench/packed_proxies.py                          # nano and micro, K = 1, 4, 8, 16
     python bench/packed_proxies.py --models nano --ks 8 --json out.json
@@ -124,12 +127,12 @@ def separate(configs: list[dict[str, Any]], work: Path, parallel: int, threads: 
     return run_processes(commands, parallel, threads)
 
 
-def packed(configs: list[dict[str, Any]], work: Path, parallel: int, threads: int) -> float:
+def packed(configs: list[dict[str, Any]], work: Path, parallel: int, threads: int, strategy: str) -> float:
     packs = min(len(configs), parallel)
     commands = []
     for p in range(packs):
         path = work / f"pack-{p}.json"
-        path.write_text(json.dumps({"runs": configs[p::packs]}))
+        path.write_text(json.dumps({"runs": configs[p::packs], "strategy": strategy}))
         commands.append([sys.executable, "-m", "proxyrank_trainer", "--pack", str(path)])
     return run_processes(commands, packs, threads)
 
@@ -139,12 +142,11 @@ class CpuCase:
     model: str
     k: int
     separate_s: float
-    packed_s: float
-    max_val_loss_diff: float
+    packed_s: dict[str, float]  # per strategy (sequential, stacked)
+    max_val_loss_diff: dict[str, float]  # per strategy: the largest |valLossMean| difference to the separate run
 
-    @property
-    def speedup(self) -> float:
-        return self.separate_s / self.packed_s
+    def speedup(self, strategy: str) -> float:
+        return self.separate_s / self.packed_s[strategy]
 
 
 def _val_losses(configs: list[dict[str, Any]]) -> list[float]:
@@ -157,15 +159,20 @@ def _val_losses(configs: list[dict[str, Any]]) -> list[float]:
     return out
 
 
-def cpu_case(model: str, k: int, data: tuple[list[Path], Path], work: Path, parallel: int, threads: int) -> CpuCase:
+def cpu_case(model: str, k: int, data: tuple[list[Path], Path], work: Path, parallel: int, threads: int,
+             strategies: list[str]) -> CpuCase:
+    """The K runs one per process, then packed with each strategy, back to back."""
     recipes, eval_dir = data
     sep_cfgs = run_configs(model, k, recipes, eval_dir, work / f"{model}-{k}-separate", threads)
-    pack_cfgs = run_configs(model, k, recipes, eval_dir, work / f"{model}-{k}-packed", threads)
     (work / "cfg").mkdir(exist_ok=True)
     sep_s = separate(sep_cfgs, work / "cfg", parallel, threads)
-    pack_s = packed(pack_cfgs, work / "cfg", parallel, threads)
-    diffs = [abs(a - b) for a, b in zip(_val_losses(sep_cfgs), _val_losses(pack_cfgs), strict=True)]
-    return CpuCase(model, k, round(sep_s, 2), round(pack_s, 2), max(diffs))
+    want = _val_losses(sep_cfgs)
+    times, diffs = {}, {}
+    for strategy in strategies:
+        cfgs = run_configs(model, k, recipes, eval_dir, work / f"{model}-{k}-{strategy}", threads)
+        times[strategy] = round(packed(cfgs, work / "cfg", parallel, threads, strategy), 2)
+        diffs[strategy] = max(abs(a - b) for a, b in zip(want, _val_losses(cfgs), strict=True))
+    return CpuCase(model, k, round(sep_s, 2), times, diffs)
 
 
 def gpu_throughput(model: str, k: int, device_name: str, *, sequences: int, steps: int, warmup: int
@@ -219,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    f"{','.join(GPU_MODELS)} with --throughput)")
     p.add_argument("--ks", default="1,4,8,16", help="pack sizes")
     p.add_argument("--parallel", type=int, default=None, help="processes at a time (default: the CPU count)")
+    p.add_argument("--strategies", default="sequential,stacked",
+                   help="CPU: comma-separated pack strategies to measure against separate processes")
     p.add_argument("--sequences", type=int, default=8, help="--throughput: sequences per run and step")
     p.add_argument("--steps", type=int, default=10, help="--throughput: timed steps")
     p.add_argument("--json", default=None, help="also write the measurements to this file")
@@ -256,6 +265,7 @@ def cpu_cases(args: argparse.Namespace, ks: list[int]) -> list[CpuCase]:
     parallel = args.parallel or os.cpu_count() or 1
     threads = max(1, (os.cpu_count() or 1) // parallel)
     models = args.models.split(",") if args.models else list(CPU_MODELS)
+    strategies = args.strategies.split(",")
     cases = []
     with tempfile.TemporaryDirectory(prefix="packed-bench-") as tmp:
         work = Path(tmp)
@@ -263,11 +273,13 @@ def cpu_cases(args: argparse.Namespace, ks: list[int]) -> list[CpuCase]:
         print(f"{parallel} processes at a time x {threads} thread(s); load average {os.getloadavg()}", flush=True)
         for model in models:
             for k in ks:
-                c = cpu_case(model, k, data, work, parallel, threads)
+                c = cpu_case(model, k, data, work, parallel, threads, strategies)
                 cases.append(c)
-                print(f"{model:6s} K={k:2d}: separate {c.separate_s:7.1f} s, packed {c.packed_s:7.1f} s, "
-                      f"x{c.speedup:.2f} (packed/separate {c.packed_s / c.separate_s:.2f}); max |valLossMean "
-                      f"diff| {c.max_val_loss_diff:.1e}; load {os.getloadavg()[0]:.1f}", flush=True)
+                packs = "; ".join(f"{st} {c.packed_s[st]:7.1f} s, x{c.speedup(st):.2f} (packed/separate "
+                                  f"{c.packed_s[st] / c.separate_s:.2f}), max |valLossMean diff| "
+                                  f"{c.max_val_loss_diff[st]:.1e}" for st in strategies)
+                print(f"{model:6s} K={k:2d}: separate {c.separate_s:7.1f} s; {packs}; load {os.getloadavg()[0]:.1f}",
+                      flush=True)
     return cases
 
 

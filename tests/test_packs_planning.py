@@ -120,7 +120,8 @@ def test_pack_names_are_dns_labels_that_depend_only_on_the_attempts() -> None:
 
 def test_pack_sizes_come_from_the_policy_or_the_modes_default() -> None:
     assert PackSizes.of(_spec().policy, 8) == PackSizes(proxy=8, target=1)
-    assert LOCAL_PACK_SIZE == 1  # opt-in in `proxyrank run` too: on CPU packs were measured slower (docs/packed.md)
+    assert LOCAL_PACK_SIZE == 4  # `proxyrank run`: proxies in packs (sequential on a CPU, docs/packed.md)
+    assert PackSizes.of(_spec().policy, LOCAL_PACK_SIZE) == PackSizes(proxy=4, target=1)  # targets alone
     assert PackSizes.of(_spec().policy, 1) == PackSizes(proxy=1, target=1)  # Kubernetes: runs alone by default
     assert PackSizes.of(_spec(packSize=3, targetPackSize=2).policy, LOCAL_PACK_SIZE) == PackSizes(proxy=3, target=2)
 
@@ -318,12 +319,16 @@ def test_launch_pack_signature_is_the_agreed_one() -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- the demo
-def test_the_demo_runs_one_run_per_process() -> None:
-    """Packs are opt-in: the demo (CPU) sets no pack size and launches every run alone."""
+def test_the_demo_trains_in_packs_of_one_recipes_runs() -> None:
+    """The demo (CPU) takes `proxyrank run`'s proxy packs of 4 and puts each recipe's 3 target runs in one pack."""
     from tests.conftest import EXAMPLES
 
     demo = parse_comparison(yaml.safe_load((EXAMPLES / "demo.yaml").read_text()))
-    assert demo.spec.policy.pack_size is None and demo.spec.policy.target_pack_size == 1
+    assert demo.spec.policy.pack_size is None and demo.spec.policy.target_pack_size == 3
     plan = plan_runs(demo.spec, "demo", "x")
     packs = group_packs(plan.runs, PackSizes.of(demo.spec.policy, LOCAL_PACK_SIZE))
-    assert len(packs) == len(plan.runs) == 80
+    proxies = [p for p in packs if p[0].scale == "proxy"]
+    targets = [p for p in packs if p[0].scale == "target"]
+    assert [len(p) for p in proxies] == [4] * 14 and [len(p) for p in targets] == [3] * 8
+    assert all(len({r.recipe for r in p}) == 1 and len({r.seed for r in p}) == 1 for p in targets)
+    assert sum(len(p) for p in packs) == len(plan.runs) == 80

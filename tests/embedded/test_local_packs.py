@@ -89,7 +89,7 @@ def _stand_in(tmp_path: Path, **policy: Any) -> tuple[Any, LocalLauncher]:
     spec = obj["spec"]
     spec["proxy"]["protocols"] = spec["proxy"]["protocols"][:1]  # 3 runs, one per recipe
     spec.pop("target", None)
-    spec["policy"].update({"packSize": 8, **policy})  # packs are opt-in
+    spec["policy"].update({"packSize": 8, **policy})
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "operator"), str(ROOT / "trainer_image")])}
     launcher = LocalLauncher(tmp_path / "wd", trainer_module="tests.embedded.half_pack_trainer", env=env)
     return parse_comparison(obj), launcher

@@ -116,7 +116,7 @@ def test_resume_after_sigkill_reuses_finished_runs(smoke_file: Path, tmp_path: P
 
 
 def test_failing_run_is_retried_then_fails_the_comparison(tiny_data: dict[str, Path], tmp_path: Path) -> None:
-    obj = _small(tiny_data, runRetries=1, maxFailedRuns=0, parallelism=2)
+    obj = _small(tiny_data, runRetries=1, maxFailedRuns=0, parallelism=2, packSize=1)  # a process per run
     obj["spec"]["recipes"][1]["sources"] = [{"uri": str(tmp_path / "missing-data")}]
     comparison = parse_comparison(copy.deepcopy(obj))
     status = run_comparison(comparison, tmp_path / "wd", poll_seconds=0.2, console=QUIET)
@@ -225,7 +225,7 @@ def _trainers_of(workdir: Path) -> list[int]:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_the_trainers_writes_the_status_and_exits_130(tiny_data: dict[str, Path], tmp_path: Path,
                                                                     sig: signal.Signals) -> None:
-    obj = _small(tiny_data, parallelism=2)
+    obj = _small(tiny_data, parallelism=2, packSize=1)  # two trainer processes
     obj["spec"]["proxy"]["tokens"] = 4_000_000  # long enough to still be training when interrupted
     path = tmp_path / "long.yaml"
     path.write_text(yaml.safe_dump(obj))

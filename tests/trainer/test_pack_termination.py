@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from trainer_helpers import ByteCorpus, make_config
 
-from proxyrank_trainer import packed
+from proxyrank_trainer import packed, train
 from proxyrank_trainer.config import ConfigError
 from proxyrank_trainer.contract import PackConfig, parse_result
 from proxyrank_trainer.packconfig import validate_pack
@@ -119,13 +119,15 @@ def test_the_pack_config_takes_its_own_termination_log_path_and_refuses_a_shared
         PackConfig.model_validate({"runs": [{**a, "terminationLogPath": "/x"}], "terminationLogPath": "/x"})
 
 
+@pytest.mark.parametrize("strategy", ["stacked", "sequential"])
 def test_a_pack_writes_one_message_with_every_runs_result_and_each_runs_log_line(
-        corpus: ByteCorpus, tmp_path: Path) -> None:
+        corpus: ByteCorpus, tmp_path: Path, strategy: str) -> None:
     cfgs = [make_config(corpus, tmp_path / k, runKey=k, tokens=4 * 1024, seed=s, terminationLogPath=None)
             for s, k in enumerate("xyz")]
     path = tmp_path / "pod" / "termination-log"
     out = io.StringIO()
-    results = run_pack(validate_pack({"runs": cfgs, "terminationLogPath": str(path)}), stdout=out)
+    results = run_pack(validate_pack({"runs": cfgs, "terminationLogPath": str(path), "strategy": strategy}),
+                       stdout=out)
     found = parse_pack_message(path.read_text())
     assert found is not None and sorted(found) == ["x", "y", "z"]
     by_line = parse_result_lines(out.getvalue())
@@ -148,12 +150,34 @@ def test_a_pack_that_dies_keeps_the_finished_runs_results_and_says_why(
 
     monkeypatch.setattr(packed, "evaluate_pack", _fail_second_call(packed.evaluate_pack, boom))
     with pytest.raises(RuntimeError, match="illegal memory access"):
-        run_pack(validate_pack({"runs": cfgs, "terminationLogPath": str(path)}), stdout=io.StringIO())
+        run_pack(validate_pack({"runs": cfgs, "terminationLogPath": str(path), "strategy": "stacked"}),
+                 stdout=io.StringIO())
     data = json.loads(path.read_text())
     found = parse_pack_message(path.read_text()) or {}
     assert list(found) == ["bad"]  # the diverged run finished before the final evaluation
     assert found["bad"]["status"] == "diverged"
     assert data["error"] == "RuntimeError: CUDA error: an illegal memory access was encountered"
+
+
+def test_a_sequential_pack_that_dies_keeps_the_finished_runs_results_and_says_why(
+        corpus: ByteCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfgs = [make_config(corpus, tmp_path / k, runKey=k, tokens=4 * 1024, seed=s, terminationLogPath=None)
+            for s, k in enumerate(["first", "second", "third"])]
+    path = tmp_path / "termination-log"
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the node ran out of memory")
+
+    monkeypatch.setattr(train, "final_eval", _fail_second_call(train.final_eval, boom))
+    out = io.StringIO()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_pack(validate_pack({"runs": cfgs, "terminationLogPath": str(path), "strategy": "sequential"}), stdout=out)
+    found = parse_pack_message(path.read_text()) or {}
+    assert list(found) == ["first"] and found["first"]["status"] == "succeeded"
+    assert json.loads(path.read_text())["error"] == "RuntimeError: the node ran out of memory"
+    assert list(parse_result_lines(out.getvalue())) == ["first"]  # published as it finished, before the failure
+    assert json.loads((tmp_path / "first" / "out" / "result.json").read_text())["runKey"] == "first"
+    assert not (tmp_path / "third" / "out" / "result.json").exists()
 
 
 def _fail_second_call(real: Any, fail: Any) -> Any:

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,8 @@ def _alone(cfg: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[dict[s
 
 def _packed(cfgs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
             ) -> tuple[list[dict[str, Any]], list[list[float]], str]:
-    """The runs trained as one pack: results (pack order), each run's per-step losses, and the pack's stdout."""
+    """The runs trained as one stacked pack (the GPU strategy, forced here on the CPU): results (pack order), each
+    run's per-step losses, and the pack's stdout."""
     steps: list[list[float]] = []
     original = packed.packed_train_step
 
@@ -58,7 +60,7 @@ def _packed(cfgs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
     out = io.StringIO()
     with monkeypatch.context() as m:
         m.setattr(packed, "packed_train_step", recording)
-        results = run_pack(validate_pack({"runs": cfgs}), stdout=out)
+        results = run_pack(validate_pack({"runs": cfgs, "strategy": "stacked"}), stdout=out)
     assert all(isinstance(r, RunResult) for r in results)
     # per run: losses while it was in the pack (a diverged run leaves it; the slots of the others move up)
     curves: list[list[float]] = [[] for _ in cfgs]
@@ -130,6 +132,90 @@ def test_a_diverged_run_stops_without_stopping_the_others(corpus: ByteCorpus, tm
         _assert_same_run(results[i], want)
     lines = [line for line in out.splitlines() if line.startswith("PROXYRANK_RESULT ")]
     assert [json.loads(line.split(" ", 1)[1])["runKey"] for line in lines] == ["bad", "ok", "ok2"]  # published at once
+
+
+def test_the_strategy_is_stacked_on_cuda_and_sequential_elsewhere_unless_the_pack_says(corpus: ByteCorpus,
+                                                                                       tmp_path: Path) -> None:
+    cfgs = [make_config(corpus, tmp_path, runKey="a")]
+    auto = validate_pack({"runs": cfgs})
+    assert auto.strategy == "auto"
+    assert packed.pack_strategy(auto, torch.device("cpu")) == "sequential"
+    assert packed.pack_strategy(auto, torch.device("cuda")) == "stacked"
+    for choice in ("stacked", "sequential"):
+        pack = validate_pack({"runs": cfgs, "strategy": choice})
+        assert {packed.pack_strategy(pack, torch.device(d)) for d in ("cpu", "cuda")} == {choice}
+    with pytest.raises(ConfigError, match="strategy"):
+        validate_pack({"runs": cfgs, "strategy": "vmap"})
+
+
+def test_a_sequential_pack_trains_each_run_bitwise_as_alone_and_evaluates_each_seeds_untrained_model_once(
+        corpus: ByteCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfgs = [make_config(corpus, tmp_path / "a", runKey="a", seed=3, tokens=12 * 1024, learningRate=3e-3),
+            make_config(corpus, tmp_path / "bad", runKey="bad", seed=3, tokens=12 * 1024, learningRate=1e4),
+            make_config(corpus, tmp_path / "b", runKey="b", seed=4, tokens=12 * 1024, learningRate=1e-3,
+                        sources=[{"uri": str(corpus.asyncio), "weight": 1.0}], schedule="wsd", gradClip=0.5),
+            make_config(corpus, tmp_path / "c", runKey="c", seed=3, tokens=12 * 1024, learningRate=1e-2,
+                        sources=[{"uri": str(corpus.code), "weight": 0.7}, {"uri": str(corpus.asyncio),
+                                                                            "weight": 0.3}], warmupFraction=0.3)]
+    evaluations: list[int] = []
+    original = train.evaluate
+
+    def counting(*args: Any, **kwargs: Any) -> dict[str, float]:
+        evaluations.append(1)
+        return original(*args, **kwargs)
+
+    out = io.StringIO()
+    with monkeypatch.context() as m:
+        m.setattr(train, "evaluate", counting)
+        started = time.perf_counter()
+        results = [r.to_json() for r in run_pack(validate_pack({"runs": cfgs, "strategy": "sequential"}),
+                                                 stdout=out)]
+        wall = time.perf_counter() - started
+    # untrained model: once per seed (3 and 4); trained: the 3 runs that did not diverge
+    assert len(evaluations) == 2 + 3
+    assert out.getvalue().count("(the pack's earlier run with this seed)") == 2
+    assert [r["runKey"] for r in results] == ["a", "bad", "b", "c"]
+    assert results[1]["status"] == "diverged" and results[1]["steps"] < 12
+    lines = [json.loads(x.split(" ", 1)[1]) for x in out.getvalue().splitlines() if x.startswith("PROXYRANK_RESULT ")]
+    assert lines == results
+    for cfg, got in zip(cfgs, results, strict=True):
+        assert json.loads(Path(cfg["output"]).read_text()) == got  # each run's own output file
+        want, _ = _alone(cfg, monkeypatch)
+        assert {k: v for k, v in got.items() if k not in TIMES} == {k: v for k, v in want.items() if k not in TIMES}
+    assert sum(r["seconds"] for r in results) <= wall + 0.01  # each run's own turn: they add up to the pack's time
+    assert all(r["seconds"] >= r["trainSeconds"] > 0 for r in results)
+
+
+def test_a_sequential_packs_run_resumes_from_its_own_checkpoint_when_relaunched(
+        corpus: ByteCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from proxyrank_trainer.checkpoint import Checkpointer, Snapshot, checkpoint_path
+
+    class Crash(Exception):
+        pass
+
+    first = make_config(corpus, tmp_path / "first", runKey="first", tokens=24 * 1024)
+    second = make_config(corpus, tmp_path / "second", runKey="second", seed=1, tokens=24 * 1024, checkpointEvery=8)
+    alone = train.run(validate_config(second), stdout=io.StringIO())
+    save = Checkpointer.save
+
+    def crashing(self: Checkpointer, snap: Snapshot) -> None:
+        save(self, snap)
+        if snap.step == 16:
+            raise Crash("the node went away")
+
+    with monkeypatch.context() as m:
+        m.setattr(Checkpointer, "save", crashing)
+        with pytest.raises(Crash):
+            run_pack(validate_pack({"runs": [first, second], "strategy": "sequential"}), stdout=io.StringIO())
+    assert json.loads(Path(first["output"]).read_text())["status"] == "succeeded"
+    path = checkpoint_path(validate_config(second))
+    assert path is not None and path.is_file()
+    # the launcher relaunches the unfinished runs only: here, the second as a pack of one
+    (resumed,) = run_pack(validate_pack({"runs": [second], "strategy": "sequential"}), stdout=io.StringIO())
+    assert resumed.resumed_from_step == 16 and resumed.status == "succeeded" and resumed.steps == 24
+    assert resumed.val_loss_mean == pytest.approx(alone.val_loss_mean, rel=1e-5)
+    assert resumed.val_loss_initial_by_set == alone.val_loss_initial_by_set
+    assert not path.exists()  # the result is out: the checkpoint is removed
 
 
 def test_packed_adamw_and_clipping_equal_torch_adamw_run_by_run() -> None:

@@ -12,7 +12,7 @@ import json
 import math
 import re
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -177,6 +177,10 @@ def pack_mismatch(runs: list[RunConfig]) -> tuple[str, str] | None:
     return None
 
 
+PackStrategy = Literal["auto", "stacked", "sequential"]
+PACK_STRATEGIES: tuple[str, ...] = get_args(PackStrategy)
+
+
 class PackConfig(_Strict):
     """K runs trained together by one trainer process (``python -m proxyrank_trainer --pack``): one model shape and
     token budget, stacked parameters, per-run data, learning-rate schedule, optimizer state and result.
@@ -189,6 +193,11 @@ class PackConfig(_Strict):
     # (proxyrank_trainer.results.pack_termination_message), rewritten as runs finish; None: not written. On
     # Kubernetes the launcher sets the container's /dev/termination-log here (and no run's terminationLogPath).
     termination_log_path: str | None = Field(default=None, min_length=1)
+    # How the process trains the runs (docs/packed.md): "stacked", one PackedGPT with batched matmuls (a GPU's
+    # kernels filled by K small models at once); "sequential", one run after another, each exactly the single
+    # trainer, sharing the process start, imports and identical untrained-model evaluations (on a CPU the batched
+    # matmuls are no faster than plain ones); "auto": stacked on CUDA, sequential otherwise.
+    strategy: PackStrategy = "auto"
 
     @model_validator(mode="after")
     def _one_pack(self) -> PackConfig:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from proxyrank_trainer.config import ConfigError, validate_config
-from proxyrank_trainer.contract import PACK_MAX_RUNS, PackConfig, RunConfig, pack_mismatch
+from proxyrank_trainer.contract import PACK_MAX_RUNS, PACK_STRATEGIES, PackConfig, RunConfig, pack_mismatch
 
 PACK_CONFIG_ENV = "PROXYRANK_PACK_CONFIG"
 
@@ -25,10 +25,13 @@ def validate_pack(raw: Any) -> PackConfig:
     """Parse a decoded JSON object into a :class:`PackConfig`; the first problem raises :class:`ConfigError`."""
     if not isinstance(raw, dict):
         raise ConfigError("pack", f"must be a JSON object {{\"runs\": [...]}}, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - {"runs", "terminationLogPath"})
+    unknown = sorted(set(raw) - {"runs", "terminationLogPath", "strategy"})
     if unknown:
         raise ConfigError(unknown[0], "unknown key; a pack config has \"runs\" (a list of run configs) and "
-                                      "optionally \"terminationLogPath\"")
+                                      "optionally \"terminationLogPath\" and \"strategy\"")
+    strategy = raw.get("strategy", "auto")
+    if strategy not in PACK_STRATEGIES:
+        raise ConfigError("strategy", f"must be one of {', '.join(PACK_STRATEGIES)} (docs/packed.md), got {strategy!r}")
     termination = raw.get("terminationLogPath")
     if termination is not None and (not isinstance(termination, str) or not termination):
         raise ConfigError("terminationLogPath", f"must be a non-empty path (the pack's termination log), got "
@@ -51,7 +54,7 @@ def validate_pack(raw: Any) -> PackConfig:
         if termination is not None and cfg.termination_log_path == termination:
             raise ConfigError(f"runs[{i}].terminationLogPath", f"{termination!r} is also the pack's "
                                                                "terminationLogPath; give the run its own path")
-    return PackConfig(runs=configs, terminationLogPath=termination)
+    return PackConfig(runs=configs, terminationLogPath=termination, strategy=strategy)
 
 
 def load_pack_config(path: str | None = None, *, environ: dict[str, str] | None = None) -> PackConfig:

@@ -1,20 +1,24 @@
-"""Packed training: K runs of one model shape and token budget trained together by one process.
+"""Packed training: K runs of one model shape and token budget trained by one process.
 
-:func:`run_pack` is :func:`proxyrank_trainer.train.run` for a :class:`~proxyrank_trainer.contract.PackConfig`. Each
-run keeps everything that makes it that run: its own initialisation (``torch.manual_seed(seed)`` then
-``GPT(shape)``, exactly as the single trainer builds it), its own data plan (:func:`proxyrank_trainer.train.
-prepare_data`), learning-rate schedule, AdamW hyperparameters and moments, gradient clipping, divergence check and
-result (:func:`proxyrank_trainer.train.make_result`, the same keys and ``runKey``). What they share is the work: one
-:class:`~proxyrank_trainer.packed_model.PackedGPT` holds the K models with a leading run dimension, so each layer is
-one batched matmul for all K runs, and the process start, imports and evaluation set-up are paid once.
+:func:`run_pack` is :func:`proxyrank_trainer.train.run` for a :class:`~proxyrank_trainer.contract.PackConfig`, with
+two strategies (``PackConfig.strategy``; ``auto`` picks by device):
 
-A run whose training loss turns non-finite stops there (status ``diverged``, published at once) and is dropped from
-the stacked model; the others train on. With K = 1 the run trains as the single trainer trains it (the same result
-up to floating-point summation order: ``tests/trainer/test_packed.py``).
+* ``stacked`` (auto on CUDA): one :class:`~proxyrank_trainer.packed_model.PackedGPT` holds the K models with a leading
+  run dimension, so each layer is one batched matmul for all K runs: a GPU's kernels are filled by K small proxies
+  at once. Each run keeps everything that makes it that run: its own initialisation (``torch.manual_seed(seed)``
+  then ``GPT(shape)``, exactly as the single trainer builds it), its own data plan
+  (:func:`proxyrank_trainer.train.prepare_data`), learning-rate schedule, AdamW hyperparameters and moments, gradient
+  clipping, divergence check and result (:func:`proxyrank_trainer.train.make_result`, the same keys and ``runKey``).
+  A run whose training loss turns non-finite stops there (status ``diverged``, published at once) and is dropped
+  from the stacked model; the others train on. With K = 1 the run trains as the single trainer trains it (the same
+  result up to floating-point summation order). No data parallelism and no checkpoints: a restarted pack starts
+  over, and the launcher re-runs only the runs without a result.
+* ``sequential`` (auto elsewhere, i.e. on a CPU, where batched matmuls are no faster than one run's plain ones): the
+  runs one after another, each by :func:`proxyrank_trainer.train.train_run`, the single trainer itself (bitwise the
+  same result, checkpoints included); what they share is the process start, the imports (torch, and the
+  ``torch._dynamo`` that constructing an optimizer imports) and the untrained model's evaluation per seed.
 
-Not in packed mode: data parallelism (``torchrun``; a pack is one process) and checkpoints (packs are for proxies,
-which finish well within the single trainer's 10-minute checkpoint interval; a restarted pack starts over, and
-the launcher re-runs only the runs without a result). See docs/packed.md.
+Tests: ``tests/trainer/test_packed.py``, ``tests/trainer/test_pack_termination.py``. See docs/packed.md.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from proxyrank_trainer.train import (
     make_result,
     prepare_data,
     setup_runtime,
+    train_run,
 )
 
 CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: coefficient max_norm / (norm + 1e-6)
@@ -223,6 +228,8 @@ def run_pack(pack: PackConfig, *, stdout: TextIO | None = None) -> list[RunResul
         raise ConfigError("$WORLD_SIZE", "a pack trains in one process; launch it without torchrun")
     stream = stdout if stdout is not None else sys.stdout
     base = setup_runtime(pack.runs[0], stream)
+    if pack_strategy(pack, base.ctx.device) == "sequential":
+        return run_sequential(base, pack)
     runs = [_open_run(base, cfg, i, len(pack.runs)) for i, cfg in enumerate(pack.runs)]
     packed = build_pack(base, pack.runs)
     packed.termination_log = pack.termination_log_path
@@ -233,6 +240,50 @@ def run_pack(pack: PackConfig, *, stdout: TextIO | None = None) -> list[RunResul
             write_pack_termination(packed.termination_log, packed.finished, error=f"{type(exc).__name__}: {exc}")
         raise
     return [r.result for r in runs if r.result is not None]
+
+
+def pack_strategy(pack: PackConfig, device: torch.device) -> str:
+    """``stacked`` or ``sequential``: the pack's own choice, else (``auto``) stacked on CUDA, sequential otherwise."""
+    if pack.strategy != "auto":
+        return pack.strategy
+    return "stacked" if device.type == "cuda" else "sequential"
+
+
+def run_sequential(base: Runtime, pack: PackConfig) -> list[RunResult]:
+    """The pack's runs one after another in this process, each exactly as the single trainer trains it
+    (:func:`proxyrank_trainer.train.train_run`: the same model, data order, optimizer, checkpoints and result,
+    bitwise), sharing the process start, the imports and the untrained model's evaluation per seed.
+
+    Every run's data is opened first, so invalid input fails before any training. A run's ``seconds`` is its own
+    turn (the first run's includes the pack's set-up): the runs' ``seconds`` add up to the pack's wall time."""
+    n = len(pack.runs)
+    views = [replace(base, cfg=cfg, say=_RunProgress(base.say, f"{i + 1}/{n} {cfg.run_key}"))
+             for i, cfg in enumerate(pack.runs)]
+    data = [prepare_data(rt) for rt in views]
+    base.say(f"pack of {n} runs, one after another: model {base.cfg.model_name} {base.cfg.shape.to_dict()}, "
+             f"{base.cfg.steps} steps x {base.cfg.batch_tokens:,} tokens; device {base.ctx.describe()}, "
+             f"{base.dtype_name}")
+    initial: dict[int, dict[str, float]] = {}  # seed -> the untrained model's val losses (one shape and eval sets)
+    finished: list[dict[str, object]] = []
+    results: list[RunResult] = []
+    try:
+        for i, (rt, run_data) in enumerate(zip(views, data, strict=True)):
+            if i:
+                rt.started = time.perf_counter()
+            result = train_run(rt, run_data, termination_log=rt.cfg.termination_log_path,
+                               create_termination_log=True, initial=initial.get(rt.cfg.seed))
+            by_set = result.val_loss_initial_by_set or {}
+            if result.resumed_from_step is None and by_set and all(v is not None for v in by_set.values()):
+                initial.setdefault(rt.cfg.seed, {k: float(v) for k, v in by_set.items() if v is not None})
+            results.append(result)
+            finished.append(result.to_json())
+            if pack.termination_log_path is not None:
+                write_pack_termination(pack.termination_log_path, finished)
+    except BaseException as exc:  # the finished runs' results stay in the pack's message, with why it stopped
+        if pack.termination_log_path is not None:
+            write_pack_termination(pack.termination_log_path, finished, error=f"{type(exc).__name__}: {exc}")
+        raise
+    return results
 
 
 def _train_pack(base: Runtime, runs: list[PackRun], packed: Pack) -> None:

@@ -267,18 +267,26 @@ def _run(cfg: RunConfig, stream: TextIO) -> RunResult:
     fetch_data(cfg, stream)  # before any process group: a slow download must not run into a collective's timeout
     rt = setup_runtime(cfg, stream, started=started)
     data = prepare_data(rt)  # first: a missing or incompatible source fails in seconds, before any model is built
+    explicit = cfg.termination_log_path is not None
+    return train_run(rt, data, termination_log=cfg.termination_log_path if explicit else DEFAULT_TERMINATION_LOG,
+                     create_termination_log=explicit)
+
+
+def train_run(rt: Runtime, data: RunData, *, termination_log: str | None, create_termination_log: bool,
+              initial: dict[str, float] | None = None) -> RunResult:
+    """Build, train, evaluate and publish one run whose runtime and data are set up: the single trainer after its
+    set-up, and each run of a sequential pack (:mod:`proxyrank_trainer.packed`). ``initial``: the untrained model's
+    val losses when already known (a pack's earlier run with the same seed, shape and eval sets), else evaluated."""
     net = build_model(rt)
     announce(rt, data, net)
-    ckpt = Checkpointer(cfg, writer=rt.ctx.is_main)
-    state = start_state(rt, data, net, ckpt)
+    ckpt = Checkpointer(rt.cfg, writer=rt.ctx.is_main)
+    state = start_state(rt, data, net, ckpt, initial=initial)
     train_loop(rt, data, net, state, ckpt)
     val_final = final_eval(rt, data, net, state)
     result = make_result(rt, data, net, state, val_final)
     if rt.ctx.is_main:
-        explicit = cfg.termination_log_path is not None
-        publish(result, output=cfg.output,
-                termination_log=cfg.termination_log_path if explicit else DEFAULT_TERMINATION_LOG,
-                create_termination_log=explicit, stdout=stream)
+        publish(result, output=rt.cfg.output, termination_log=termination_log,
+                create_termination_log=create_termination_log, stdout=rt.stream)
         ckpt.remove()  # the result is out: nothing will resume from it
     return result
 
@@ -390,8 +398,10 @@ def _val_line(label: str, losses: dict[str, float]) -> str:
     return f"{label} val loss " + " ".join(f"{k}={v:.4f}" for k, v in losses.items())
 
 
-def start_state(rt: Runtime, data: RunData, net: Trainable, ckpt: Checkpointer) -> TrainState:
-    """Resume from the run's checkpoint when there is a usable one; else the untrained model's val losses."""
+def start_state(rt: Runtime, data: RunData, net: Trainable, ckpt: Checkpointer, *,
+                initial: dict[str, float] | None = None) -> TrainState:
+    """Resume from the run's checkpoint when there is a usable one; else the untrained model's val losses
+    (``initial`` when given: the same seed, shape and eval sets give the same untrained model and losses)."""
     snap, warning = ckpt.load()
     warnings = [warning] if warning else []
     if not rt.ctx.all_same(snap.step if snap else 0):  # every rank must start from the same step
@@ -401,8 +411,10 @@ def start_state(rt: Runtime, data: RunData, net: Trainable, ckpt: Checkpointer) 
     for w in warnings:
         rt.say(f"warning: {w}")
     if snap is None:
-        val_initial = evaluate(net.raw, data.evals, rt.ctx, batch_size=net.micro, amp=rt.amp)
-        rt.say(_val_line("initial", val_initial))
+        known = initial is not None
+        val_initial = dict(initial) if initial is not None else evaluate(net.raw, data.evals, rt.ctx,
+                                                                          batch_size=net.micro, amp=rt.amp)
+        rt.say(_val_line("initial", val_initial) + (" (the pack's earlier run with this seed)" if known else ""))
         return TrainState(val_initial=val_initial, warnings=warnings)
     net.raw.load_state_dict(snap.model)
     net.optimizer.load_state_dict(snap.optimizer)
