@@ -170,6 +170,15 @@ def test_a_packed_runs_cost_is_its_share_of_the_pack() -> None:
     assert {r.cpu_seconds for r in status.runs if r.scale == "target"} == {40.0}  # alone
 
 
+def test_a_sequential_packs_run_costs_its_own_turn() -> None:
+    def sequential(run: PlannedRun, attempt: int) -> Outcome:  # each run reports its own turn of the pack
+        result = make_result(run.key, _loss(run), eval_sets=("pile-cc",), seconds=40.0)
+        return Outcome(result=result.model_copy(update={"pack_strategy": "sequential"}))
+
+    status = Harness(_spec(packSize=4), script=sequential).run()
+    assert {r.cpu_seconds for r in status.runs} == {40.0}  # not divided by the pack's size
+
+
 def test_the_mode_decides_the_default_pack_size() -> None:
     local = Harness(_spec(), default_pack_size=8)
     local.run()

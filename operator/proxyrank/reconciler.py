@@ -155,8 +155,9 @@ def set_condition(conditions: list[Condition], type_: str, status: Literal["True
 
 
 def _apply_result(entry: RunStatus, result: RunResult, eval_sets: Sequence[str], pack_size: int = 1) -> None:
-    """Copy a trainer result into the run entry (the contract already made it a usable one). A run trained in a pack
-    of K shares the pack's process: its device-seconds are the pack's wall time (its ``seconds``) divided by K."""
+    """Copy a trainer result into the run entry (the contract already made it a usable one). A run trained in a
+    stacked pack of K shares the pack's process: its device-seconds are the pack's wall time (its ``seconds``) divided
+    by K; a run of a sequential pack reports its own turn (``packStrategy``), taken as it is."""
     succeeded = result.status == "succeeded"
     entry.state = RunState.succeeded if succeeded else RunState.diverged
     entry.val_loss = result.val_loss_mean if succeeded else None
@@ -165,7 +166,8 @@ def _apply_result(entry: RunStatus, result: RunResult, eval_sets: Sequence[str],
     entry.loss_fell = result.loss_fell
     entry.initial_loss = finite(result.val_loss_initial, 4)  # the undertrained guard's baseline: 4 digits do
     # every rank holds a device for the whole run: a 2-rank run of 10 s costs 20 GPU-seconds
-    seconds = round(result.device_seconds / max(1, pack_size), 3)
+    shared = 1 if result.pack_strategy == "sequential" else max(1, pack_size)
+    seconds = round(result.device_seconds / shared, 3)
     if result.on_gpu:
         entry.gpu_seconds = seconds
     else:

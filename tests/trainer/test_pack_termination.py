@@ -56,6 +56,16 @@ def test_sixteen_runs_fit_the_kubelets_limit_and_every_entry_parses_as_the_runs_
     assert "omitted" not in data and data["fields"] == list(COMPACT_FIELDS) and data["sets"] == ["set0", "set1"]
 
 
+@pytest.mark.parametrize("strategy", ["stacked", "sequential"])
+def test_the_packs_strategy_is_said_once_and_every_entry_carries_it(strategy: str) -> None:
+    results = [{**_result(_key(i)), "packStrategy": strategy} for i in range(16)]
+    text = pack_termination_message(results)
+    assert len(text.encode()) <= TERMINATION_LOG_LIMIT and text.count(strategy) == 1
+    found = parse_pack_message(text) or {}
+    assert {parse_result(entry).pack_strategy for entry in found.values()} == {strategy}  # the cost rule reads it
+    assert "packStrategy" not in json.loads(pack_termination_message([_result("a")]))  # an older trainer's
+
+
 def test_what_does_not_fit_is_counted_as_omitted_and_left_to_the_log_lines() -> None:
     results = [_result(_key(i), sets=4) for i in range(32)]
     text = pack_termination_message(results)

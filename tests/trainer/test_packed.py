@@ -73,6 +73,8 @@ def _packed(cfgs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 
 
 def _assert_same_run(got: dict[str, Any], want: dict[str, Any]) -> None:
+    got = dict(got)
+    assert got.pop("packStrategy") == "stacked" and "packStrategy" not in want  # alone: none
     assert set(got) == set(want)
     for key in set(want) - TIMES:
         value = want[key]
@@ -181,7 +183,9 @@ def test_a_sequential_pack_trains_each_run_bitwise_as_alone_and_evaluates_each_s
     for cfg, got in zip(cfgs, results, strict=True):
         assert json.loads(Path(cfg["output"]).read_text()) == got  # each run's own output file
         want, _ = _alone(cfg, monkeypatch)
-        assert {k: v for k, v in got.items() if k not in TIMES} == {k: v for k, v in want.items() if k not in TIMES}
+        assert {k: v for k, v in got.items() if k not in TIMES | {"packStrategy"}} == {
+            k: v for k, v in want.items() if k not in TIMES}
+    assert {r["packStrategy"] for r in results} == {"sequential"}
     assert sum(r["seconds"] for r in results) <= wall + 0.01  # each run's own turn: they add up to the pack's time
     assert all(r["seconds"] >= r["trainSeconds"] > 0 for r in results)
 

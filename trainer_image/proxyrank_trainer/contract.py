@@ -259,6 +259,10 @@ class RunResult(BaseModel):
     trainer_version: str | None = None
     diverged_at_step: int | None = None
     resumed_from_step: int | None = None
+    # how a run of a pack trained (None: alone). "stacked": ``seconds`` is the pack's wall time until this result,
+    # shared by its K runs; "sequential": ``seconds`` is this run's own turn (the first run's includes the pack's
+    # set-up), so a pack's runs' seconds add up to its wall time. Cost accounting reads it (reconciler._apply_result).
+    pack_strategy: Literal["stacked", "sequential"] | None = None
     warnings: list[str] | None = None
     truncated: list[str] | None = None
 

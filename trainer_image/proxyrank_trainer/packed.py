@@ -271,7 +271,8 @@ def run_sequential(base: Runtime, pack: PackConfig) -> list[RunResult]:
             if i:
                 rt.started = time.perf_counter()
             result = train_run(rt, run_data, termination_log=rt.cfg.termination_log_path,
-                               create_termination_log=True, initial=initial.get(rt.cfg.seed))
+                               create_termination_log=True, initial=initial.get(rt.cfg.seed),
+                               pack_strategy="sequential")
             by_set = result.val_loss_initial_by_set or {}
             if result.resumed_from_step is None and by_set and all(v is not None for v in by_set.values()):
                 initial.setdefault(rt.cfg.seed, {k: float(v) for k, v in by_set.items() if v is not None})
@@ -420,7 +421,7 @@ def _finish(run: PackRun, pack: Pack, val_final: dict[str, float]) -> None:
         state.diverged_at = rt.cfg.steps - 1
     rt.say("final val loss " + " ".join(f"{k}={v:.4f}" for k, v in val_final.items()))
     view = cast(Trainable, _ResultView(params=pack.params, micro=pack.micro, schedule=run.schedule))
-    run.result = make_result(rt, run.data, view, state, val_final)
+    run.result = make_result(rt, run.data, view, state, val_final, pack_strategy="stacked")
     explicit = rt.cfg.termination_log_path  # one container termination log cannot hold K results: explicit only
     publish(run.result, output=rt.cfg.output, termination_log=explicit, create_termination_log=True,
             stdout=rt.stream)

@@ -128,6 +128,9 @@ def pack_termination_message(results: list[dict[str, Any]], *, error: str | None
     finished, as many as fit ``limit`` bytes, the count of those left out, and the error that stopped the pack."""
     sets = sorted({name for r in results for name in r.get("valLoss") or {}})
     head: dict[str, Any] = {"fields": list(COMPACT_FIELDS), "sets": sets}
+    strategies = {r.get("packStrategy") for r in results} - {None}
+    if len(strategies) == 1:  # one value for the whole pack: said once, not per row
+        head["packStrategy"] = strategies.pop()
     if error is not None:
         lines = error.strip().splitlines()
         head["error"] = lines[-1][:MAX_ERROR_CHARS] if lines else ""
@@ -170,6 +173,8 @@ def parse_pack_message(text: str) -> dict[str, dict[str, Any]] | None:
         entry = {str(k): v for k, v in zip(fields, row, strict=True) if v is not None or k == "valLossMean"}
         if isinstance(entry.get("valLoss"), list) and len(entry["valLoss"]) == len(sets):
             entry["valLoss"] = dict(zip(map(str, sets), entry["valLoss"], strict=True))
+        if isinstance(data.get("packStrategy"), str):
+            entry["packStrategy"] = data["packStrategy"]
         if isinstance(entry.get("runKey"), str) and entry["runKey"]:
             found[entry["runKey"]] = entry
     return found

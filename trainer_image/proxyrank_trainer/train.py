@@ -273,7 +273,7 @@ def _run(cfg: RunConfig, stream: TextIO) -> RunResult:
 
 
 def train_run(rt: Runtime, data: RunData, *, termination_log: str | None, create_termination_log: bool,
-              initial: dict[str, float] | None = None) -> RunResult:
+              initial: dict[str, float] | None = None, pack_strategy: str | None = None) -> RunResult:
     """Build, train, evaluate and publish one run whose runtime and data are set up: the single trainer after its
     set-up, and each run of a sequential pack (:mod:`proxyrank_trainer.packed`). ``initial``: the untrained model's
     val losses when already known (a pack's earlier run with the same seed, shape and eval sets), else evaluated."""
@@ -283,7 +283,7 @@ def train_run(rt: Runtime, data: RunData, *, termination_log: str | None, create
     state = start_state(rt, data, net, ckpt, initial=initial)
     train_loop(rt, data, net, state, ckpt)
     val_final = final_eval(rt, data, net, state)
-    result = make_result(rt, data, net, state, val_final)
+    result = make_result(rt, data, net, state, val_final, pack_strategy=pack_strategy)
     if rt.ctx.is_main:
         publish(result, output=rt.cfg.output, termination_log=termination_log,
                 create_termination_log=create_termination_log, stdout=rt.stream)
@@ -503,7 +503,7 @@ def final_eval(rt: Runtime, data: RunData, net: Trainable, state: TrainState) ->
 
 
 def make_result(rt: Runtime, data: RunData, net: Trainable, state: TrainState,
-                val_final: dict[str, float]) -> RunResult:
+                val_final: dict[str, float], *, pack_strategy: str | None = None) -> RunResult:
     """The result from everything the run measured (non-finite losses become ``None``)."""
     cfg = rt.cfg
     mean_final, mean_initial = _mean(val_final.values()), _mean(state.val_initial.values())
@@ -542,6 +542,7 @@ def make_result(rt: Runtime, data: RunData, net: Trainable, state: TrainState,
         trainer_version=__version__,
         diverged_at_step=None if state.diverged_at is None else state.diverged_at + 1,
         resumed_from_step=state.resumed_from,
+        pack_strategy=pack_strategy,  # type: ignore[arg-type]  # "stacked" | "sequential" | None, checked by pydantic
         warnings=[*data.warnings, *state.warnings] or None,
     )
 

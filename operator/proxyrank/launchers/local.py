@@ -106,7 +106,9 @@ class LocalLauncher:
         configs = []
         for run, attempt in runs:
             adir = _fresh(self.attempt_dir(run.key, attempt))
-            config = config_json(self._config(run, adir, checkpoints=False))  # packs write no checkpoints
+            # each run's own checkpoint directory, as alone: a sequential pack (the CPU's) checkpoints each run as the
+            # single trainer does, and a relaunched run resumes; a stacked pack (a GPU's) writes none
+            config = config_json(self._config(run, adir))
             (adir / "config.json").write_text(json.dumps(config, indent=2))
             (adir / "pack").write_text(json.dumps({"pack": name, "runs": members}))
             configs.append(config)
@@ -117,7 +119,7 @@ class LocalLauncher:
             (self.attempt_dir(run.key, attempt) / "handle").write_text(handle)
         return handle
 
-    def _config(self, run: PlannedRun, adir: Path, *, checkpoints: bool = True) -> RunConfig:
+    def _config(self, run: PlannedRun, adir: Path) -> RunConfig:
         """The run's config as this launcher runs it: data paths absolute (relative ones mean "relative to where
         proxyrank runs"), outputs in the attempt directory, this launcher's threads."""
         base = run.config
@@ -128,8 +130,8 @@ class LocalLauncher:
             "termination_log_path": str(adir / "termination-log"),
             "threads": self.threads_per_run or None,
         }
-        if checkpoints:  # per run, not per attempt: a relaunched attempt resumes from the last attempt's checkpoint
-            update["checkpoint_dir"] = str(self.checkpoint_dir(run.key))
+        # per run, not per attempt: a relaunched attempt resumes from the last attempt's checkpoint
+        update["checkpoint_dir"] = str(self.checkpoint_dir(run.key))
         return base.model_copy(update=update)
 
     def _submit(self, name: str, args: list[str], logs: Path) -> str:
