@@ -542,7 +542,7 @@ def make_result(rt: Runtime, data: RunData, net: Trainable, state: TrainState,
         trainer_version=__version__,
         diverged_at_step=None if state.diverged_at is None else state.diverged_at + 1,
         resumed_from_step=state.resumed_from,
-        pack_strategy=pack_strategy,  # type: ignore[arg-type]  # "stacked" | "sequential" | None, checked by pydantic
+        pack_strategy=pack_strategy,  # "stacked" | "sequential" | None, checked by pydantic
         warnings=[*data.warnings, *state.warnings] or None,
     )
 
