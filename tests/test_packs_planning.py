@@ -179,6 +179,17 @@ def test_a_sequential_packs_run_costs_its_own_turn() -> None:
     assert {r.cpu_seconds for r in status.runs} == {40.0}  # not divided by the pack's size
 
 
+def test_progress_says_how_many_processes_the_running_runs_are_in() -> None:
+    from proxyrank.embedded import running_text
+
+    packed = Harness(_spec(parallelism=2, packSize=4))
+    status = packed.step()
+    c = status.run_counts
+    assert c.launching + c.running == 8 and running_text(status) == "8 running in 2 processes"
+    alone = Harness(_spec(parallelism=2)).step()
+    assert running_text(alone) == "2 running"  # one run per process: nothing to add
+
+
 def test_the_mode_decides_the_default_pack_size() -> None:
     local = Harness(_spec(), default_pack_size=8)
     local.run()

@@ -48,7 +48,7 @@ from proxyrank.errors import EXIT_FAILURE, EXIT_OK, UserError
 from proxyrank.launchers.base import ComparisonRef, Launcher
 from proxyrank.launchers.local import LocalLauncher
 from proxyrank.planner import Plan, format_lr, local_uid, plan_runs
-from proxyrank.reconciler import parse_iso
+from proxyrank.reconciler import in_flight_processes, parse_iso
 from proxyrank.summary import summary_tables
 from proxyrank.validation import SpecError, dump_yaml, load_comparison, problems_from
 from proxyrank_trainer.redact import redact_uris
@@ -204,10 +204,19 @@ def _eta(status: RecipeComparisonStatus, parallelism: int) -> str:
     return f"~{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
+def running_text(status: RecipeComparisonStatus) -> str:
+    """``N running``, and the processes they are in when packs hold several (a sequential pack's runs wait their
+    turn in its one process: 8 runs in 2 processes, not 8 at once)."""
+    c = status.run_counts
+    running = c.launching + c.running
+    processes = in_flight_processes(status.runs)
+    return f"{running} running" + (f" in {processes} process{'es' * (processes != 1)}" if processes < running else "")
+
+
 def render_progress(name: str, status: RecipeComparisonStatus, parallelism: int, elapsed: float) -> Group:
     c = status.run_counts
     head = Text.assemble((f"{name} ", "bold"), (f"{status.phase.value}", "cyan"),
-                         f"  runs {c.done}/{c.total} done, {c.launching + c.running} running, {c.pending} waiting, "
+                         f"  runs {c.done}/{c.total} done, {running_text(status)}, {c.pending} waiting, "
                          f"{c.failed + c.result_missing} failed",
                          f"  elapsed {int(elapsed)}s  ETA {_eta(status, parallelism)}")
     table = Table(title="latest results", expand=False, show_edge=False)
@@ -316,7 +325,7 @@ class _Loop:
         if self.status_file.save(result.status) and live is None:
             c = result.status.run_counts
             say(self.console, f"[{int(elapsed):>5}s] {result.status.phase.value}: {c.done}/{c.total} done, "
-                              f"{c.launching + c.running} running, {c.failed + c.result_missing} failed")
+                              f"{running_text(result.status)}, {c.failed + c.result_missing} failed")
         for event in result.events:
             if event.type == "Warning" or event.reason in ("Completed", "Reliable"):
                 # messages quote trainers' stderr, which may name a data URI: no credentials
