@@ -177,7 +177,8 @@ def pack_mismatch(runs: list[RunConfig]) -> tuple[str, str] | None:
     return None
 
 
-PackStrategy = Literal["auto", "stacked", "sequential"]
+PackedAs = Literal["stacked", "sequential"]  # how a run of a pack trained (RunResult.pack_strategy)
+PackStrategy = Literal["auto", "stacked", "sequential"]  # what a pack config asks for ("auto": by device)
 PACK_STRATEGIES: tuple[str, ...] = get_args(PackStrategy)
 
 
@@ -262,7 +263,7 @@ class RunResult(BaseModel):
     # how a run of a pack trained (None: alone). "stacked": ``seconds`` is the pack's wall time until this result,
     # shared by its K runs; "sequential": ``seconds`` is this run's own turn (the first run's includes the pack's
     # set-up), so a pack's runs' seconds add up to its wall time. Cost accounting reads it (reconciler._apply_result).
-    pack_strategy: Literal["stacked", "sequential"] | None = None
+    pack_strategy: PackedAs | None = None
     warnings: list[str] | None = None
     truncated: list[str] | None = None
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from proxyrank_trainer.config import ConfigError
-from proxyrank_trainer.contract import PackConfig, RunConfig, RunResult
+from proxyrank_trainer.contract import PackConfig, PackedAs, RunConfig, RunResult
 from proxyrank_trainer.data import EvalData
 from proxyrank_trainer.model import GPT, count_parameters
 from proxyrank_trainer.optim import LRSchedule
@@ -242,7 +242,7 @@ def run_pack(pack: PackConfig, *, stdout: TextIO | None = None) -> list[RunResul
     return [r.result for r in runs if r.result is not None]
 
 
-def pack_strategy(pack: PackConfig, device: torch.device) -> str:
+def pack_strategy(pack: PackConfig, device: torch.device) -> PackedAs:
     """``stacked`` or ``sequential``: the pack's own choice, else (``auto``) stacked on CUDA, sequential otherwise."""
     if pack.strategy != "auto":
         return pack.strategy

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from proxyrank_trainer import __version__
 from proxyrank_trainer.checkpoint import Checkpointer, Snapshot, restore_rng, rng_state
 from proxyrank_trainer.config import DEFAULT_TERMINATION_LOG, ConfigError
-from proxyrank_trainer.contract import STATUS_DIVERGED, STATUS_SUCCEEDED, RunConfig, RunResult
+from proxyrank_trainer.contract import STATUS_DIVERGED, STATUS_SUCCEEDED, PackedAs, RunConfig, RunResult
 from proxyrank_trainer.data import EvalData, TrainData, check_compatible, fetch_remote, open_source
 from proxyrank_trainer.distributed import DistContext, init_distributed, shutdown
 from proxyrank_trainer.model import GPT, count_parameters
@@ -273,7 +273,7 @@ def _run(cfg: RunConfig, stream: TextIO) -> RunResult:
 
 
 def train_run(rt: Runtime, data: RunData, *, termination_log: str | None, create_termination_log: bool,
-              initial: dict[str, float] | None = None, pack_strategy: str | None = None) -> RunResult:
+              initial: dict[str, float] | None = None, pack_strategy: PackedAs | None = None) -> RunResult:
     """Build, train, evaluate and publish one run whose runtime and data are set up: the single trainer after its
     set-up, and each run of a sequential pack (:mod:`proxyrank_trainer.packed`). ``initial``: the untrained model's
     val losses when already known (a pack's earlier run with the same seed, shape and eval sets), else evaluated."""
@@ -503,7 +503,7 @@ def final_eval(rt: Runtime, data: RunData, net: Trainable, state: TrainState) ->
 
 
 def make_result(rt: Runtime, data: RunData, net: Trainable, state: TrainState,
-                val_final: dict[str, float], *, pack_strategy: str | None = None) -> RunResult:
+                val_final: dict[str, float], *, pack_strategy: PackedAs | None = None) -> RunResult:
     """The result from everything the run measured (non-finite losses become ``None``)."""
     cfg = rt.cfg
     mean_final, mean_initial = _mean(val_final.values()), _mean(state.val_initial.values())
@@ -542,7 +542,7 @@ def make_result(rt: Runtime, data: RunData, net: Trainable, state: TrainState,
         trainer_version=__version__,
         diverged_at_step=None if state.diverged_at is None else state.diverged_at + 1,
         resumed_from_step=state.resumed_from,
-        pack_strategy=pack_strategy,  # "stacked" | "sequential" | None, checked by pydantic
+        pack_strategy=pack_strategy,
         warnings=[*data.warnings, *state.warnings] or None,
     )
 
