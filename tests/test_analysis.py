@@ -159,6 +159,11 @@ def test_the_memo_computes_once_per_fingerprint_and_hands_out_copies(monkeypatch
     runs[0] = runs[0].model_copy(update={"state": RunState.diverged})
     memo.analyze("a", spec, runs)
     assert memo.computed == 5
+    memo.forget("a")  # a deleted comparison leaves nothing behind
+    assert len(memo) == 1
+    memo.forget("never-seen")
+    memo.analyze("a", spec, runs)
+    assert memo.computed == 6
 
 
 def _script(run: PlannedRun, attempt: int) -> Outcome:

@@ -324,6 +324,19 @@ class AnalysisMemo:
                 self._entries.popitem(last=False)
         return copy.deepcopy(result)  # the entry stays private: a status is mutable
 
+    def forget(self, comparison: str) -> None:
+        """Drop a deleted comparison's entry (it would otherwise stay until evicted)."""
+        with self._lock:
+            self._entries.pop(comparison, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __contains__(self, comparison: object) -> bool:
+        with self._lock:
+            return comparison in self._entries
+
 
 _METRIC_FIELD = {"spearman": "spearman", "kendall": "kendall", "pearson": "pearson", "pairwise": "pairwise_accuracy"}
 _METRIC_FN = {"spearman": stats.spearman, "kendall": stats.kendall_tau, "pearson": stats.pearson,

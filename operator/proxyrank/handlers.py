@@ -58,7 +58,15 @@ from proxyrank.launchers.volcano import VOLCANO_GROUP, VOLCANO_PLURAL, VOLCANO_V
 from proxyrank.metrics import ComparisonSnapshot, acknowledged
 from proxyrank.planner import LABEL_COMPARISON_UID, label_value, plan_runs
 from proxyrank.policy import POLICY_VIOLATION, load_policy
-from proxyrank.reconciler import QUEUED, WAITING_TO_LAUNCH, Event, ReconcileResult, invalid_status, status_patch
+from proxyrank.reconciler import (
+    ANALYSES,
+    QUEUED,
+    WAITING_TO_LAUNCH,
+    Event,
+    ReconcileResult,
+    invalid_status,
+    status_patch,
+)
 from proxyrank.validation import SpecError, parse_spec
 
 FINALIZER = "proxyrank.io/finalizer"
@@ -184,6 +192,7 @@ def forget(uid: str) -> None:
     """Drop everything kept in memory for a deleted comparison."""
     STATE.forget(uid)
     VIEW.forget(uid)
+    ANALYSES.forget(uid)
     _wakeups.pop(label_value(uid), None)
     with _registry_lock:
         launcher = _launchers.pop(uid, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 
+from proxyrank import reconciler
 from proxyrank.testing.cluster import API, Outcome, wait_for
 from tests.operator.conftest import NAMESPACE, Cluster, comparison, make_script, runs_of, sleep_passes
 
@@ -67,5 +68,6 @@ def test_deleting_a_comparison_deletes_its_jobs_and_releases_the_finalizer(clust
         assert cluster.kube.jobs(NAMESPACE, uid) == []
         assert len(cluster.kube.jobs(NAMESPACE, other_uid)) == 3  # another comparison's jobs are not touched
         assert cluster.status("other").get("runCounts", {}).get("running") == 3
+        assert uid not in reconciler.ANALYSES and other_uid in reconciler.ANALYSES  # nothing kept for the deleted one
     assert f"deleted 5 child jobs of {NAMESPACE}/cmp" in runner.output
     assert cluster.kube.job_creates().total() == 8
