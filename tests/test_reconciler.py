@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from proxyrank.api import Phase, RecipeComparisonStatus, RunState, VerdictState
+from proxyrank.api import MAX_RUN_MESSAGE_CHARS, Phase, RecipeComparisonStatus, RunState, VerdictState
 from proxyrank.driver import reconcile_and_apply
 from proxyrank.launchers.base import ComparisonRef
 from proxyrank.launchers.fake import FakeLauncher, Outcome
@@ -20,6 +20,7 @@ from proxyrank.reconciler import (
     ReconcileResult,
     invalid_status,
     reconcile,
+    shorten,
     status_patch,
 )
 from proxyrank.testing import make_result
@@ -168,6 +169,32 @@ def test_failed_run_is_retried_then_counted() -> None:
     assert len(h.events("RunRetried")) == 2 and len(h.events("RunFailed")) == 1
     conditions = {c.type: c for c in status.conditions}
     assert conditions["Degraded"].status == "True" and conditions["Degraded"].reason == "RunsFailed"
+
+
+def test_a_long_launcher_message_is_stored_on_one_line_and_cut_to_the_limit() -> None:
+    """A termination message's last line can be 4 KiB: the run's entry keeps its start (the reason and exit code)."""
+    tail = "RuntimeError: CUDA out of memory.\tTried to allocate\r\n" + "x" * 5000
+    bad_key: list[str] = []
+
+    def script(run: PlannedRun, attempt: int) -> Outcome:
+        if not bad_key:
+            bad_key.append(run.key)
+        if run.key == bad_key[0]:
+            return Outcome(state=LaunchState.failed, message=f"exit code 1 (Error): {tail}")
+        return good_outcome(run, attempt)
+
+    h = Harness(_spec(runRetries=1, maxFailedRuns=1), script)
+    status = h.run()
+    entry = next(r for r in status.runs if r.key == bad_key[0])
+    message = entry.message or ""
+    assert entry.state == RunState.failed and len(message) <= MAX_RUN_MESSAGE_CHARS and message.endswith("\u2026")
+    assert message.startswith("RunFailed: exit code 1 (Error): RuntimeError: CUDA out of memory. Tried to allocate")
+    assert message.isprintable()
+    retry = next(r.message for result in h.results for r in result.status.runs if "retry" in (r.message or ""))
+    assert retry.startswith("attempt 1 failed (exit code 1 (Error): RuntimeError") and retry.endswith("; retry 1/1")
+    for result in h.results:  # every pass's entries, retries' messages included
+        assert all(len(r.message or "") <= MAX_RUN_MESSAGE_CHARS for r in result.status.runs)
+    assert shorten("short") == "short" and shorten(None) is None
 
 
 def test_failure_budget_fails_the_comparison_and_cancels_in_flight_runs() -> None:

@@ -82,6 +82,10 @@ GROUP_BYTES = 4500  # a protocol's (or the target's) result and confidence entry
 DIFFERENCE_BYTES = 212  # one pair of protocols in status.agreements.protocolDifferences
 SET_AGREEMENT_BYTES = 328  # a protocol's agreement on one evaluation set
 RATE_BYTES = 520  # a learning rate of a protocol or of the target sweep, with its cross-scale agreement
+# A run's message (status.runs[].message) holds at most this many characters: the text a launcher reports (a
+# termination message's last line can be 4 KiB, a queue's admission message any length) is cut to it, so that a run
+# that failed takes no more status than RUN_BYTES, what the budget charges every run (tests/api/test_limits.py).
+MAX_RUN_MESSAGE_CHARS = 256
 
 
 @dataclass(frozen=True)
@@ -1603,7 +1607,8 @@ class RunStatus(APIModel):
     finished_at: str | None = Field(default=None,
                                     description="When the run finished (RFC 3339).",
                                     json_schema_extra=_DATE_TIME)
-    message: str | None = Field(default=None, description="Why the run failed or diverged, if it did.")
+    message: str | None = Field(default=None, description=("Why the run failed or diverged, if it did (at most "
+                                                            f"{MAX_RUN_MESSAGE_CHARS} characters)."))
 
 
 class RunCounts(APIModel):

@@ -36,7 +36,7 @@ the status holds exactly the planned runs, runs that left the plan are cancelled
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
@@ -45,6 +45,7 @@ from proxyrank.analysis import Analysis, AnalysisMemo
 from proxyrank.api import (
     DONE_STATES,
     FAILED_STATES,
+    MAX_RUN_MESSAGE_CHARS,
     TERMINAL_STATES,
     Condition,
     ConfidenceState,
@@ -206,6 +207,8 @@ class _RunStep:
     def advance(self, entry: RunStatus, obs: Observation | None) -> None:
         if entry.state in TERMINAL_STATES:
             return
+        if obs is not None and obs.message:  # a launcher's text is wrapped in ours: cut it to leave room for that
+            obs = replace(obs, message=shorten(obs.message, MAX_DETAIL_CHARS))
         if obs is not None and obs.attempt > entry.attempts:
             # A child the status does not know about (restart between launch and status write): adopt it.
             entry.attempts = obs.attempt
@@ -272,6 +275,19 @@ def add_failures(before: Mapping[str, int] | None, more: Mapping[str, int]) -> d
     for reason, count in more.items():
         total[reason] = total.get(reason, 0) + count
     return total or None
+
+
+# what a launcher reports (a termination message's last line, a queue's admission message) is cut to this many
+# characters before it goes into a run's message with the reconciler's own words around it
+MAX_DETAIL_CHARS = 128
+
+
+def shorten(message: str | None, limit: int = MAX_RUN_MESSAGE_CHARS) -> str | None:
+    """``message`` on one line (control characters become spaces), cut to ``limit`` characters with an ellipsis."""
+    if message is None:
+        return None
+    flat = "".join(" " if not c.isprintable() else c for c in message)
+    return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "\u2026"
 
 
 def _title(entry: RunStatus) -> str:
@@ -382,6 +398,7 @@ def reconcile(spec: RecipeComparisonSpec, plan: Plan, previous: RecipeComparison
         entry = old_entries.get(p.key) or RunStatus(key=p.key, protocol=p.protocol, recipe=p.recipe,
                                                      scale=p.scale, learning_rate=p.learning_rate, seed=p.seed)
         step.advance(entry, observed.get(p.key))
+        entry.message = shorten(entry.message)
         runs.append(entry)
 
     _leave_plan(plan, prev, observed, step)

@@ -63,6 +63,18 @@ def test_a_finished_status_at_the_run_limit_fits_the_object_budget(capsys: pytes
     assert object_bytes <= bound <= api.OBJECT_BUDGET_BYTES
 
 
+def test_a_failed_runs_entry_with_the_longest_message_fits_what_the_budget_charges_a_run() -> None:
+    """A run's message is cut to MAX_RUN_MESSAGE_CHARS (tests/test_reconciler.py): with it, a failed run's entry (no
+    losses, no recipe analysis) stays within RUN_BYTES, so failures cannot push a status past the budget."""
+    succeeded = status_budget._run(0)
+    failed = succeeded.model_copy(update={
+        "state": api.RunState.failed, "val_loss": None, "set_losses": None, "train_loss": None, "loss_fell": None,
+        "initial_loss": None, "gpu_seconds": None, "message": "m" * api.MAX_RUN_MESSAGE_CHARS})
+    assert status_budget.compact(failed) + 1 <= api.RUN_BYTES
+    longer = failed.model_copy(update={"message": "m" * 4096})  # what an uncut termination message would take
+    assert status_budget.compact(longer) + 1 > api.RUN_BYTES
+
+
 def _boundary_spec() -> tuple[dict[str, Any], dict[str, Any], int]:
     """Two specs with one protocol of one rate and no target (so runs = recipes x seeds), the first planning exactly
     the run limit and the second one run more, for the number of evaluation sets that needs the fewest recipes (the
