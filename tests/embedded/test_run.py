@@ -232,9 +232,11 @@ def test_ctrl_c_stops_the_trainers_writes_the_status_and_exits_130(tiny_data: di
     wd = tmp_path / "wd"
     proc = subprocess.Popen([sys.executable, "-m", "proxyrank", "run", str(path), "--workdir", str(wd),
                              "--poll", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def training() -> int:  # trainers past their set-up: a step logged
+        return sum("step " in log.read_text() for log in wd.glob("runs/*/attempt-1/logs/*/*/trainer/0/stdout.log"))
+
     try:
-        _wait_for(lambda: len(_trainers_of(wd)) == 2, timeout=60)
-        time.sleep(1.0)
+        _wait_for(lambda: len(_trainers_of(wd)) == 2 and training() == 2, timeout=90)
         proc.send_signal(sig)
         _out, err = proc.communicate(timeout=60)
     finally:
@@ -246,3 +248,8 @@ def test_ctrl_c_stops_the_trainers_writes_the_status_and_exits_130(tiny_data: di
     status = load_status(wd)
     assert status is not None and status.run_counts.total == 2 and status.run_counts.done == 0
     assert {r.state for r in status.runs} <= {RunState.launching, RunState.running}
+    # TorchX stopped each trainer with SIGTERM: it finished its step and wrote the checkpoint the next attempt resumes
+    for run in status.runs:
+        assert len(list((wd / "runs" / run.key / "checkpoint").glob("*.ckpt.pt"))) == 1, run.key
+        stderr = next((wd / "runs" / run.key).glob("attempt-1/logs/*/*/trainer/0/stderr.log")).read_text()
+        assert "stopped by SIGTERM after step" in stderr, stderr[-2000:]

@@ -3,6 +3,7 @@ does; checkpoints of another run or config are not resumed; tiny runs write none
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -15,9 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from trainer_helpers import REPO_ROOT, ByteCorpus, make_config, run_trainer_cli, trainer_env
 
-from proxyrank_trainer import RESULT_SENTINEL
+from proxyrank_trainer import RESULT_SENTINEL, train
 from proxyrank_trainer.checkpoint import (
     DEFAULT_INTERVAL_S,
     Checkpointer,
@@ -30,6 +32,7 @@ from proxyrank_trainer.contract import RunConfig, RunResult
 from proxyrank_trainer.data import TrainData
 from proxyrank_trainer.results import parse_result_line
 from proxyrank_trainer.shards import TokenSource
+from proxyrank_trainer.stop import SIGNALS, Stopped, graceful
 from proxyrank_trainer.train import run
 
 TOKENS = 48 * 1024  # 48 nano steps of 1024 tokens
@@ -134,6 +137,119 @@ def test_a_killed_trainer_process_resumes_and_matches_the_uninterrupted_run(
     assert result["resumedFromStep"] % 4 == 0
     assert_same_result(result, reference)
     assert not path.exists()
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in path.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert text in path.read_text(), path.read_text()[-2000:]
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_finishes_the_step_writes_a_checkpoint_and_the_next_attempt_resumes_there(
+        corpus: ByteCorpus, tmp_path: Path, reference: RunResult) -> None:
+    """Kubernetes' preemption, torchrun's and TorchX's shutdown: SIGTERM (here twice, as a process group's signal and
+    torchrun's forward of it both arrive) stops the run at a step boundary with its checkpoint, exit 143. The run is
+    too short for a checkpoint by time (none before the signal), and the resumed run ends where an uninterrupted one
+    does."""
+    raw = make_config(corpus, tmp_path, tokens=TOKENS)
+    cfg_file = tmp_path / "run.json"
+    cfg_file.write_text(json.dumps(raw))
+    path = checkpoint_path(validate_config(raw))
+    assert path is not None
+    out, err = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "proxyrank_trainer", "--config", str(cfg_file)], stdout=stdout,
+                                stderr=stderr, env=trainer_env(), cwd=REPO_ROOT)
+        _wait_for(out, "step 3/48", proc)
+        assert not path.exists()
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err.read_text()[-2000:]
+    message = err.read_text().strip().splitlines()[-1]
+    assert message.startswith("proxyrank_trainer: stopped by SIGTERM after step ") and str(path) in message
+    stopped_at = int(message.split("after step ")[1].split("/")[0])
+    assert 3 <= stopped_at < 48 and f"resumes at step {stopped_at}" in message
+    assert f"SIGTERM: stopping after step {stopped_at}/48" in out.read_text()
+    assert path.exists() and not (tmp_path / "out" / "result.json").exists()
+
+    restarted = run_trainer_cli(["--config", str(cfg_file)])
+    assert restarted.returncode == 0, restarted.stderr
+    result = parse_result_line(restarted.stdout)
+    assert result is not None and result["resumedFromStep"] == stopped_at
+    assert_same_result(result, reference)
+    assert not path.exists()
+
+
+class AnotherRankStops:
+    """A 1-rank DistContext whose all-reduce adds another rank's stop flag (the last element) to the sum."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._ctx = ctx
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor[-1] += 1
+        return self._ctx.all_reduce_sum(tensor)
+
+
+def test_a_stop_asked_of_another_rank_stops_this_one_at_the_same_step_with_its_checkpoint(
+        corpus: ByteCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: RunResult) -> None:
+    """Under DDP the stop flag rides on the losses' all-reduce: a rank that got no signal itself sees another rank's
+    flag in the sum and stops after the same step (here the other rank's flag is added to a 1-rank sum at step 10)."""
+    original = train._record_losses
+
+    def record_losses(rt: Any, state: Any, pending: Any, done: int, stop_requested: bool = False) -> Any:
+        assert not stop_requested  # no signal here
+        if done != 10:  # CPU: one host sync per step
+            return original(rt, state, pending, done, stop_requested)
+        return original(dataclasses.replace(rt, ctx=AnotherRankStops(rt.ctx)), state, pending, done, stop_requested)
+
+    cfg = config(corpus, tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "_record_losses", record_losses)
+        out = io.StringIO()
+        with pytest.raises(Stopped) as stopped:
+            run(cfg, stdout=out)
+    assert (stopped.value.signum, stopped.value.step, stopped.value.exit_code) == (signal.SIGTERM, 10, 143)
+    path = checkpoint_path(cfg)
+    assert path is not None and path.is_file() and stopped.value.checkpoint == str(path)
+    assert "SIGTERM: stopping after step 10/48" in out.getvalue()
+    resumed = run(config(corpus, tmp_path), stdout=io.StringIO())
+    assert resumed.resumed_from_step == 10
+    assert_same_result(resumed, reference)
+
+
+def test_without_checkpoints_a_stop_says_the_next_attempt_starts_again(
+        corpus: ByteCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = train._record_losses
+
+    def record_losses(rt: Any, state: Any, pending: Any, done: int, stop_requested: bool = False) -> Any:
+        return original(rt, state, pending, done, done == 2)
+
+    monkeypatch.setattr(train, "_record_losses", record_losses)
+    with pytest.raises(Stopped) as stopped:
+        run(config(corpus, tmp_path, checkpointEvery=0), stdout=io.StringIO())
+    assert stopped.value.step == 2 and stopped.value.checkpoint is None
+    assert "no checkpoint" in str(stopped.value) and "starts again at step 0" in str(stopped.value)
+    assert not list(tmp_path.rglob("*.ckpt.pt*")) and not (tmp_path / "out" / "result.json").exists()
+
+
+def test_the_stop_signals_keep_their_usual_effect_outside_training() -> None:
+    """graceful() puts the previous handlers back; a second SIGINT inside it stops at once."""
+    before = {s: signal.getsignal(s) for s in SIGNALS}
+    with graceful() as stop:
+        assert not stop.requested
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)  # repeated: nothing more
+        assert stop.signum == signal.SIGTERM and stop.name == "SIGTERM"
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert {s: signal.getsignal(s) for s in SIGNALS} == before
 
 
 @pytest.mark.parametrize(("change", "says"), [
@@ -258,4 +374,42 @@ def test_ddp_ranks_resume_together_from_one_checkpoint(corpus: ByteCorpus, tmp_p
     assert "warnings" not in result  # every rank read the same checkpoint
     assert result["valLossMean"] == pytest.approx(reference.val_loss_mean, rel=1e-4)  # summation order only
     assert result["trainLossFinal"] == pytest.approx(reference.train_loss_final, rel=1e-4)
+    assert not path.exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_stops_every_rank_after_the_same_step_and_both_ranks_resume_there(
+        corpus: ByteCorpus, tmp_path: Path, reference: RunResult) -> None:
+    """torchrun forwards SIGTERM to its workers, which may see it at different steps: the flag on the losses'
+    all-reduce stops both after the same one, rank 0 writes the checkpoint, and a restarted 2-rank run resumes it."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed next to this Python")
+    cfg_file = tmp_path / "run.json"
+    raw = make_config(corpus, tmp_path, tokens=TOKENS)
+    cfg_file.write_text(json.dumps(raw))
+    path = checkpoint_path(validate_config(raw))
+    assert path is not None
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "proxyrank_trainer", "--config", str(cfg_file)]
+    env = trainer_env(OMP_NUM_THREADS="1")
+    out = tmp_path / "torchrun.log"
+    with open(out, "w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        _wait_for(out, "step 3/48", proc)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=90)
+    text = out.read_text()
+    assert proc.returncode != 0 and path.exists(), text[-3000:]
+    stops = [line.split("stopped by SIGTERM after step ")[1].split("/")[0] for line in text.splitlines()
+             if "stopped by SIGTERM after step " in line]
+    assert len(stops) == 2 and len(set(stops)) == 1, text[-3000:]  # both ranks, the same step
+    stopped_at = int(stops[0])
+    assert not (tmp_path / "out" / "result.json").exists()
+
+    proc2 = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180, cwd=REPO_ROOT)
+    assert proc2.returncode == 0, proc2.stderr[-3000:]
+    result = parse_result_line(proc2.stdout)
+    assert result is not None and result["worldSize"] == 2 and result["resumedFromStep"] == stopped_at
+    assert "warnings" not in result  # every rank read the same checkpoint
+    assert result["valLossMean"] == pytest.approx(reference.val_loss_mean, rel=1e-4)  # summation order only
     assert not path.exists()

@@ -1,7 +1,9 @@
 """``python -m proxyrank_trainer --config run.json``: train one proxy run and publish its result.
 
 Exit codes: 0 the run produced a result (``succeeded`` or ``diverged``), 1 an unexpected failure (with a traceback:
-a bug or an infrastructure fault), 2 invalid input (config or data), reported as one line on stderr.
+a bug or an infrastructure fault), 2 invalid input (config or data), reported as one line on stderr, 128 + the signal
+(143 SIGTERM, 130 SIGINT) stopped during training after the step in progress, with the checkpoint written
+(:mod:`proxyrank_trainer.stop`), or interrupted outside training.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from proxyrank_trainer.config import CONFIG_ENV, ConfigError, load_config
 from proxyrank_trainer.packconfig import PACK_CONFIG_ENV, load_pack_config
 from proxyrank_trainer.redact import redact_uris
 from proxyrank_trainer.shards import ShardError
+from proxyrank_trainer.stop import Stopped
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -77,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _user_error(str(exc))
     except ShardError as exc:  # DataError carries its config field; a bare ShardError names the path
         return _user_error(str(exc) if hasattr(exc, "field") else f"data: {exc}")
+    except Stopped as exc:  # SIGTERM/SIGINT during training: the step finished and the checkpoint is written
+        print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

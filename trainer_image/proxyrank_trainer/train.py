@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -39,6 +40,7 @@ from proxyrank_trainer.optim import LRSchedule, build_optimizer
 from proxyrank_trainer.presets import ModelShape
 from proxyrank_trainer.redact import redact_uris
 from proxyrank_trainer.results import publish
+from proxyrank_trainer.stop import Stopped, StopRequest, graceful
 
 AmpContext = Callable[[], contextlib.AbstractContextManager[Any]]
 TRAIN_LOSS_TAIL = 10  # trainLossFinal = mean training loss over the last this many steps
@@ -281,7 +283,8 @@ def train_run(rt: Runtime, data: RunData, *, termination_log: str | None, create
     announce(rt, data, net)
     ckpt = Checkpointer(rt.cfg, writer=rt.ctx.is_main)
     state = start_state(rt, data, net, ckpt, initial=initial)
-    train_loop(rt, data, net, state, ckpt)
+    with graceful() as stop:  # SIGTERM/SIGINT: finish the step, checkpoint, raise Stopped
+        train_loop(rt, data, net, state, ckpt, stop)
     val_final = final_eval(rt, data, net, state)
     result = make_result(rt, data, net, state, val_final, pack_strategy=pack_strategy)
     if rt.ctx.is_main:
@@ -432,9 +435,11 @@ def save_checkpoint(rt: Runtime, net: Trainable, state: TrainState, ckpt: Checkp
     rt.say(f"checkpoint at step {state.step} written to {ckpt.path} in {ckpt.last_write_s:.2f} s")
 
 
-def train_loop(rt: Runtime, data: RunData, net: Trainable, state: TrainState, ckpt: Checkpointer) -> None:
+def train_loop(rt: Runtime, data: RunData, net: Trainable, state: TrainState, ckpt: Checkpointer,
+               stop: StopRequest | None = None) -> None:
     """Train from ``state.step`` to the last step (or the first non-finite loss), updating ``state``; checkpoint
-    when due (only after the losses are on the host, so a checkpoint holds them)."""
+    when due (only after the losses are on the host, so a checkpoint holds them). When ``stop`` is requested (on any
+    rank), every rank stops at the next host sync, rank 0 writes the checkpoint, and :class:`Stopped` is raised."""
     cfg, ctx = rt.cfg, rt.ctx
     log_every = cfg.log_every or max(1, min(100, cfg.steps // 50))
     sync_every = 1 if ctx.device.type == "cpu" else min(log_every, 10)
@@ -450,15 +455,21 @@ def train_loop(rt: Runtime, data: RunData, net: Trainable, state: TrainState, ck
                                   grad_clip=cfg.grad_clip, amp=rt.amp))
         done = step + 1
         last = done == cfg.steps
-        if done % sync_every and done % log_every and not last and done != first and not ckpt.step_due(done):
+        alone_stopping = ctx.world == 1 and stop is not None and stop.requested  # no other rank to keep in step
+        if done % sync_every and done % log_every and not last and done != first and not ckpt.step_due(done) \
+                and not alone_stopping:
             continue  # no host sync: the GPU keeps queueing work
-        if not _record_losses(rt, state, pending, done):
+        finite, stopping = _record_losses(rt, state, pending, done, stop is not None and stop.requested)
+        if not finite:
             break
         if done == first:  # the losses are on the host: the first step (compilation, warm-up) is over
             timed_from = time.perf_counter()
             state.first_step_seconds = timed_from - started
-        if ckpt.due(done):
+        saved = ckpt.due(done)
+        if saved:
             save_checkpoint(rt, net, state, ckpt)
+        if stopping:
+            _stop(rt, net, state, ckpt, stop, saved=saved)
         if done % log_every == 0 or last or done == first:
             now = time.perf_counter()
             rate = (done - last_log_step) * cfg.batch_tokens / max(now - last_log_time, 1e-9)
@@ -473,22 +484,36 @@ def train_loop(rt: Runtime, data: RunData, net: Trainable, state: TrainState, ck
     state.timed_seconds = end - timed_from if state.timed_steps else 0.0
 
 
-def _record_losses(rt: Runtime, state: TrainState, pending: list[Tensor], done: int) -> bool:
-    """Move the pending step losses (averaged over ranks) into ``state``; False at the first non-finite one."""
-    values = torch.stack(pending).float()
+def _record_losses(rt: Runtime, state: TrainState, pending: list[Tensor], done: int,
+                   stop_requested: bool = False) -> tuple[bool, bool]:
+    """Move the pending step losses (averaged over ranks) into ``state``. Returns (all finite, stop): False at the
+    first non-finite loss; stop when any rank was asked to stop (the flag rides on the losses' all-reduce)."""
+    flag = torch.ones(1, device=pending[0].device) if stop_requested else torch.zeros(1, device=pending[0].device)
+    values = torch.cat([torch.stack(pending).float().reshape(-1), flag])
     pending.clear()
     rt.ctx.all_reduce_sum(values)
-    got = (values / rt.ctx.world).tolist()
+    got, stops = (values[:-1] / rt.ctx.world).tolist(), float(values[-1])
     bad = next((j for j, v in enumerate(got) if not math.isfinite(v)), None)
     if bad is None:
         state.losses.extend(got)
         state.step = done
-        return True
+        return True, stops > 0
     state.diverged_at = done - len(got) + bad
     state.losses.extend(got[:bad + 1])
     state.step = state.diverged_at + 1
     rt.say(f"step {state.step}/{rt.cfg.steps}: training loss {got[bad]}; stopping, the run diverged")
-    return False
+    return False, False
+
+
+def _stop(rt: Runtime, net: Trainable, state: TrainState, ckpt: Checkpointer, stop: StopRequest | None, *,
+          saved: bool) -> None:
+    """Stop after ``state.step`` steps: write the checkpoint (rank 0; unless this step's was just written), then
+    raise :class:`Stopped`. A rank that got no signal itself learned of the stop from another (SIGTERM, as sent)."""
+    signum = stop.signum if stop is not None and stop.signum is not None else signal.SIGTERM
+    rt.say(f"{signal.Signals(signum).name}: stopping after step {state.step}/{rt.cfg.steps}")
+    if ckpt.path is not None and not saved:
+        save_checkpoint(rt, net, state, ckpt)
+    raise Stopped(signum, state.step, rt.cfg.steps, str(ckpt.path) if ckpt.path is not None else None)
 
 
 def final_eval(rt: Runtime, data: RunData, net: Trainable, state: TrainState) -> dict[str, float]:
