@@ -14,7 +14,7 @@ from proxyrank.api import RecipeComparison, RecipeComparisonStatus, RunState, Ru
 from proxyrank.validation import load_comparison
 from tests.conftest import ROOT, require_module
 
-STUDY = ROOT / "docs" / "results" / "study"
+STUDY = ROOT / "tests" / "reference" / "study_v1"  # study v1 (one seed), frozen: the audit of issue 15 used it
 
 
 @pytest.fixture(scope="module")

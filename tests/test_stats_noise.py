@@ -47,9 +47,19 @@ def test_seed_resampled_losses_take_the_mean_over_drawn_seeds_then_the_best_lr()
 
 
 def test_seed_draws_are_deterministic_and_in_range() -> None:
-    a, b = vectorised.seed_draws(5, 30, 4, 3), vectorised.seed_draws(5, 30, 4, 3)
-    assert (a == b).all() and a.shape == (30, 4, 3) and a.min() >= 0 and a.max() <= 2
+    a, b = vectorised.seed_draws(5, 30, 3), vectorised.seed_draws(5, 30, 3)
+    assert (a == b).all() and a.shape == (30, 1, 3) and a.min() >= 0 and a.max() <= 2
     assert len(np.unique(a)) == 3
+
+
+def test_every_recipe_of_a_resample_gets_the_same_seeds() -> None:
+    """Seeds are crossed with recipes: an offset a seed gives every recipe moves no recipe past another."""
+    offsets = np.array([0.0, 0.5, -0.3])  # per seed, shared by every recipe
+    cube = (np.arange(6, dtype=np.float64)[:, None, None] * 0.01 + offsets[None, None, :])  # 6 recipes, 1 lr
+    losses = vectorised.seed_resampled_losses(cube, vectorised.seed_draws(3, 200, 3))
+    assert losses.shape == (200, 6)
+    assert (np.argsort(losses, axis=1) == np.arange(6)).all()  # the order never changes
+    assert len(np.unique(np.round(losses[:, 0], 9))) > 1  # while the losses themselves do
 
 
 def test_split_half_and_spearman_brown() -> None:

@@ -32,7 +32,7 @@ from proxyrank.summary import (
 from proxyrank.validation import load_comparison
 from tests.conftest import ROOT
 
-STUDY = ROOT / "docs" / "results" / "study"
+STUDY = ROOT / "tests" / "reference" / "study_v1"  # study v1 (one seed), frozen: the audit of issue 15 used it
 
 
 @pytest.fixture(scope="module")

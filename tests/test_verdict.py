@@ -15,7 +15,7 @@ from proxyrank.api import DecideOn, RecipeComparisonStatus, RunState, VerdictSta
 from proxyrank.validation import load_comparison
 from tests.conftest import ROOT
 
-STUDY = ROOT / "docs" / "results" / "study"
+STUDY = ROOT / "tests" / "reference" / "study_v1"  # study v1 (one seed), frozen: the audit of issue 15 used it
 
 
 def _study(threshold: float, decide_on: str = "ci") -> analysis.Analysis:
@@ -73,8 +73,9 @@ def test_paired_differences_of_the_study() -> None:
     assert len(diffs) == 6  # 4 protocols: every pair once
 
 
-def _seeded_runs(noise: float, seeds: int = 4, recipes: int = 10) -> tuple[object, list[object]]:
-    """A finished 3-seed comparison whose true recipe order is the same at every scale, with seed noise ``noise``."""
+def _seeded_runs(noise: float, seeds: int = 4, recipes: int = 10, shared: float = 0.0) -> tuple[object, list[object]]:
+    """A finished comparison whose true recipe order is the same at every scale, with seed noise ``noise`` per run
+    and, with ``shared``, an offset per seed that moves every recipe's loss alike (like a seed's initialisation)."""
     from proxyrank.api import RunStatus
     from proxyrank.planner import plan_runs
     from proxyrank.validation import parse_spec
@@ -85,10 +86,11 @@ def _seeded_runs(noise: float, seeds: int = 4, recipes: int = 10) -> tuple[objec
     spec_dict["seeds"] = seeds
     spec = parse_spec(spec_dict)
     rng = random.Random(7)
+    offsets = [random.Random(100 + k).gauss(0, shared) for k in range(seeds)]
     runs = []
     for p in plan_runs(spec, "cmp", "uid").runs:
         i = int(p.recipe[1:])
-        loss = 3.0 + 0.05 * i + abs(math.log10(p.learning_rate) + 3.5) * 0.1 + rng.gauss(0, noise)
+        loss = 3.0 + 0.05 * i + abs(math.log10(p.learning_rate) + 3.5) * 0.1 + rng.gauss(0, noise) + offsets[p.seed]
         runs.append(RunStatus(key=p.key, protocol=p.protocol, recipe=p.recipe, scale=p.scale,
                               learning_rate=p.learning_rate, seed=p.seed, state=RunState.succeeded, val_loss=loss,
                               initial_loss=10.8))
@@ -109,6 +111,21 @@ def test_seed_noise_separates_a_clean_ranking_from_a_noisy_one() -> None:
     errors = clean.protocols[0].loss_std_err
     assert errors is not None and set(errors) == {f"r{i:02d}" for i in range(10)}
     assert all(e is not None and 0 < e < 0.01 for e in errors.values())
+
+
+def test_an_offset_every_recipe_shares_within_a_seed_is_not_ranking_noise() -> None:
+    """Study v2's reduced-lr proxies: one seed's initialisation lifted every recipe's loss by 0.08, so each recipe's
+    standard error (0.026) exceeded the spread of the recipes (0.023), yet the ranking was the same in every seed."""
+    result = analyze(*_seeded_runs(0.002, shared=0.3))  # type: ignore[arg-type]
+    noise = result.protocols[0].seed_noise
+    assert noise is not None and noise.median_std_err is not None and noise.paired_std_err is not None
+    assert noise.median_std_err > 0.05 and noise.paired_std_err < 0.003  # the offset cancels in the paired error
+    assert noise.spread is not None and noise.median_std_err > noise.spread / 3  # alone: "within noise", wrongly
+    assert noise.signal_to_noise is not None and noise.signal_to_noise > 30
+    assert noise.split_half is not None and noise.split_half > 0.95
+    plain = analyze(*_seeded_runs(0.002))  # type: ignore[arg-type]
+    plain_noise = plain.protocols[0].seed_noise
+    assert plain_noise is not None and plain_noise.paired_std_err == pytest.approx(noise.paired_std_err, rel=0.05)
 
 
 def test_the_seed_bootstrap_widens_the_verdicts_ci_with_seed_noise() -> None:

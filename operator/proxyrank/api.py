@@ -1664,17 +1664,26 @@ class Flip(APIModel):
 class SeedNoise(APIModel):
     """How much of a group's ranking is seed noise (only with ``spec.seeds > 1``).
 
-    Per recipe, ``lossStdErr`` is the standard error of its loss (the mean over seeds at its best learning rate);
-    ``spread`` is the standard deviation of the recipes' losses; ``signalToNoise`` is spread over the median standard
-    error; ``medianGap`` the median loss gap between neighbours in the ranking; ``splitHalf`` the Spearman correlation
-    of the rankings from two halves of the seeds (mean over splits)."""
+    Per recipe, ``lossStdErr`` is the standard error of its loss (the mean over seeds at its best learning rate). Every
+    recipe trains with the same seeds, and a seed's offset shared by all recipes (its initialisation, say) moves every
+    loss alike and cancels in a ranking: ``pairedStdErr`` is the standard error once each seed's mean over recipes is
+    taken out, the noise a ranking actually sees. ``spread`` is the standard deviation of the recipes' losses;
+    ``signalToNoise`` is spread over the paired standard error; ``medianGap`` the median loss gap between neighbours in
+    the ranking; ``splitHalf`` the Spearman correlation of the rankings from two halves of the seeds (mean over
+    splits)."""
 
     seeds: int = Field(description="Seeds per recipe.")
     median_std_err: float | None = Field(default=None,
                                          description=("Median over recipes of the loss's standard error over seeds "
                                                       "(nats/token)."))
-    spread: float | None = Field(default=None, description="Loss range over recipes: best to worst (nats/token).")
-    signal_to_noise: float | None = Field(default=None, description="spread / medianStdErr.")
+    paired_std_err: float | None = Field(default=None,
+                                         description=("Median over recipes of the standard error over seeds of the "
+                                                      "loss minus that seed's mean over recipes: the noise left in "
+                                                      "a ranking once what a seed does to every recipe cancels "
+                                                      "(nats/token)."))
+    spread: float | None = Field(default=None,
+                                 description="Standard deviation of the recipes' losses (nats/token).")
+    signal_to_noise: float | None = Field(default=None, description="spread / pairedStdErr.")
     median_gap: float | None = Field(default=None,
                                      description=("Median loss gap between neighbouring recipes in the ranking "
                                                   "(nats/token)."))

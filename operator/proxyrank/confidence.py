@@ -4,15 +4,17 @@ Pure and deterministic (numpy kernels from :mod:`proxyrank.vectorised`); :mod:`p
 analysis, i.e. only when a result arrived (the reconciler's ``AnalysisMemo``).
 
 - :class:`Cube`: one group's finished losses as recipes x learning rates x seed slots.
-- seed noise: per recipe the standard error of its loss (mean over seeds at its best learning rate), the spread of
-  the recipes' losses over the median standard error (signal-to-noise), and split-half stability: the Spearman
-  correlation of the rankings two halves of the seeds give (the mean over splits). For the target, the split-half
-  correlation stepped up to all seeds (Spearman-Brown, 2r / (1 + r)) is the noise ceiling: how well a second set of
-  target seeds would agree with this one, hence about the best any proxy can be seen to agree.
+- seed noise: per recipe the standard error of its loss (mean over seeds at its best learning rate), the same once
+  each seed's offset shared by every recipe is taken out (paired), the spread of the recipes' losses over the paired
+  standard error (signal-to-noise), and split-half stability: the Spearman correlation of the rankings two halves of
+  the seeds give (the mean over splits). For the target, the split-half correlation stepped up to all seeds
+  (Spearman-Brown, 2r / (1 + r)) is the noise ceiling: how well a second set of target seeds would agree with this
+  one, hence about the best any proxy can be seen to agree.
 - bootstraps over recipes and seeds: each resample draws recipes with replacement (the draws of the recipe bootstrap,
-  ``vectorised.resample_indices``) and, for every recipe, seed slots with replacement; every group's losses are
-  recomputed from the drawn seeds (mean per learning rate, best over learning rates). Paired differences use the same
-  draws for both protocols.
+  ``vectorised.resample_indices``) and seed slots with replacement, the same slots for every recipe and every group
+  (seeds are crossed with recipes: a seed's shared effect cancels in a ranking, as it does in the data); every
+  group's losses are recomputed from the drawn seeds (mean per learning rate, best over learning rates). Paired
+  differences use the same draws for both protocols.
 - confidence without a target: split-half stability, flip share between neighbouring learning rates, agreement with
   the other protocols, the probability that the winner stays the best recipe when seeds are resampled, and the
   undertrained-proxy guard (loss drop from the untrained model relative to the best-trained protocol's).
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import zlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -130,24 +132,37 @@ def seed_noise(cube: Cube, losses: dict[str, float],
     if cube.slots < 2:
         return None, None
     lr_index = {lr: i for i, lr in enumerate(cube.lrs)}
-    errors: dict[str, float | None] = {}
-    for i, recipe in enumerate(cube.recipes):
-        if recipe not in losses or recipe not in best_lr:
-            continue
-        seeds = cube.values[i, lr_index[float(best_lr[recipe])]]
-        seeds = seeds[~np.isnan(seeds)]
-        ok = seeds.size >= 2 and bool(np.isfinite(seeds).all())
-        errors[recipe] = _num(float(seeds.std(ddof=1) / math.sqrt(seeds.size))) if ok else None
+    names = [r for r in cube.recipes if r in losses and r in best_lr]
+    rows = {i: cube.values[i, lr_index[float(best_lr[r])]] for i, r in enumerate(cube.recipes) if r in names}
+    errors = {cube.recipes[i]: _std_err(v) for i, v in rows.items()}
+    paired: list[float] = []
+    if len(rows) >= 2:
+        block = np.stack(list(rows.values()))  # recipes x seeds at each recipe's best rate
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a seed no recipe finished: all-NaN column
+            centred = block - np.nanmean(np.where(np.isfinite(block), block, np.nan), axis=0, keepdims=True)
+        paired = [e for e in (_std_err(row) for row in centred) if e is not None]
     known = [e for e in errors.values() if e is not None]
     finite_losses = sorted(v for v in losses.values() if math.isfinite(v))
     spread = float(np.std(finite_losses, ddof=1)) if len(finite_losses) >= 2 else None
     median_se = float(np.median(known)) if known else None
+    paired_se = float(np.median(paired)) if paired else None
     gaps = np.diff(finite_losses)
-    noise = SeedNoise(seeds=cube.slots, median_std_err=_num(median_se), spread=_num(spread),
-                      signal_to_noise=_num(spread / median_se) if spread is not None and median_se else None,
+    noise = SeedNoise(seeds=cube.slots, median_std_err=_num(median_se), paired_std_err=_num(paired_se),
+                      spread=_num(spread),
+                      signal_to_noise=_num(spread / paired_se) if spread is not None and paired_se else None,
                       median_gap=_num(float(np.median(gaps))) if gaps.size else None,
                       split_half=_num(split_half(cube)))
     return errors, noise
+
+
+def _std_err(values: np.ndarray) -> float | None:
+    """The standard error of the mean of ``values`` (NaN: a seed not finished, left out); None under 2 finite values
+    or with a non-finite one (a diverged run)."""
+    seeds = values[~np.isnan(values)]
+    if seeds.size < 2 or not bool(np.isfinite(seeds).all()):
+        return None
+    return _num(float(seeds.std(ddof=1) / math.sqrt(seeds.size)))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -193,7 +208,7 @@ def bootstrap(groups: dict[str, Cube], recipes: list[str], resamples: int, seed:
         c = cube.subset(recipes)
         if c.slots > 1:
             any_seeds = True
-            draws = vectorised.seed_draws(seed + 1 + zlib.crc32(name.encode()) % (1 << 20), resamples, n, c.slots)
+            draws = vectorised.seed_draws(seed + 1, resamples, c.slots)  # one stream: the same draws in every group
         else:
             draws = _fixed_draws([0], resamples, n)
         losses = np.vstack([vectorised.seed_resampled_losses(c.values, draws[i:i + _chunk(c, resamples)])
@@ -223,8 +238,7 @@ def winner_probability(cube: Cube, winner: str | None, resamples: int, seed: int
     """The share of seed resamples (recipes kept) whose best recipe is ``winner``; None with one seed."""
     if cube.slots < 2 or winner is None or winner not in cube.recipes:
         return None
-    n = len(cube.recipes)
-    draws = vectorised.seed_draws(seed, resamples, n, cube.slots)
+    draws = vectorised.seed_draws(seed, resamples, cube.slots)
     step = _chunk(cube, resamples)
     losses = np.vstack([vectorised.seed_resampled_losses(cube.values, draws[i:i + step])
                         for i in range(0, resamples, step)])

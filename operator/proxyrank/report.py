@@ -51,10 +51,12 @@ AGREEMENTS_INTRO = ("Cross-scale: the same learning rate at proxy and target sca
 DIFFERENCES_INTRO = ("Is one protocol better than another, or is the gap noise? Each row resamples the same recipes "
                      "(and seeds, with more than one) for both protocols; a CI that includes 0 means this comparison "
                      "cannot tell them apart.")
-NOISE_INTRO = ("Signal/noise is the spread of the recipes' losses over the median standard error: near or below a "
-               "few, neighbouring recipes are within seed noise. Split-half: the Spearman correlation of the rankings "
-               "from two halves of the seeds. The target's noise ceiling (split-half stepped up to all seeds, "
-               "Spearman-Brown) is about the best agreement any proxy can show against this target.")
+NOISE_INTRO = ("Every recipe trains with the same seeds, and what a seed does to every recipe alike (its "
+               "initialisation) cancels in a ranking: the paired standard error takes each seed's mean over recipes "
+               "out first, and signal/noise is the spread of the recipes' losses (standard deviation) over it. Near "
+               "or below a few, neighbouring recipes are within seed noise. Split-half: the Spearman correlation of "
+               "the rankings from two halves of the seeds. The target's noise ceiling (split-half stepped up to all "
+               "seeds, Spearman-Brown) is about the best agreement any proxy can show against this target.")
 CONFIDENCE_INTRO = ("Checks that need no target run: Unstable when seed halves disagree (split-half below the "
                     "threshold), more than 10% of recipe pairs flip between neighbouring learning rates, or the "
                     "proxies barely trained (loss drop under half the best-trained protocol's).")

@@ -195,14 +195,14 @@ def noise_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> Ro
                                                                  for p in status.protocols]
     if status.target is not None:
         groups.append((TARGET, status.target.seed_noise, status.target.noise_ceiling))
-    rows = [[name, str(n.seeds), fmt(n.median_std_err, 4), fmt(n.spread, 4), fmt(n.signal_to_noise, 1),
-             fmt(n.median_gap, 4), fmt(n.split_half), fmt(ceiling) if name == TARGET else ""]
+    rows = [[name, str(n.seeds), fmt(n.median_std_err, 4), fmt(n.paired_std_err, 4), fmt(n.spread, 4),
+             fmt(n.signal_to_noise, 1), fmt(n.median_gap, 4), fmt(n.split_half), fmt(ceiling) if name == TARGET else ""]
             for name, n, ceiling in groups if n is not None]
     if not rows:
         return None
-    return Rows(title="Seed noise (per recipe: the standard error of its loss over seeds)",
-                header=["group", "seeds", "median std. error", "spread of recipes", "signal/noise",
-                        "median neighbour gap", "split-half Spearman", "noise ceiling"], rows=rows)
+    return Rows(title="Seed noise (per recipe: the standard error of its loss over seeds, alone and paired)",
+                header=["group", "seeds", "median std. error", "paired std. error", "spread of recipes",
+                        "signal/noise", "median neighbour gap", "split-half Spearman", "noise ceiling"], rows=rows)
 
 
 def confidence_rows(spec: RecipeComparisonSpec, status: RecipeComparisonStatus) -> Rows | None:

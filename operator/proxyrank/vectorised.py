@@ -265,8 +265,14 @@ def seed_resampled_losses(cube: FloatArray, draws: IntArray) -> FloatArray:
     return np.asarray(means.min(axis=2), dtype=np.float64)
 
 
-def seed_draws(seed: int, n_resamples: int, recipes: int, slots: int) -> IntArray:
-    """The seed slots each resample draws for each recipe (resamples x recipes x slots), with replacement, from the
-    same deterministic stream as the recipe bootstrap (``resample_draws``)."""
-    raw = resample_draws(seed, n_resamples * recipes * slots) * slots
-    return raw.astype(np.intp).reshape(n_resamples, recipes, slots)
+def seed_draws(seed: int, n_resamples: int, slots: int) -> IntArray:
+    """The seed slots each resample draws (resamples x 1 x slots: the same slots for every recipe, which broadcast in
+    :func:`seed_resampled_losses`), with replacement, from the same deterministic stream as the recipe bootstrap
+    (``resample_draws``).
+
+    Seeds are crossed with recipes: every recipe trains with the same seeds, and what a seed does to every recipe
+    alike (its initialisation) cancels in a ranking. Drawing slots per recipe would break that pairing and count the
+    shared part as ranking noise (study v2's reduced-lr proxies: one seed lifted every recipe's loss by 0.08, three
+    times the spread of the recipes, with the same ranking in every seed)."""
+    raw = resample_draws(seed, n_resamples * slots) * slots
+    return raw.astype(np.intp).reshape(n_resamples, 1, slots)

@@ -102,7 +102,8 @@ def _group() -> ProtocolResult:
 
 
 def _seed_noise() -> SeedNoise:
-    return SeedNoise(seeds=16, median_std_err=CORRELATION, spread=CORRELATION, signal_to_noise=CORRELATION,
+    return SeedNoise(seeds=16, median_std_err=CORRELATION, paired_std_err=CORRELATION, spread=CORRELATION,
+                     signal_to_noise=CORRELATION,
                      median_gap=CORRELATION, split_half=CORRELATION)
 
 
