@@ -85,7 +85,7 @@ RATE_BYTES = 520  # a learning rate of a protocol or of the target sweep, with i
 # A run's message (status.runs[].message) holds at most this many characters: the text a launcher reports (a
 # termination message's last line can be 4 KiB, a queue's admission message any length) is cut to it, so that a run
 # that failed takes no more status than RUN_BYTES, what the budget charges every run (tests/api/test_limits.py).
-MAX_RUN_MESSAGE_CHARS = 256
+MAX_RUN_MESSAGE_CHARS = 360
 
 
 @dataclass(frozen=True)

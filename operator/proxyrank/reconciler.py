@@ -278,16 +278,22 @@ def add_failures(before: Mapping[str, int] | None, more: Mapping[str, int]) -> d
 
 
 # what a launcher reports (a termination message's last line, a queue's admission message) is cut to this many
-# characters before it goes into a run's message with the reconciler's own words around it
-MAX_DETAIL_CHARS = 128
+# characters before it goes into a run's message with the reconciler's own words around it (the longest, a failed
+# pack's, takes about 110)
+MAX_DETAIL_CHARS = 240
 
 
 def shorten(message: str | None, limit: int = MAX_RUN_MESSAGE_CHARS) -> str | None:
-    """``message`` on one line (control characters become spaces), cut to ``limit`` characters with an ellipsis."""
+    """``message`` on one line (control characters become spaces), at most ``limit`` characters: a longer one keeps
+    its first third and its end around an ellipsis, since a message starts with what failed (``exit code 2``) and an
+    error's cause comes last (a traceback's last line, a path's last component, a queue's reason)."""
     if message is None:
         return None
     flat = "".join(" " if not c.isprintable() else c for c in message)
-    return flat if len(flat) <= limit else flat[:limit - 1].rstrip() + "\u2026"
+    if len(flat) <= limit:
+        return flat
+    head = (limit - 1) // 3
+    return flat[:head] + "\u2026" + flat[len(flat) - (limit - 1 - head):]
 
 
 def _title(entry: RunStatus) -> str:
