@@ -132,9 +132,9 @@ def seed_noise(cube: Cube, losses: dict[str, float],
     if cube.slots < 2:
         return None, None
     lr_index = {lr: i for i, lr in enumerate(cube.lrs)}
-    names = [r for r in cube.recipes if r in losses and r in best_lr]
-    rows = {i: cube.values[i, lr_index[float(best_lr[r])]] for i, r in enumerate(cube.recipes) if r in names}
-    errors = {cube.recipes[i]: _std_err(v) for i, v in rows.items()}
+    rows = {r: cube.values[i, lr_index[float(best_lr[r])]] for i, r in enumerate(cube.recipes)
+            if r in losses and r in best_lr}
+    errors = {r: _std_err(v) for r, v in rows.items()}
     paired: list[float] = []
     if len(rows) >= 2:
         block = np.stack(list(rows.values()))  # recipes x seeds at each recipe's best rate

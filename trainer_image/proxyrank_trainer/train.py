@@ -488,7 +488,7 @@ def _record_losses(rt: Runtime, state: TrainState, pending: list[Tensor], done: 
                    stop_requested: bool = False) -> tuple[bool, bool]:
     """Move the pending step losses (averaged over ranks) into ``state``. Returns (all finite, stop): False at the
     first non-finite loss; stop when any rank was asked to stop (the flag rides on the losses' all-reduce)."""
-    flag = torch.ones(1, device=pending[0].device) if stop_requested else torch.zeros(1, device=pending[0].device)
+    flag = torch.tensor([float(stop_requested)], device=pending[0].device)
     values = torch.cat([torch.stack(pending).float().reshape(-1), flag])
     pending.clear()
     rt.ctx.all_reduce_sum(values)
@@ -511,7 +511,7 @@ def _stop(rt: Runtime, net: Trainable, state: TrainState, ckpt: Checkpointer, st
     raise :class:`Stopped`. A rank that got no signal itself learned of the stop from another (SIGTERM, as sent)."""
     signum = stop.signum if stop is not None and stop.signum is not None else signal.SIGTERM
     rt.say(f"{signal.Signals(signum).name}: stopping after step {state.step}/{rt.cfg.steps}")
-    if ckpt.path is not None and not saved:
+    if ckpt.path is not None and ckpt.writer and not saved:
         save_checkpoint(rt, net, state, ckpt)
     raise Stopped(signum, state.step, rt.cfg.steps, str(ckpt.path) if ckpt.path is not None else None)
 
