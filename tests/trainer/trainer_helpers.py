@@ -108,7 +108,12 @@ def trainer_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_trainer_cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 120,
+# A guard against a hung trainer, not a speed check: seconds-long runs took over 120 s in the clean-clone CI on a
+# slow afternoon, beside tests that start 8 trainer processes on the same 2 cores.
+CLI_TIMEOUT_S = 300
+
+
+def run_trainer_cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float = CLI_TIMEOUT_S,
                     cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m proxyrank_trainer ARGS`` in a subprocess, the way the launchers run it."""
     return subprocess.run([sys.executable, "-m", "proxyrank_trainer", *args], capture_output=True, text=True,
