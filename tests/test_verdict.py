@@ -73,7 +73,8 @@ def test_paired_differences_of_the_study() -> None:
     assert len(diffs) == 6  # 4 protocols: every pair once
 
 
-def _seeded_runs(noise: float, seeds: int = 4, recipes: int = 10, shared: float = 0.0) -> tuple[object, list[object]]:
+def _seeded_runs(noise: float, seeds: int = 4, recipes: int = 10, shared: float = 0.0,
+                 target_seeds: int | None = None) -> tuple[object, list[object]]:
     """A finished comparison whose true recipe order is the same at every scale, with seed noise ``noise`` per run
     and, with ``shared``, an offset per seed that moves every recipe's loss alike (like a seed's initialisation)."""
     from proxyrank.api import RunStatus
@@ -84,6 +85,8 @@ def _seeded_runs(noise: float, seeds: int = 4, recipes: int = 10, shared: float 
     spec_dict = yaml.safe_load(yaml.safe_dump(GOOD_COMPARISON["spec"]))
     spec_dict["recipes"] = [{"name": f"r{i:02d}", "sources": [{"uri": f"s3://b/{i}/"}]} for i in range(recipes)]
     spec_dict["seeds"] = seeds
+    if target_seeds is not None:
+        spec_dict["target"]["seeds"] = target_seeds
     spec = parse_spec(spec_dict)
     rng = random.Random(7)
     offsets = [random.Random(100 + k).gauss(0, shared) for k in range(seeds)]
@@ -111,6 +114,22 @@ def test_seed_noise_separates_a_clean_ranking_from_a_noisy_one() -> None:
     errors = clean.protocols[0].loss_std_err
     assert errors is not None and set(errors) == {f"r{i:02d}" for i in range(10)}
     assert all(e is not None and 0 < e < 0.01 for e in errors.values())
+
+
+def test_a_target_with_fewer_seeds_than_the_proxies_gets_its_own_noise_ceiling() -> None:
+    """target.seeds below spec.seeds (the expensive sweep with 2 seeds, the proxies with 4): each group's seed noise
+    counts its own seeds, the target still has a noise ceiling, and the verdict's CI resamples both."""
+    spec, runs = _seeded_runs(0.02, seeds=4, target_seeds=2)
+    assert sorted({r.seed for r in runs if r.scale == "target"}) == [0, 1]  # type: ignore[attr-defined]
+    result = analyze(spec, runs)  # type: ignore[arg-type]
+    assert result.target is not None and result.target.seed_noise is not None
+    assert result.target.seed_noise.seeds == 2 and result.target.noise_ceiling is not None
+    assert result.protocols[0].seed_noise is not None and result.protocols[0].seed_noise.seeds == 4
+    assert result.verdict is not None and result.verdict.ci_over == "recipes and seeds"
+    assert result.verdict.ci is not None and result.verdict.ci.low is not None
+    one = analyze(*_seeded_runs(0.02, seeds=4, target_seeds=1))  # type: ignore[arg-type]
+    assert one.target is not None and one.target.seed_noise is None and one.target.noise_ceiling is None
+    assert one.verdict is not None and one.verdict.ci_over == "recipes and seeds"  # the proxies' seeds still count
 
 
 def test_an_offset_every_recipe_shares_within_a_seed_is_not_ranking_noise() -> None:

@@ -97,9 +97,10 @@ class RunUsage:
     formula: str  # how ``runs`` comes about, for messages
 
 
-def planned_runs(recipes: int, seeds: int, proxy_rates: int, target_rates: int) -> int:
-    """The number of runs a spec plans: recipes x seeds x (the protocols' learning rates + the target's)."""
-    return recipes * seeds * (proxy_rates + target_rates)
+def planned_runs(recipes: int, seeds: int, proxy_rates: int, target_rates: int, target_seeds: int | None = None) -> int:
+    """The number of runs a spec plans: recipes x (seeds x the protocols' learning rates + the target's seeds x its
+    learning rates); the target's seeds are ``seeds`` unless given."""
+    return recipes * (seeds * proxy_rates + (seeds if target_seeds is None else target_seeds) * target_rates)
 
 
 def fixed_status_bytes(protocols: int, eval_sets: int, proxy_rates: int, target_rates: int) -> int:
@@ -146,8 +147,8 @@ PROXY_SCALE_CHANGED = ("spec.proxy's model, token budget and training settings c
                        "depends on them (protocols may be added or removed, and sweeps' learningRates widened or "
                        f"narrowed); to train other proxies, {_NEW}")
 TARGET_CHANGED = ("spec.target cannot be removed, and its model, token budget and training settings cannot change "
-                  "(its learningRates may be widened or narrowed; a target may be added later); to train another "
-                  f"target, {_NEW}")
+                  "(its learningRates may be widened or narrowed, and its seeds changed; a target may be added later); "
+                  f"to train another target, {_NEW}")
 EVAL_TOKENS_CHANGED = f"spec.evaluation.tokens cannot change: finished runs were evaluated with it; {_NEW}"
 RECIPE_SOURCES_CHANGED = ("a recipe's sources and weights cannot change: its finished runs were trained on them; add "
                           "the changed recipe under a new name (and remove the old one if it is no longer wanted)")
@@ -1215,6 +1216,10 @@ class TargetSpec(ScaleSpec):
     learning_rates: list[LearningRate] = Field(description=("The target's learning-rate grid: each recipe is ranked "
                                                             "by its best loss over it."),
                                                min_length=1, max_length=MAX_LEARNING_RATES)
+    seeds: int | None = Field(default=None, ge=1, le=MAX_SEEDS, description=(
+        "Seeds per (recipe, learning rate) at target scale; default spec.seeds. The target sweep is the expensive "
+        "part: fewer seeds here than the proxies' save most of a study's cost, and 2 or more measure the target's "
+        "noise ceiling. May be added or removed later, as spec.seeds."))
 
     @field_validator("learning_rates")
     @classmethod
@@ -1305,7 +1310,9 @@ _SPEC_TRANSITIONS = [
 _PROXY_RATES_CEL = ("self.proxy.protocols.map(p, has(p.learningRate) ? 1 : "
                     "(has(p.learningRates) ? size(p.learningRates) : 0)).sum()")
 _TARGET_RATES_CEL = "(has(self.target) ? size(self.target.learningRates) : 0)"
-_RUNS_CEL = f"size(self.recipes) * self.seeds * ({_PROXY_RATES_CEL} + {_TARGET_RATES_CEL})"
+_TARGET_SEEDS_CEL = "(has(self.target) && has(self.target.seeds) ? self.target.seeds : self.seeds)"
+_RUNS_CEL = (f"size(self.recipes) * (self.seeds * {_PROXY_RATES_CEL} + "
+             f"{_TARGET_SEEDS_CEL} * {_TARGET_RATES_CEL})")
 _FIXED_BYTES_CEL = (
     f"{OBJECT_BASE_BYTES + SPEC_COPIES * MAX_SPEC_BYTES} "
     f"+ (size(self.proxy.protocols) + (has(self.target) ? 1 : 0)) * {GROUP_BYTES} "
@@ -1353,7 +1360,8 @@ class RecipeComparisonSpec(SpecModel):
     target: TargetSpec | None = Field(default=None,
                                       description=("The large-scale ground truth (optional; without it the verdict "
                                                    "compares protocols)."))
-    seeds: int = Field(default=1, ge=1, le=MAX_SEEDS, description="Seeds per (protocol, recipe, learning rate).")
+    seeds: int = Field(default=1, ge=1, le=MAX_SEEDS, description=(
+        "Seeds per (protocol, recipe, learning rate); the target's too, unless target.seeds is set."))
     policy: Policy = Field(description="How runs are executed (parallelism, retries, deadlines, suspend).",
                            default_factory=Policy)
     reliability: Reliability = Field(description=("How the verdict is decided: the metric, the threshold and the "
@@ -1414,12 +1422,26 @@ class RecipeComparisonSpec(SpecModel):
         target_rates = len(self.target.learning_rates) if self.target is not None else 0
         protocols, eval_sets = len(self.proxy.protocols), len(self.evaluation.sets)
         recipes = len(self.recipes)
-        formula = f"{recipes} recipes x {self.seeds} seed{'s' * (self.seeds != 1)} x ({proxy_rates} proxy " \
-                  f"learning rate{'s' * (proxy_rates != 1)}" + \
-                  (f" + {target_rates} target" if self.target is not None else "") + ")"
-        return RunUsage(runs=planned_runs(recipes, self.seeds, proxy_rates, target_rates),
+        target_seeds = self.target_seeds()
+
+        def seeds(n: int) -> str:
+            return f"{n} seed{'s' * (n != 1)}"
+        rates = f"{proxy_rates} proxy learning rate{'s' * (proxy_rates != 1)}"
+        if self.target is None or target_seeds == self.seeds:
+            formula = f"{recipes} recipes x {seeds(self.seeds)} x ({rates}" + \
+                      (f" + {target_rates} target" if self.target is not None else "") + ")"
+        else:
+            formula = f"{recipes} recipes x ({seeds(self.seeds)} x {rates} + {seeds(target_seeds)} x " \
+                      f"{target_rates} target)"
+        return RunUsage(runs=planned_runs(recipes, self.seeds, proxy_rates, target_rates, target_seeds),
                         limit=max_runs(protocols, eval_sets, proxy_rates, target_rates),
                         per_run=bytes_per_run(eval_sets), eval_sets=eval_sets, formula=formula)
+
+    def target_seeds(self) -> int:
+        """Seeds per (recipe, learning rate) at target scale: ``target.seeds``, else ``seeds``."""
+        if self.target is not None and self.target.seeds is not None:
+            return self.target.seeds
+        return self.seeds
 
     def judged_protocol(self) -> Protocol:
         """The protocol the reliability verdict is about."""

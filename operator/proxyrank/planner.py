@@ -208,7 +208,7 @@ def plan_runs(spec: RecipeComparisonSpec, name: str, uid: str, namespace: str | 
         n_before = len(runs)
         for recipe in spec.recipes:
             for lr in rates:
-                for seed in range(spec.seeds):
+                for seed in range(spec.seeds if scale_name == "proxy" else spec.target_seeds()):
                     config = _run_config(spec, scale, recipe.name, lr, seed)
                     key = run_key(namespace, name, scale_name, group, recipe.name, config)
                     config = config.model_copy(update={"run_key": key})

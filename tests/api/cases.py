@@ -113,6 +113,8 @@ BAD_CASES: list[tuple[str, Mutation, str, str]] = [
     ("target-no-lrs", _set("spec.target.learningRates", []), "spec.target.learningRates", "at least 1"),
     ("target-lrs-missing", _set("spec.target.learningRates", _DELETE), "spec.target.learningRates", "missing"),
     ("seeds-zero", _set("spec.seeds", 0), "spec.seeds", ">= 1"),
+    ("target-seeds-zero", _set("spec.target.seeds", 0), "spec.target.seeds", ">= 1"),
+    ("target-seeds-too-many", _set("spec.target.seeds", 17), "spec.target.seeds", "<= 16"),
     ("parallelism-zero", _set("spec.policy.parallelism", 0), "spec.policy.parallelism", ">= 1"),
     ("pack-size-zero", _set("spec.policy.packSize", 0), "spec.policy.packSize", ">= 1"),
     ("pack-size-too-big", _set("spec.policy.packSize", 257), "spec.policy.packSize", "<= 256"),

@@ -65,6 +65,9 @@ def test_api_server_rejects_what_the_model_rejects(case_id: str, mutate: Any, pa
     (lambda o: o["spec"]["evaluation"].update(tokens=2048), "must exceed the target's sequence length"),
     (lambda o: o["spec"].update(seeds=16, recipes=[{"name": f"r{i}", "sources": [{"uri": "/x"}]} for i in range(20)]),
      "the spec plans 2560 runs, more than the 1037 its status can hold"),
+    (lambda o: (o["spec"]["target"].update(seeds=16),
+                o["spec"].update(recipes=[{"name": f"r{i}", "sources": [{"uri": "/x"}]} for i in range(40)])),
+     "the spec plans 2120 runs, more than the 1037 its status can hold"),
 ])
 def test_each_cel_rule_fires_on_its_bad_input(mutate: Any, message: str) -> None:
     obj = copy.deepcopy(GOOD_COMPARISON)
@@ -96,6 +99,7 @@ ALLOWED = [
         learningRate=None, learningRates=[s["proxy"]["protocols"][0]["learningRate"], 1e-3])),
     ("widen-target", lambda s: s["target"]["learningRates"].append(3e-3)),
     ("add-seeds", lambda s: s.update(seeds=3)),
+    ("target-seeds", lambda s: s["target"].update(seeds=2)),
     ("reorder-recipes", lambda s: s["recipes"].reverse()),
 ]
 # (what changes, the message's phrase): each is rejected by both, with a message saying what to do

@@ -41,6 +41,35 @@ def test_run_count_is_protocols_times_recipes_times_lrs_times_seeds_plus_target(
     assert {c.group: c.runs for c in plan.costs} == {"fixed": 6, "reduced-lr": 6, "proxy-tuned": 18, "target": 18}
 
 
+@pytest.mark.parametrize("target_seeds", [1, 2, 4])
+def test_target_seeds_set_the_target_sweeps_seeds_and_leave_the_proxies_alone(target_seeds: int) -> None:
+    _, plan = _plan(seeds=3)
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"].update(seeds=3)
+    obj["spec"]["target"]["seeds"] = target_seeds
+    spec_t = parse_comparison(obj).spec
+    plan_t = plan_runs(spec_t, "dedup-study", "uid-1")
+    target = [r for r in plan_t.runs if r.scale == "target"]
+    # 3 recipes x 3 lrs x target_seeds; the proxies keep 3 seeds each: (1 + 1 + 3 lrs) x 3 recipes x 3 seeds = 45
+    assert len(target) == 9 * target_seeds and sorted({r.seed for r in target}) == list(range(target_seeds))
+    assert [r.key for r in plan_t.runs if r.scale == "proxy"] == [r.key for r in plan.runs if r.scale == "proxy"]
+    assert len(plan_t.runs) == 45 + 9 * target_seeds == spec_t.run_usage().runs
+    # a target run's key does not depend on how many seeds there are: lowering target.seeds keeps finished runs
+    before = {(r.recipe, r.learning_rate, r.seed): r.key for r in plan.runs if r.scale == "target"}
+    assert all(before.get((r.recipe, r.learning_rate, r.seed), r.key) == r.key for r in target)
+    assert [c.runs for c in plan_t.costs if c.scale == "target"] == [9 * target_seeds]
+
+
+def test_the_run_formula_names_the_targets_own_seeds() -> None:
+    obj = copy.deepcopy(GOOD_COMPARISON)
+    obj["spec"].update(seeds=3)
+    assert parse_comparison(obj).spec.run_usage().formula == "3 recipes x 3 seeds x (5 proxy learning rates + 3 target)"
+    obj["spec"]["target"]["seeds"] = 1
+    usage = parse_comparison(obj).spec.run_usage()
+    assert usage.formula == "3 recipes x (3 seeds x 5 proxy learning rates + 1 seed x 3 target)"
+    assert usage.runs == 3 * (3 * 5 + 1 * 3)
+
+
 def test_keys_are_unique_deterministic_and_do_not_depend_on_the_uid() -> None:
     _, a = _plan(uid="uid-1")
     _, b = _plan(uid="uid-1")
