@@ -87,10 +87,13 @@ def _models(spec: RecipeComparisonSpec) -> tuple[str, str, str]:
     proxy_text = (f"`{proxy.model}` ({proxy.non_embedding_params / 1e6:.2f}M non-embedding parameters), "
                   f"{proxy.tokens_per_run:,} tokens, batch {spec.proxy.batch_tokens:,} tokens ({steps} optimizer "
                   f"steps), cosine with 5% warmup, AdamW (0.9, 0.95), weight decay 0.1, {seeds}")
+    target_seeds = spec.target_seeds()
     target_text = "" if target is None else (
-        f"`{target.model}` ({target.non_embedding_params / 1e6:.2f}M non-embedding, "
-        f"{target.non_embedding_params / proxy.non_embedding_params:.0f}x the proxy), {target.tokens_per_run:,} "
-        f"tokens ({target.tokens_per_run / proxy.tokens_per_run:.0f}x)")
+        f"`{target.model}` ({target.non_embedding_params / 1e6:.2f}M non-embedding parameters, "
+        f"{target.non_embedding_params / proxy.non_embedding_params:.1f}x the proxy's; {target.params / 1e6:.2f}M in "
+        f"all, {target.params / proxy.params:.1f}x), {target.tokens_per_run:,} tokens "
+        f"({target.tokens_per_run / proxy.tokens_per_run:.0f}x the proxy's), "
+        f"{'one seed' if target_seeds == 1 else f'{target_seeds} seeds per run'}")
     protocols = ", ".join(f"`{p.name}` {_rates(p.rates)}" for p in spec.proxy.protocols)
     return proxy_text, target_text, protocols
 
@@ -100,6 +103,8 @@ def _setup(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, t: Target
     edges = (f"{len(t.edge_of_grid)} recipe(s) have their best learning rate on an edge of the grid "
              f"({', '.join(t.edge_of_grid)})" if t.edge_of_grid else "no recipe's best learning rate is on an edge")
     run_hours = sum((r.cpu_seconds or 0) for r in status.runs) / 3600
+    by_scale = {scale: sum((r.cpu_seconds or 0) for r in status.runs if r.scale == scale) / 3600
+                for scale in ("proxy", "target")}
     proxy, target, protocols = _models(spec)
     recipes = ", ".join(f"`{r.name}`" for r in spec.recipes)
     sets = ", ".join(s.name for s in spec.evaluation.sets)
@@ -113,7 +118,8 @@ def _setup(spec: RecipeComparisonSpec, status: RecipeComparisonStatus, t: Target
   {edges}.
 - **Runs:** {counts.total} ({counts.succeeded} succeeded, {counts.diverged} diverged, {counts.failed} failed).
   Machine: the 2-core development CPU, 2 runs at a time with one thread each, often shared with other work. Wall time
-  with runs in flight {_hms(busy_seconds(status.runs))} (all passes), {run_hours:.1f} run-hours.
+  with runs in flight {_hms(busy_seconds(status.runs))} (all passes), {run_hours:.1f} run-hours (CPU-seconds of the
+  trainer processes: proxies {by_scale["proxy"]:.1f}, target {by_scale["target"]:.1f}).
 
 Reproduce with one command, `make study` (installs, builds the demo data, runs `examples/study.yaml` in
 `runs/study`, resumable, then regenerates `docs/results/study/` and these tables), or step by step:
