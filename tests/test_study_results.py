@@ -64,11 +64,13 @@ def test_the_script_writes_verdict_states_differences_seed_noise_and_the_noise_c
     assert "**Verdict: " in text and "decided on the 95% CI" in text
     assert "### Paired protocol differences" in text and "| fixed - reduced-lr | target | 4 |" in text
     noise = text.split("### Seed noise and the noise ceiling", 1)[1].split("###", 1)[0]
-    assert "| target | 3 |" in noise and "| fixed | 3 |" in noise
+    assert "| target | 2 |" in noise and "| fixed | 3 |" in noise  # target.seeds: 2, the proxies' seeds: 3
     target_row = next(line for line in noise.splitlines() if line.startswith("| target |"))
     assert target_row.rsplit("|", 2)[-2].strip() not in ("", "-")  # the noise ceiling is a number
     confidence = text.split("### Confidence without a target", 1)[1]
     assert "| reduced-lr | Unstable |" in confidence and "| yes |" in confidence  # barely trained
     assert "3 seeds per run" in text and "(100 optimizer steps)" in text
+    assert "9.9x the proxy's; 1.04M in all, 8.3x), 409,600 tokens (1x the proxy's), 2 seeds per run" in text
+    assert "(CPU-seconds of the\n  trainer processes: proxies " in text
     assert text.endswith("## Reading\n\nHand-written reading, kept.\n")
     assert (tmp_path / "out" / "report.md").exists()
