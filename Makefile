@@ -56,7 +56,7 @@ demo: install
 	$(BIN)/proxyrank report $(DEMO_WORK)
 	@echo "report: $(DEMO_WORK)/report.md"
 
-# The science check behind docs/RESULTS.md (about 1.5 hours on 2 CPU cores; resumable: rerun to continue).
+# The science check behind docs/RESULTS.md (about 2 hours on 2 CPU cores; resumable: rerun to continue).
 # Progress is committed under STUDY_PROGRESS (`make study-checkpoint`, then commit it): on a machine without a work
 # directory, `make study` starts from there, so a study interrupted on one machine continues on another.
 STUDY_WORK ?= runs/study
