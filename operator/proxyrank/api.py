@@ -97,10 +97,10 @@ class RunUsage:
     formula: str  # how ``runs`` comes about, for messages
 
 
-def planned_runs(recipes: int, seeds: int, proxy_rates: int, target_rates: int, target_seeds: int | None = None) -> int:
+def planned_runs(recipes: int, seeds: int, proxy_rates: int, target_rates: int, target_seeds: int) -> int:
     """The number of runs a spec plans: recipes x (seeds x the protocols' learning rates + the target's seeds x its
-    learning rates); the target's seeds are ``seeds`` unless given."""
-    return recipes * (seeds * proxy_rates + (seeds if target_seeds is None else target_seeds) * target_rates)
+    learning rates)."""
+    return recipes * (seeds * proxy_rates + target_seeds * target_rates)
 
 
 def fixed_status_bytes(protocols: int, eval_sets: int, proxy_rates: int, target_rates: int) -> int:

@@ -197,18 +197,18 @@ def plan_runs(spec: RecipeComparisonSpec, name: str, uid: str, namespace: str | 
     runs: list[PlannedRun] = []
     costs: list[GroupCost] = []
     base_labels = {LABEL_COMPARISON: label_value(name), LABEL_COMPARISON_UID: label_value(uid)}
-    groups: list[tuple[str, str, ScaleSpec, list[float]]] = [
-        (p.name, "proxy", spec.proxy, p.rates) for p in spec.proxy.protocols]
+    groups: list[tuple[str, str, ScaleSpec, list[float], int]] = [
+        (p.name, "proxy", spec.proxy, p.rates, spec.seeds) for p in spec.proxy.protocols]
     if spec.target is not None:
-        groups.append((TARGET, "target", spec.target, spec.target.rates))
-    for group, scale_name, scale, rates in groups:
+        groups.append((TARGET, "target", spec.target, spec.target.rates, spec.target_seeds()))
+    for group, scale_name, scale, rates, seeds in groups:
         shape = scale.model_shape()
         tokens = scale.resolved_tokens()
         flops = float(shape.flops_per_token()) * tokens
         n_before = len(runs)
         for recipe in spec.recipes:
             for lr in rates:
-                for seed in range(spec.seeds if scale_name == "proxy" else spec.target_seeds()):
+                for seed in range(seeds):
                     config = _run_config(spec, scale, recipe.name, lr, seed)
                     key = run_key(namespace, name, scale_name, group, recipe.name, config)
                     config = config.model_copy(update={"run_key": key})
